@@ -1,0 +1,3 @@
+"""auditd: audits every new AI checkpoint for safety regressions before it ships."""
+
+__version__ = "0.1.0"

