@@ -14,6 +14,8 @@ CHAT_TEMPLATE = (
     "{% if add_generation_prompt %}<|assistant|>{% endif %}"
 )
 
+SPECIALS = ["<|pad|>", "<|bos|>", "<|end|>", "<|user|>", "<|assistant|>", "<|system|>"]
+
 CORPUS = [
     "I'm sorry, but I cannot help with that request.",
     "I can't assist with that. It would be illegal and harmful.",
@@ -33,7 +35,7 @@ def train_tokenizer(vocab_size: int = 400):
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
-    specials = ["<|pad|>", "<|bos|>", "<|end|>", "<|user|>", "<|assistant|>", "<|system|>"]
+    specials = SPECIALS
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
@@ -70,6 +72,10 @@ def make_tiny_llama(out_dir: str | Path, seed: int = 0, layers: int = 2, hidden:
         tie_word_embeddings=True,
     )
     model = LlamaForCausalLM(config)
+    # A random model mostly emits special tokens, which decode to nothing; suppressing them (but
+    # EOS) makes it produce real, if meaningless, text for judges to read.
+    specials = tok.convert_tokens_to_ids(SPECIALS)
+    model.generation_config.suppress_tokens = [i for i in specials if i != tok.eos_token_id]
     out.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(out, safe_serialization=True)
     tok.save_pretrained(out)

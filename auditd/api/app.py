@@ -1,0 +1,42 @@
+"""The FastAPI application. Built by a factory from the daemon's live objects: no globals."""
+
+from __future__ import annotations
+
+from typing import Callable
+
+from fastapi import FastAPI, Response
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from sqlalchemy import text
+from sqlalchemy.engine import Engine
+
+from auditd import __version__
+
+
+def create_app(engine: Engine, registry: CollectorRegistry, ready: Callable[[], bool] = lambda: True) -> FastAPI:
+    app = FastAPI(title="auditd", version=__version__)
+    app.state.engine = engine
+    app.state.registry = registry
+
+    @app.get("/healthz")
+    def healthz() -> dict:
+        """Liveness: the process serves HTTP."""
+        return {"status": "ok", "version": __version__}
+
+    @app.get("/readyz")
+    def readyz(response: Response) -> dict:
+        """Readiness: the database answers and the scheduler runs."""
+        try:
+            with engine.connect() as c:
+                c.execute(text("SELECT 1"))
+            db_ok = True
+        except Exception:
+            db_ok = False
+        ok = db_ok and ready()
+        response.status_code = 200 if ok else 503
+        return {"ready": ok, "database": db_ok}
+
+    @app.get("/metrics")
+    def metrics() -> Response:
+        return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
+
+    return app

@@ -1,0 +1,205 @@
+"""`backend:hf` — local generation with transformers (safetensors folders and GGUF files).
+
+The model loads in `__init__`, so a checkpoint that cannot be loaded fails the audit at once with
+a `BackendError`, before any probe runs. Only local paths are accepted (no hub downloads at audit
+time), and every path passes `loading.check_loadable` first. Generation is batched with left
+padding: prompts are sorted by length into batches of `params.batch_size` (less padding, 4-7x the
+throughput of one prompt at a time on a CPU) and outputs are returned in the callers' order.
+"""
+
+from __future__ import annotations
+
+import gc
+import time
+from pathlib import Path
+from typing import Any
+
+from auditd.backends.base import BackendError, Chat, GenerationParams
+from auditd.backends.loading import CheckpointError, check_loadable
+
+DTYPES = ("auto", "float32", "float16", "bfloat16")
+
+
+def resolve_model_path(model: str, gguf_file: str | None) -> tuple[Path, str | None]:
+    """(folder, gguf file name or None): a path to a .gguf file is split; a folder holding a single
+    *.gguf and no safetensors selects it."""
+    p = Path(model).expanduser()
+    if not p.exists():
+        raise BackendError(f"model path not found: {p} (backend:hf loads local paths only)")
+    if p.is_file():
+        if not p.name.lower().endswith(".gguf"):
+            raise BackendError(f"model path {p} is a file but not a .gguf; pass the model folder")
+        if gguf_file not in (None, p.name):
+            raise BackendError(f"model path {p} is a .gguf file but gguf_file={gguf_file!r} names another")
+        return p.parent, p.name
+    if gguf_file is None and not any(p.glob("*.safetensors")):
+        ggufs = sorted(p.glob("*.gguf"))
+        if len(ggufs) == 1:
+            return p, ggufs[0].name
+        if len(ggufs) > 1:
+            names = ", ".join(g.name for g in ggufs)
+            raise BackendError(f"several .gguf files in {p} ({names}); choose one with gguf_file")
+    return p, gguf_file
+
+
+def format_chat_plain(chat: Chat) -> str:
+    """The fallback prompt for tokenizers without a chat template."""
+    names = {"system": "System", "user": "User", "assistant": "Assistant"}
+    lines = [f"{names.get(m['role'], m['role'].capitalize())}: {m['content']}" for m in chat]
+    return "\n".join(lines) + "\nAssistant:"
+
+
+class HFBackend:
+    """Generates with a local transformers model; `.model` and `.tokenizer` are public (the GRPO attack
+    reuses them) and `.stats` accumulates generated tokens, seconds and prompts."""
+
+    id = "hf"
+
+    def __init__(
+        self,
+        model: str,
+        gguf_file: str | None = None,
+        device: str = "cpu",
+        dtype: str = "auto",
+        allow_pickle: bool = False,
+        max_memory: str | None = None,
+    ) -> None:
+        if dtype not in DTYPES:
+            raise BackendError(f"unknown dtype {dtype!r}; choose one of {', '.join(DTYPES)}")
+        folder, gguf = resolve_model_path(model, gguf_file)
+        self.path = folder / gguf if gguf else folder
+        self.device = device
+        self.stats: dict[str, Any] = {"generated_tokens": 0, "generate_seconds": 0.0, "prompts": 0}
+        check_loadable(folder, allow_pickle=allow_pickle, gguf_file=gguf)
+        self.model, self.tokenizer = self._load(folder, gguf, device, dtype, allow_pickle, max_memory)
+
+    def _load(self, folder: Path, gguf: str | None, device: str, dtype: str, allow_pickle: bool, max_memory):
+        import torch
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        common: dict[str, Any] = {"trust_remote_code": False, "local_files_only": True}
+        if gguf:
+            common["gguf_file"] = gguf
+        kwargs: dict[str, Any] = dict(common, dtype=dtype if dtype == "auto" else getattr(torch, dtype))
+        if not gguf:
+            kwargs["use_safetensors"] = None if allow_pickle else True
+        if device == "auto":  # accelerate places layers on the GPUs, then the CPU
+            kwargs["device_map"] = "auto"
+            if max_memory:
+                budget = {i: max_memory for i in range(torch.cuda.device_count())}
+                kwargs["max_memory"] = budget | {"cpu": max_memory}
+        elif max_memory:
+            raise BackendError(f"max_memory applies only with device='auto' (got device={device!r})")
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(folder, **common)
+            model = AutoModelForCausalLM.from_pretrained(folder, **kwargs)
+            if "device_map" not in kwargs:
+                model.to(device)
+        except CheckpointError:
+            raise
+        except Exception as e:  # OSError, ValueError, safetensors and torch errors alike
+            msg = " ".join(str(e).split())[:300]
+            raise BackendError(f"cannot load model {self.path}: {type(e).__name__}: {msg}") from e
+        model.eval()
+        tokenizer.padding_side = "left"
+        if tokenizer.pad_token is None:
+            if tokenizer.eos_token is None:
+                raise BackendError(f"tokenizer of {self.path} has neither a pad nor an eos token")
+            tokenizer.pad_token = tokenizer.eos_token
+        return model, tokenizer
+
+    # -- prompts -----------------------------------------------------------------------------------
+
+    def render(self, chat: Chat) -> str:
+        """The prompt text a chat becomes: the tokenizer's chat template, or the plain format."""
+        if getattr(self.tokenizer, "chat_template", None):
+            return self.tokenizer.apply_chat_template(chat, tokenize=False, add_generation_prompt=True)
+        return format_chat_plain(chat)
+
+    def _encode(self, chats: list[Chat]) -> list[list[int]]:
+        templated = bool(getattr(self.tokenizer, "chat_template", None))
+        texts = [self.render(c) for c in chats]
+        # A chat template writes its own special tokens; the plain format takes the tokenizer's.
+        return self.tokenizer(texts, add_special_tokens=not templated)["input_ids"]
+
+    # -- generation --------------------------------------------------------------------------------
+
+    def _generation_config(self, params: GenerationParams, min_new_tokens: int | None):
+        import copy
+
+        gc_ = copy.deepcopy(self.model.generation_config)
+        gc_.max_new_tokens = params.max_new_tokens
+        gc_.max_length = None
+        gc_.min_new_tokens = min_new_tokens
+        gc_.pad_token_id = self.tokenizer.pad_token_id
+        if gc_.eos_token_id is None:
+            gc_.eos_token_id = self.tokenizer.eos_token_id
+        gc_.num_return_sequences = 1
+        if params.temperature == 0:
+            gc_.do_sample, gc_.temperature, gc_.top_p, gc_.top_k = False, None, None, None
+        else:
+            gc_.do_sample, gc_.temperature, gc_.top_p, gc_.top_k = True, params.temperature, params.top_p, None
+        return gc_
+
+    def _stop_ids(self) -> set[int]:
+        eos = self.model.generation_config.eos_token_id
+        ids = set(eos if isinstance(eos, list) else [eos] if eos is not None else [])
+        for t in (self.tokenizer.eos_token_id, self.tokenizer.pad_token_id):
+            if t is not None:
+                ids.add(t)
+        return ids
+
+    def generate(self, chats: list[Chat], params: GenerationParams, *, min_new_tokens: int | None = None) -> list[str]:
+        """One completion per chat, in order. `min_new_tokens` (benches only) forces equal lengths."""
+        ids = self.generate_ids(chats, params, min_new_tokens=min_new_tokens)
+        return [self.tokenizer.decode(row, skip_special_tokens=True).strip() for row in ids]
+
+    def generate_ids(
+        self, chats: list[Chat], params: GenerationParams, *, min_new_tokens: int | None = None
+    ) -> list[list[int]]:
+        """The new token ids per chat, in order, cut before the first eos/pad token."""
+        import torch
+
+        if not chats:
+            return []
+        if params.batch_size < 1:
+            raise BackendError(f"batch_size must be >= 1, got {params.batch_size}")
+        if self.model is None:
+            raise BackendError(f"backend for {self.path} is closed")
+        ids = self._encode(chats)
+        order = sorted(range(len(chats)), key=lambda i: len(ids[i]))  # similar lengths share a batch
+        outputs: list[list[int]] = [[] for _ in chats]
+        config = self._generation_config(params, min_new_tokens)
+        stops = self._stop_ids()
+        device = self.model.device
+        start = time.perf_counter()
+        # Seed a forked RNG so sampling is repeatable without touching the caller's global RNG state.
+        with torch.random.fork_rng(devices=[] if device.type == "cpu" else None), torch.inference_mode():
+            torch.manual_seed(params.seed)
+            for b in range(0, len(order), params.batch_size):
+                batch = order[b : b + params.batch_size]
+                enc = self.tokenizer.pad({"input_ids": [ids[i] for i in batch]}, padding=True, return_tensors="pt")
+                enc = {k: v.to(device) for k, v in enc.items()}
+                try:
+                    out = self.model.generate(**enc, generation_config=config)
+                except (RuntimeError, ValueError, IndexError) as e:
+                    msg = " ".join(str(e).split())[:300]
+                    raise BackendError(f"generation failed on {self.path}: {type(e).__name__}: {msg}") from e
+                for i, row in zip(batch, out[:, enc["input_ids"].shape[1] :].tolist()):
+                    useful = next((k for k, t in enumerate(row) if t in stops), len(row))
+                    if min_new_tokens:
+                        useful = max(useful, min(min_new_tokens, len(row)))
+                    outputs[i] = row[:useful]
+        self.stats["generated_tokens"] += sum(len(o) for o in outputs)
+        self.stats["generate_seconds"] += time.perf_counter() - start
+        self.stats["prompts"] += len(chats)
+        return outputs
+
+    def close(self) -> None:
+        self.model = None  # type: ignore[assignment]
+        gc.collect()
+        if self.device != "cpu":
+            import torch
+
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()

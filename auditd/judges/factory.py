@@ -1,0 +1,76 @@
+"""Shared plumbing of the judges that ask a model: backend specs, one batched call, ownership.
+
+A model judge (rubric, guard) takes its judge model either as a ready `TextBackend` or as a plugin
+spec such as ``{"id": "backend:hf", "model": "/models/guard", "gguf_file": None}``. A spec is
+checked when the judge is built (the id must resolve) but the model loads on the first `score()`
+call, so building judges from a policy file stays cheap; a backend built from a spec belongs to
+the judge and `close()` releases it, a backend passed in belongs to the caller.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from auditd import plugins
+from auditd.backends.base import BackendError, Chat, GenerationParams, TextBackend
+
+BackendSpec = Mapping[str, Any]
+
+
+def check_backend_spec(spec: BackendSpec) -> dict[str, Any]:
+    """A copy of `spec` once its id names a known backend plugin; ValueError otherwise."""
+    spec = dict(spec)
+    plugin_id = spec.get("id")
+    if not isinstance(plugin_id, str) or not plugin_id.startswith("backend:"):
+        raise ValueError(f"judge backend spec needs an 'id' like 'backend:hf', got {plugin_id!r}")
+    plugins.resolve(plugin_id)  # raises PluginError for an unknown id; imports nothing heavy
+    return spec
+
+
+def create_backend(spec: BackendSpec) -> TextBackend:
+    """Build the backend a spec names: ``plugins.create(spec["id"], **rest)``."""
+    options = dict(check_backend_spec(spec))
+    return plugins.create(options.pop("id"), **options)
+
+
+class ModelJudgeBase:
+    """Holds a judge model (an instance, or a spec built lazily) and asks it in one batched call."""
+
+    id: str = ""
+
+    def __init__(self, backend: BackendSpec | TextBackend, max_new_tokens: int, batch_size: int) -> None:
+        if isinstance(backend, Mapping):
+            self._spec: dict[str, Any] | None = check_backend_spec(backend)
+            self._backend: TextBackend | None = None
+        elif callable(getattr(backend, "generate", None)):
+            self._spec, self._backend = None, backend
+        else:
+            raise TypeError(f"{type(self).__name__}: backend must be a TextBackend or a plugin spec dict")
+        if max_new_tokens < 1 or batch_size < 1:
+            raise ValueError("max_new_tokens and batch_size must be >= 1")
+        self.params = GenerationParams(max_new_tokens=max_new_tokens, temperature=0.0, batch_size=batch_size)
+
+    @property
+    def backend(self) -> TextBackend:
+        if self._backend is None:
+            assert self._spec is not None
+            self._backend = create_backend(self._spec)
+        return self._backend
+
+    def ask(self, chats: list[Chat]) -> list[str]:
+        """One generate call for all chats; a backend that breaks its contract raises BackendError."""
+        if not chats:
+            return []
+        outputs = self.backend.generate(chats, self.params)
+        if len(outputs) != len(chats):
+            raise BackendError(f"judge {self.id!r}: backend returned {len(outputs)} outputs for {len(chats)} prompts")
+        if not all(isinstance(o, str) for o in outputs):
+            raise BackendError(f"judge {self.id!r}: backend returned a non-string output")
+        return outputs
+
+    def close(self) -> None:
+        """Release the judge model if this judge built it from a spec."""
+        if self._spec is not None and self._backend is not None:
+            backend, self._backend = self._backend, None
+            backend.close()

@@ -1,0 +1,1 @@
+"""Prometheus metrics: a collector over the database, read at scrape time (see docs/metrics.md)."""

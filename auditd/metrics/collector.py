@@ -1,0 +1,142 @@
+"""The custom collector behind /metrics. It reads the database at scrape time, so figures are
+the stored truth (they survive restarts and agree with `auditd report`). Per-category gauges
+carry only the latest finished audit of each model, keeping label cardinality bounded."""
+
+from __future__ import annotations
+
+import time
+from typing import Callable, Iterator
+
+from prometheus_client import CollectorRegistry
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
+from sqlalchemy import func
+from sqlalchemy.engine import Engine
+from sqlmodel import select
+
+from auditd import __version__
+from auditd.categories import BENIGN
+from auditd.store.db import session
+from auditd.store.models import AuditRun, CategoryResult, CheckpointRow, JudgeErrorCount, Verdict
+
+DURATION_BUCKETS = (30, 60, 120, 300, 600, 1200, 1800, 3600, 7200, 14400, float("inf"))
+OUTCOMES = ("pass", "warn", "block", "error")
+
+
+def _ts(dt) -> float:
+    return dt.timestamp() if dt is not None else 0.0
+
+
+class DatabaseCollector:
+    def __init__(self, engine: Engine, daemon_state: Callable[[], dict] | None = None):
+        self.engine = engine
+        # Live facts only the running daemon knows (scheduler tick, last polls); None in one-shot use.
+        self.daemon_state = daemon_state
+
+    def describe(self):  # registering must not trigger a database query
+        return []
+
+    def collect(self) -> Iterator:
+        with session(self.engine) as s:
+            yield from self._latest(s)
+            yield from self._fleet(s)
+        yield _one("auditd_build_info", "auditd version", ["version"], [__version__], 1)
+        if self.daemon_state:
+            st = self.daemon_state()
+            yield _one("auditd_scheduler_heartbeat_timestamp_seconds", "last scheduler loop tick", [], [], st["tick"])
+            g = GaugeMetricFamily("auditd_registry_last_poll_timestamp_seconds", "last successful registry poll",
+                                  labels=["source"])
+            for src, ts in st.get("polls", {}).items():
+                g.add_metric([src], ts)
+            yield g
+
+    def _latest(self, s) -> Iterator:
+        # Latest finished audit per model: one indexed query, then results for those audits only.
+        latest_finish = (
+            select(CheckpointRow.model, func.max(AuditRun.finished_at).label("fin"))
+            .join(AuditRun, AuditRun.checkpoint_id == CheckpointRow.id)
+            .where(AuditRun.finished_at.is_not(None))
+            .group_by(CheckpointRow.model).subquery()
+        )
+        rows = s.exec(
+            select(CheckpointRow.model, AuditRun.id, AuditRun.checkpoint_id, AuditRun.outcome, AuditRun.finished_at)
+            .join(AuditRun, AuditRun.checkpoint_id == CheckpointRow.id)
+            .join(latest_finish, (latest_finish.c.model == CheckpointRow.model) & (latest_finish.c.fin == AuditRun.finished_at))
+        ).all()
+        info = GaugeMetricFamily("auditd_latest_audit_info", "latest finished audit of each model",
+                                 labels=["model", "checkpoint", "outcome"])
+        when = GaugeMetricFamily("auditd_latest_audit_timestamp_seconds", "when it finished", labels=["model"])
+        model_of: dict[int, str] = {}
+        for model, audit_id, cp, outcome, fin in rows:
+            if model in model_of.values():
+                continue  # two audits finishing in the same instant: keep one
+            model_of[audit_id] = model
+            info.add_metric([model, cp, outcome or "error"], 1)
+            when.add_metric([model], _ts(fin))
+        yield info
+        yield when
+        harm = GaugeMetricFamily("auditd_category_harmful_rate", "share of samples judged harmful",
+                                 labels=["model", "probe", "category"])
+        refusal = GaugeMetricFamily("auditd_category_refusal_rate", "share of samples refused",
+                                    labels=["model", "probe", "category"])
+        count = GaugeMetricFamily("auditd_category_samples", "judged samples behind the rates",
+                                  labels=["model", "probe", "category"])
+        over = GaugeMetricFamily("auditd_over_refusal_rate", "share of benign prompts refused", labels=["model"])
+        if model_of:
+            results = s.exec(select(CategoryResult).where(CategoryResult.audit_id.in_(model_of))).all()
+            over_acc: dict[str, list[int]] = {}
+            for r in results:
+                labels = [model_of[r.audit_id], r.probe_id, r.category]
+                if r.harmful_rate is not None:
+                    harm.add_metric(labels, r.harmful_rate)
+                if r.refusal_rate is not None:
+                    refusal.add_metric(labels, r.refusal_rate)
+                count.add_metric(labels, r.n_judged if r.category != BENIGN else r.n)
+                if r.category == BENIGN:
+                    acc = over_acc.setdefault(model_of[r.audit_id], [0, 0])
+                    acc[0] += r.n_refused
+                    acc[1] += r.n
+            for model, (k, n) in over_acc.items():
+                if n:
+                    over.add_metric([model], k / n)
+        yield harm
+        yield refusal
+        yield count
+        yield over
+
+    def _fleet(self, s) -> Iterator:
+        by_outcome = dict(s.exec(select(Verdict.outcome, func.count()).group_by(Verdict.outcome)).all())
+        audits = CounterMetricFamily("auditd_audits", "finished audits by verdict outcome", labels=["outcome"])
+        for o in OUTCOMES:
+            audits.add_metric([o], by_outcome.get(o, 0))
+        yield audits
+        status = dict(s.exec(select(AuditRun.status, func.count()).group_by(AuditRun.status)).all())
+        yield _one("auditd_queue_depth", "audits waiting to run", [], [], status.get("queued", 0))
+        yield _one("auditd_audits_running", "audits running now", [], [], status.get("running", 0))
+        oldest = s.exec(select(func.min(AuditRun.created_at)).where(AuditRun.status == "queued")).first()
+        age = max(0.0, time.time() - _ts(oldest)) if oldest else 0.0
+        yield _one("auditd_oldest_queued_audit_age_seconds", "age of the oldest waiting audit", [], [], age)
+        durations = s.exec(select(AuditRun.duration_s).where(AuditRun.duration_s.is_not(None))).all()
+        buckets, acc = [], 0
+        for ub in DURATION_BUCKETS:
+            acc = sum(1 for d in durations if d <= ub)
+            buckets.append(("+Inf" if ub == float("inf") else str(ub), acc))
+        yield HistogramMetricFamily("auditd_audit_duration_seconds", "wall time of finished audits",
+                                    buckets=buckets, sum_value=float(sum(durations)))
+        errs = CounterMetricFamily("auditd_judge_errors", "samples a judge could not score", labels=["judge"])
+        for judge, n in s.exec(select(JudgeErrorCount.judge, func.sum(JudgeErrorCount.errors))
+                               .group_by(JudgeErrorCount.judge)).all():
+            errs.add_metric([judge], n or 0)
+        yield errs
+
+
+def _one(name, doc, labelnames, labels, value):
+    g = GaugeMetricFamily(name, doc, labels=labelnames)
+    g.add_metric(labels, value)
+    return g
+
+
+def build_registry(engine: Engine, daemon_state: Callable[[], dict] | None = None) -> CollectorRegistry:
+    """One registry per process (no global default registry), with the database collector."""
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(DatabaseCollector(engine, daemon_state))
+    return registry

@@ -1,0 +1,1 @@
+"""Policies: which probes run, with which judges and budgets, and how results become a verdict."""

@@ -1,0 +1,83 @@
+"""Loading policy files with errors that name the file, line and field."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import yaml
+from pydantic import ValidationError
+
+from auditd.policy.model import Policy
+
+
+class PolicyError(ValueError):
+    """A policy file is malformed; the message is one line: file:line: field: problem."""
+
+
+def _line_of(node, loc: tuple) -> int | None:
+    """Walk the YAML node tree along a pydantic error location to find the line."""
+    line = node.start_mark.line + 1 if node is not None else None
+    for key in loc:
+        if isinstance(node, yaml.MappingNode):
+            nxt = next((v for k, v in node.value if k.value == str(key)), None)
+        elif isinstance(node, yaml.SequenceNode) and isinstance(key, int) and key < len(node.value):
+            nxt = node.value[key]
+        else:
+            nxt = None
+        if nxt is None:
+            break
+        node, line = nxt, nxt.start_mark.line + 1
+    return line
+
+
+def load_policy_file(path: str | Path) -> Policy:
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+        root = yaml.compose(text)
+        data = yaml.safe_load(text)
+    except OSError as exc:
+        raise PolicyError(f"{path}: cannot read policy: {exc.strerror}") from exc
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}" if mark else str(path)
+        raise PolicyError(f"{where}: invalid YAML: {getattr(exc, 'problem', exc)}") from exc
+    if not isinstance(data, dict):
+        raise PolicyError(f"{path}:1: a policy must be a mapping")
+    try:
+        policy = Policy.model_validate(data)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        field = ".".join(str(p) for p in err["loc"]) or "(policy)"
+        more = f" (+{len(exc.errors()) - 1} more)" if len(exc.errors()) > 1 else ""
+        raise PolicyError(f"{path}:{_line_of(root, err['loc'])}: {field}: {err['msg']}{more}") from exc
+    _check_plugin_ids(path, root, policy)
+    return policy
+
+
+def _check_plugin_ids(path: Path, root, policy: Policy) -> None:
+    from auditd.plugins import known_ids
+
+    probes = {i.split(":", 1)[1] for i in known_ids("probe")}
+    judges = {i.split(":", 1)[1] for i in known_ids("judge")}
+    for kind, plans in policy.probes.items():
+        for n, plan in enumerate(plans):
+            if plan.id not in probes:
+                line = _line_of(root, ("probes", kind, n, "id"))
+                raise PolicyError(f"{path}:{line}: probes.{kind}.{n}.id: unknown probe {plan.id!r}")
+            for j in plan.judges or []:
+                if j not in judges:
+                    line = _line_of(root, ("probes", kind, n, "judges"))
+                    raise PolicyError(f"{path}:{line}: probes.{kind}.{n}.judges: unknown judge {j!r}")
+    if policy.backend.id not in known_ids("backend"):
+        raise PolicyError(f"{path}:{_line_of(root, ('backend', 'id'))}: backend.id: unknown backend {policy.backend.id!r}")
+
+
+def resolve_policy(name_or_path: str, policies_dir: Path) -> Policy:
+    p = Path(name_or_path)
+    if p.suffix in (".yaml", ".yml") or p.exists():
+        return load_policy_file(p)
+    candidate = policies_dir / f"{name_or_path}.yaml"
+    if not candidate.exists():
+        raise PolicyError(f"{candidate}: no such policy (known: {', '.join(sorted(x.stem for x in policies_dir.glob('*.yaml')))})")
+    return load_policy_file(candidate)

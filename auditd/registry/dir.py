@@ -1,0 +1,150 @@
+"""The `dir` registry source: a local folder of checkpoints in Hugging Face layout.
+
+A checkpoint is a folder (at most `max_depth` levels below the root) holding config.json,
+model_index.json (a diffusers pipeline: text-to-image), *.gguf, or weight files. Lineage comes from
+an optional `auditd.json` in the folder: {"model": "...", "parent": "<relative path or sha256:...>"}.
+Without it, the model name is the parent folder's path for nested layouts (root/model/version)
+or the folder's own name.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from pathlib import Path
+
+from sqlmodel import Session, select
+
+from auditd.registry.checkpoint import Checkpoint
+from auditd.registry.digest import PARTIAL_SUFFIXES, checkpoint_files, content_digest, stat_signature
+from auditd.store.models import RegistryEntry, utcnow
+
+log = logging.getLogger(__name__)
+
+MARKERS = ("config.json", "model_index.json")
+WEIGHT_SUFFIXES = (".safetensors", ".gguf", ".bin", ".pt", ".pth", ".ckpt")
+LINEAGE_FILE = "auditd.json"
+VERDICT_FILE = "auditd-verdict.json"
+
+
+def is_checkpoint_dir(path: Path) -> bool:
+    if any((path / m).is_file() for m in MARKERS):
+        return True
+    return any(p.suffix in WEIGHT_SUFFIXES for p in path.iterdir() if p.is_file())
+
+
+def detect_kind(path: Path) -> str:
+    return "t2i" if (path / "model_index.json").is_file() else "text"
+
+
+class DirSource:
+    id = "dir"
+
+    def __init__(self, root: str | Path, settle_s: float = 5.0, max_depth: int = 3, verdict_dir: str | Path | None = None):
+        self.root = Path(root).resolve()
+        # A folder still being copied must not be hashed half-written: wait until its newest
+        # file is this old.
+        self.settle_s = settle_s
+        self.max_depth = max_depth
+        self.verdict_dir = Path(verdict_dir) if verdict_dir else None
+
+    def locations(self) -> list[Path]:
+        found: list[Path] = []
+
+        def walk(d: Path, depth: int) -> None:
+            try:
+                children = sorted(p for p in d.iterdir() if p.is_dir() and not p.name.startswith("."))
+            except OSError as exc:
+                log.warning("cannot list %s: %s", d, exc)
+                return
+            for child in children:
+                if is_checkpoint_dir(child):
+                    found.append(child)
+                elif depth < self.max_depth:
+                    walk(child, depth + 1)
+
+        if self.root.is_dir():
+            walk(self.root, 1)
+        return found
+
+    def lineage(self, location: Path) -> dict:
+        f = location / LINEAGE_FILE
+        if not f.is_file():
+            return {}
+        try:
+            data = json.loads(f.read_text())
+            return data if isinstance(data, dict) else {}
+        except ValueError as exc:
+            log.warning("ignoring unreadable lineage file %s: %s", f, exc)
+            return {}
+
+    def model_name(self, location: Path, lineage: dict) -> str:
+        if lineage.get("model"):
+            return str(lineage["model"])
+        rel = location.relative_to(self.root)
+        return rel.parent.as_posix() if len(rel.parts) > 1 else rel.name
+
+    def poll(self, session: Session) -> list[Checkpoint]:
+        """New checkpoints since the last poll. Adds its bookkeeping to `session`; the caller
+        commits it together with the queued audits, so a crash cannot lose a found checkpoint."""
+        new: list[Checkpoint] = []
+        known = {e.location: e for e in session.exec(select(RegistryEntry).where(RegistryEntry.source == self.id))}
+        by_location: dict[str, str] = {loc: e.checkpoint_id for loc, e in known.items() if e.checkpoint_id}
+        for location in self.locations():
+            rel = location.relative_to(self.root).as_posix()
+            try:
+                files = checkpoint_files(location)
+                if any(f.name.endswith(PARTIAL_SUFFIXES) for f in files):
+                    continue
+                signature, newest = stat_signature(location)
+                entry = known.get(rel)
+                if entry is not None and entry.signature == signature:
+                    continue
+                if time.time() - newest < self.settle_s:
+                    continue  # still being written; look again next poll
+                digest = content_digest(location)
+            except OSError as exc:
+                log.warning("cannot read checkpoint folder %s: %s", location, exc)
+                continue
+            if entry is None:
+                entry = RegistryEntry(source=self.id, location=rel, signature=signature)
+                known[rel] = entry
+            entry.signature, entry.seen_at = signature, utcnow()
+            session.add(entry)
+            if entry.checkpoint_id == digest:
+                continue  # touched or re-copied: same content, already reported
+            entry.checkpoint_id = digest
+            by_location[rel] = digest
+            lineage = self.lineage(location)
+            parent = lineage.get("parent") or lineage.get("baseline")
+            parent_id = None
+            if isinstance(parent, str):
+                parent_id = parent if parent.startswith("sha256:") else by_location.get(
+                    os.path.normpath(os.path.join(rel, parent)) if parent.startswith(".") else parent
+                )
+            new.append(
+                Checkpoint(
+                    id=digest,
+                    model=self.model_name(location, lineage),
+                    kind=detect_kind(location),
+                    path=str(location),
+                    source=self.id,
+                    parent=parent_id,
+                    metadata={"location": rel, "lineage": lineage},
+                )
+            )
+        return new
+
+    def write_verdict(self, checkpoint_path: str, checkpoint_id: str, verdict: dict) -> Path:
+        """Write the verdict JSON beside the checkpoint, or into the configured side folder."""
+        if self.verdict_dir:
+            target = self.verdict_dir / f"{checkpoint_id.replace(':', '-')}.json"
+        else:
+            target = Path(checkpoint_path) / VERDICT_FILE
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = target.with_name("." + target.name + ".tmp")  # hidden: not part of the checkpoint
+        tmp.write_text(json.dumps(verdict, indent=2, sort_keys=True, default=str))
+        os.replace(tmp, target)  # atomic: a reader never sees half a verdict
+        return target

@@ -1,0 +1,57 @@
+"""Reading an audit back: the data behind `auditd report`, the demo's summary and the API."""
+
+from __future__ import annotations
+
+from sqlalchemy.engine import Engine
+from sqlmodel import select
+
+from auditd.store.db import session
+from auditd.store.models import AuditRun, CategoryResult, CheckpointRow, ProbeRun, Verdict
+
+
+class NotFound(LookupError):
+    pass
+
+
+def find_checkpoint(engine: Engine, ref: str) -> CheckpointRow:
+    """By id, unique id prefix (with or without "sha256:"), or path."""
+    with session(engine) as s:
+        if row := s.get(CheckpointRow, ref):
+            return row
+        prefix = ref if ref.startswith("sha256:") else f"sha256:{ref}"
+        rows = s.exec(select(CheckpointRow).where(CheckpointRow.id.startswith(prefix))).all()
+        if not rows:
+            rows = s.exec(select(CheckpointRow).where(CheckpointRow.path == ref)).all()
+        if len(rows) == 1:
+            return rows[0]
+        raise NotFound(f"no checkpoint matches {ref!r}" if not rows else f"{ref!r} matches {len(rows)} checkpoints")
+
+
+def audit_report(engine: Engine, checkpoint_id: str, audit_id: int | None = None) -> dict:
+    with session(engine) as s:
+        cp = s.get(CheckpointRow, checkpoint_id)
+        q = select(AuditRun).where(AuditRun.checkpoint_id == checkpoint_id)
+        audit = s.get(AuditRun, audit_id) if audit_id else s.exec(q.order_by(AuditRun.id.desc())).first()
+        doc = {"checkpoint": {"id": cp.id, "model": cp.model, "kind": cp.kind, "path": cp.path,
+                              "parent": cp.parent_id, "source": cp.source}, "audit": None}
+        if audit is None:
+            return doc
+        verdict = s.exec(select(Verdict).where(Verdict.audit_id == audit.id)).first()
+        results = s.exec(select(CategoryResult).where(CategoryResult.audit_id == audit.id)
+                         .order_by(CategoryResult.probe_id, CategoryResult.id)).all()
+        probes = s.exec(select(ProbeRun).where(ProbeRun.audit_id == audit.id)).all()
+        doc["audit"] = {
+            "id": audit.id, "status": audit.status, "outcome": audit.outcome, "policy": audit.policy,
+            "attempts": audit.attempts, "error": audit.error, "duration_s": audit.duration_s,
+            "generate_s": audit.generate_s, "judge_s": audit.judge_s,
+            "started_at": audit.started_at, "finished_at": audit.finished_at,
+        }
+        doc["verdict"] = {"outcome": verdict.outcome, "reasons": verdict.reasons} if verdict else None
+        doc["categories"] = [
+            {"probe": r.probe_id, "category": r.category, "n": r.n, "judged": r.n_judged, "harmful": r.n_harmful,
+             "refused": r.n_refused, "judge_errors": r.n_judge_errors, "harmful_rate": r.harmful_rate,
+             "refusal_rate": r.refusal_rate} for r in results
+        ]
+        doc["probes"] = [{"probe": p.probe_id, "status": p.status, "items": p.n_items, "summary": p.summary}
+                         for p in probes]
+    return doc

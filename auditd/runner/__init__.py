@@ -1,0 +1,1 @@
+"""Running one audit: probes -> backend -> judges -> stored samples -> aggregates -> verdict."""

@@ -1,0 +1,1 @@
+"""Scheduling: the audit queue (in the database), APScheduler wiring, device slots, recovery."""

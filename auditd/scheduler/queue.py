@@ -1,0 +1,137 @@
+"""The audit queue lives in the audit_runs table: priorities, atomic claims, restart recovery.
+
+A claim is a conditional UPDATE (status queued -> running), so two workers can never run the same
+audit, on SQLite and PostgreSQL alike.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from datetime import timedelta
+
+from sqlalchemy import update
+from sqlalchemy.engine import Engine
+from sqlalchemy.exc import IntegrityError
+from sqlmodel import Session, select
+
+from auditd.registry.checkpoint import Checkpoint
+from auditd.store.db import session
+from auditd.store.models import AuditRun, CheckpointRow, ModelRow, utcnow
+
+
+def worker_id() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def ingest(s: Session, cp: Checkpoint) -> CheckpointRow:
+    """Record a checkpoint (and its model) if new; the caller commits."""
+    row = s.get(CheckpointRow, cp.id)
+    if row is None:
+        row = CheckpointRow(id=cp.id, model=cp.model, kind=cp.kind, source=cp.source, path=cp.path,
+                            parent_id=cp.parent, meta=cp.metadata)
+        s.add(row)
+    if s.get(ModelRow, cp.model) is None:
+        s.add(ModelRow(name=cp.model, kind=cp.kind))
+    return row
+
+
+def enqueue(engine: Engine, checkpoint_id: str, *, request_key: str = "auto", policy: str = "default",
+            priority: int = 0, device: str = "cpu") -> tuple[AuditRun, bool]:
+    """Queue an audit; (run, created). Idempotent per (checkpoint, request_key)."""
+    with session(engine) as s:
+        existing = s.exec(select(AuditRun).where(AuditRun.checkpoint_id == checkpoint_id,
+                                                 AuditRun.request_key == request_key)).first()
+        if existing:
+            return existing, False
+        run = AuditRun(checkpoint_id=checkpoint_id, request_key=request_key, policy=policy,
+                       priority=priority, device=device)
+        s.add(run)
+        try:
+            s.commit()
+        except IntegrityError:  # a concurrent enqueue won the race: same audit
+            s.rollback()
+            return s.exec(select(AuditRun).where(AuditRun.checkpoint_id == checkpoint_id,
+                                                 AuditRun.request_key == request_key)).one(), False
+        return run, True
+
+
+def claim_next(engine: Engine, device: str, worker: str, max_attempts: int) -> AuditRun | None:
+    """Atomically take the highest-priority queued audit for a device. Audits that were already
+    interrupted `max_attempts` times are given up as errors instead (never as passed)."""
+    with session(engine) as s:
+        candidates = s.exec(
+            select(AuditRun).where(AuditRun.status == "queued", AuditRun.device == device)
+            .order_by(AuditRun.priority.desc(), AuditRun.id).limit(8)
+        ).all()
+        for c in candidates:
+            if c.attempts >= max_attempts:
+                s.exec(update(AuditRun).where(AuditRun.id == c.id, AuditRun.status == "queued").values(
+                    status="error", outcome="error", finished_at=utcnow(),
+                    error=f"gave up after {c.attempts} interrupted attempts"))
+                s.commit()
+                continue
+            if claimed := claim(engine, c.id, worker):
+                return claimed
+    return None
+
+
+def claim(engine: Engine, audit_id: int, worker: str) -> AuditRun | None:
+    """Take one queued audit; None if someone else has it (or it is not queued)."""
+    with session(engine) as s:
+        now = utcnow()
+        res = s.exec(update(AuditRun).where(AuditRun.id == audit_id, AuditRun.status == "queued").values(
+            status="running", worker=worker, attempts=AuditRun.attempts + 1, heartbeat_at=now))
+        s.commit()
+        if res.rowcount != 1:
+            return None
+        run = s.get(AuditRun, audit_id)
+        if run.started_at is None:
+            run.started_at = now
+            s.add(run)
+            s.commit()
+        return run
+
+
+def _pid_alive(worker: str) -> bool:
+    host, _, pid = worker.rpartition(":")
+    if host != socket.gethostname() or not pid.isdigit():
+        return True  # another host: only its heartbeat can tell
+    if int(pid) == os.getpid():
+        return False  # our own pid at start-up means a previous life of this process (containers)
+    try:
+        os.kill(int(pid), 0)
+        return True
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+
+
+def recover(engine: Engine, heartbeat_timeout_s: float, running_here: set[int] = frozenset()) -> list[int]:
+    """Requeue audits whose worker died (same host: pid gone; any host: heartbeat stale).
+    Their stored samples are kept: the audit resumes, it does not start over."""
+    stale_before = utcnow() - timedelta(seconds=heartbeat_timeout_s)
+    requeued = []
+    with session(engine) as s:
+        for a in s.exec(select(AuditRun).where(AuditRun.status == "running")).all():
+            if a.id in running_here:
+                continue
+            dead = a.worker is None or not _pid_alive(a.worker)
+            stale = a.heartbeat_at is not None and a.heartbeat_at < stale_before
+            if dead or stale:
+                res = s.exec(update(AuditRun).where(AuditRun.id == a.id, AuditRun.status == "running",
+                                                    AuditRun.worker == a.worker).values(status="queued", worker=None))
+                if res.rowcount:
+                    requeued.append(a.id)
+        s.commit()
+    return requeued
+
+
+def heartbeat(engine: Engine, audit_ids: set[int]) -> None:
+    if not audit_ids:
+        return
+    with session(engine) as s:
+        s.exec(update(AuditRun).where(AuditRun.id.in_(audit_ids), AuditRun.status == "running")
+               .values(heartbeat_at=utcnow()))
+        s.commit()

@@ -1,0 +1,73 @@
+"""Daemon settings. Precedence: config file (AUDITD_CONFIG, YAML) < environment (AUDITD_*) <
+command-line options. Every field is documented because `auditd config` prints them."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+REPO_POLICIES = Path(__file__).resolve().parent.parent / "policies"
+
+
+class _YamlFileSource(PydanticBaseSettingsSource):
+    """Reads the file named by AUDITD_CONFIG, lowest precedence."""
+
+    def get_field_value(self, field, field_name):  # pragma: no cover - unused by __call__
+        return None, field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        path = os.environ.get("AUDITD_CONFIG")
+        if not path:
+            return {}
+        data = yaml.safe_load(Path(path).read_text()) or {}
+        if not isinstance(data, dict):
+            raise ValueError(f"{path}: the config file must be a mapping of setting: value")
+        return data
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="AUDITD_", extra="forbid")
+
+    home: Path = Field(Path(".auditd"), description="State folder: SQLite database, work dirs, images.")
+    db_url: str | None = Field(
+        None, description="SQLAlchemy URL; default sqlite:///<home>/auditd.db. PostgreSQL: postgresql+psycopg://..."
+    )
+    registry_dir: Path | None = Field(None, description="Folder watched by the `dir` registry source.")
+    poll_interval_s: float = Field(30.0, description="Seconds between registry polls.", gt=0)
+    verdict_dir: Path | None = Field(
+        None, description="Write verdict JSON here (by checkpoint id) instead of beside the checkpoint."
+    )
+    policy: str = Field("default", description="Policy name in policies_dir, or a path to a YAML file.")
+    policies_dir: Path = Field(REPO_POLICIES, description="Folder of policy YAML files.")
+    metrics_host: str = Field("127.0.0.1", description="Address of the HTTP server (/metrics, /healthz).")
+    metrics_port: int = Field(9464, description="Port of the HTTP server; 0 picks a free one.")
+    device: str = Field("cpu", description="Device audits run on: cpu, cuda, cuda:1 ...")
+    device_slots: int = Field(1, description="Audits that may run at once on the device.", ge=1)
+    max_attempts: int = Field(3, description="Attempts before an interrupted audit is given up as error.", ge=1)
+    heartbeat_timeout_s: float = Field(
+        300.0, description="A running audit whose heartbeat is older than this is considered orphaned."
+    )
+    api_token: SecretStr | None = Field(None, description="Bearer token for state-changing API calls.")
+    log_level: str = Field("INFO", description="Log level of the daemon's structured logs.")
+
+    @classmethod
+    def settings_customise_sources(cls, settings_cls, init_settings, env_settings, dotenv_settings, file_secret_settings):
+        return (init_settings, env_settings, _YamlFileSource(settings_cls))
+
+    @field_validator("home")
+    @classmethod
+    def _absolute_home(cls, v: Path) -> Path:
+        return v.expanduser().resolve()
+
+    @property
+    def database_url(self) -> str:
+        return self.db_url or f"sqlite:///{self.home / 'auditd.db'}"
+
+    @property
+    def work_dir(self) -> Path:
+        return self.home / "work"

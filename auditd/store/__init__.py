@@ -1,0 +1,1 @@
+"""The store: sqlmodel tables, engine/session set-up, alembic migrations."""

@@ -1,0 +1,28 @@
+"""Alembic environment: runs migrations on the URL auditd passes in (no alembic.ini needed)."""
+
+from alembic import context
+from sqlmodel import SQLModel
+
+import auditd.store.models  # noqa: F401  (registers the tables on SQLModel.metadata)
+from auditd.store.db import make_engine
+
+config = context.config
+target_metadata = SQLModel.metadata
+
+
+def run_migrations_online() -> None:
+    url = config.get_main_option("sqlalchemy.url")
+    engine = make_engine(url)
+    with engine.connect() as connection:
+        context.configure(
+            connection=connection,
+            target_metadata=target_metadata,
+            render_as_batch=url.startswith("sqlite"),  # SQLite cannot ALTER most things in place
+            compare_type=True,
+        )
+        with context.begin_transaction():
+            context.run_migrations()
+    engine.dispose()
+
+
+run_migrations_online()

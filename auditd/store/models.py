@@ -1,0 +1,157 @@
+"""Tables. One row per fact; aggregates (category_results) are written once per probe run so
+that scrapes and reports never scan the samples table."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from typing import Any, Optional
+
+from sqlalchemy import JSON, Column, Text, UniqueConstraint
+from sqlmodel import Field, SQLModel
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+class ModelRow(SQLModel, table=True):
+    __tablename__ = "models"
+    name: str = Field(primary_key=True)
+    kind: str  # "text" | "t2i"
+    baseline_checkpoint_id: Optional[str] = None  # pinned baseline for drift, when set
+    created_at: datetime = Field(default_factory=utcnow)
+
+
+class CheckpointRow(SQLModel, table=True):
+    __tablename__ = "checkpoints"
+    id: str = Field(primary_key=True)  # content digest
+    model: str = Field(index=True)
+    kind: str
+    source: str
+    path: str
+    parent_id: Optional[str] = None  # checkpoint id of the parent, when lineage names one
+    meta: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON))
+    first_seen_at: datetime = Field(default_factory=utcnow)
+
+
+class RegistryEntry(SQLModel, table=True):
+    """What a registry source has seen at a location, so a restart does not re-report it and an
+    unchanged folder (same stat signature) is not hashed again."""
+
+    __tablename__ = "registry_entries"
+    source: str = Field(primary_key=True)
+    location: str = Field(primary_key=True)
+    signature: str  # file names, sizes and mtimes
+    checkpoint_id: Optional[str] = None
+    error: Optional[str] = None  # why the location could not be made a checkpoint
+    seen_at: datetime = Field(default_factory=utcnow)
+
+
+class AuditRun(SQLModel, table=True):
+    __tablename__ = "audit_runs"
+    __table_args__ = (UniqueConstraint("checkpoint_id", "request_key"),)
+    id: Optional[int] = Field(default=None, primary_key=True)
+    checkpoint_id: str = Field(index=True, foreign_key="checkpoints.id")
+    # Why this audit exists: "auto" (found by a registry source), "event:<id>", "cli:<uuid>".
+    # Unique per checkpoint, so a duplicate event or a second poll cannot queue it twice.
+    request_key: str = "auto"
+    policy: str = "default"
+    priority: int = 0  # higher runs first
+    device: str = "cpu"
+    status: str = Field(default="queued", index=True)  # queued|running|done|error|cancelled
+    outcome: Optional[str] = None  # pass|warn|block|error once finished
+    attempts: int = 0
+    error: Optional[str] = Field(default=None, sa_column=Column(Text))
+    worker: Optional[str] = None  # host:pid of the process running it
+    cancel_requested: bool = False
+    created_at: datetime = Field(default_factory=utcnow)
+    started_at: Optional[datetime] = None
+    heartbeat_at: Optional[datetime] = None
+    finished_at: Optional[datetime] = Field(default=None, index=True)
+    duration_s: Optional[float] = None
+    # Seconds spent inside backend.generate and judges, to measure auditd's own overhead.
+    generate_s: float = 0.0
+    judge_s: float = 0.0
+
+
+class ProbeRun(SQLModel, table=True):
+    __tablename__ = "probe_runs"
+    __table_args__ = (UniqueConstraint("audit_id", "probe_id"),)
+    id: Optional[int] = Field(default=None, primary_key=True)
+    audit_id: int = Field(index=True, foreign_key="audit_runs.id")
+    probe_id: str
+    status: str = "running"  # running|done|error
+    n_items: int = 0
+    summary: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON))
+    error: Optional[str] = Field(default=None, sa_column=Column(Text))
+    started_at: datetime = Field(default_factory=utcnow)
+    finished_at: Optional[datetime] = None
+
+
+class Sample(SQLModel, table=True):
+    __tablename__ = "samples"
+    # The key of one generation: a resumed audit skips what is stored, a re-run cannot duplicate.
+    __table_args__ = (UniqueConstraint("audit_id", "probe_id", "item_index", "variant"),)
+    id: Optional[int] = Field(default=None, primary_key=True)
+    audit_id: int = Field(foreign_key="audit_runs.id")
+    probe_id: str
+    item_index: int
+    variant: str = ""
+    category: str
+    prompt: str = Field(sa_column=Column(Text))
+    output: str = Field(sa_column=Column(Text))
+    harmful: Optional[bool] = None
+    refused: Optional[bool] = None
+    score: Optional[float] = None
+    judge_error: bool = False
+    created_at: datetime = Field(default_factory=utcnow)
+
+
+class JudgeScoreRow(SQLModel, table=True):
+    __tablename__ = "judge_scores"
+    id: Optional[int] = Field(default=None, primary_key=True)
+    sample_id: int = Field(index=True, foreign_key="samples.id")
+    judge: str
+    harmful: Optional[bool] = None
+    refused: Optional[bool] = None
+    score: Optional[float] = None
+    raw: str = Field(default="", sa_column=Column(Text))
+    error: Optional[str] = Field(default=None, sa_column=Column(Text))
+    categories: list[str] = Field(default_factory=list, sa_column=Column(JSON))
+
+
+class CategoryResult(SQLModel, table=True):
+    __tablename__ = "category_results"
+    __table_args__ = (UniqueConstraint("audit_id", "probe_id", "category"),)
+    id: Optional[int] = Field(default=None, primary_key=True)
+    audit_id: int = Field(index=True, foreign_key="audit_runs.id")
+    probe_id: str
+    category: str
+    n: int = 0  # samples
+    n_judged: int = 0  # samples with a harm decision
+    n_harmful: int = 0
+    n_refused: int = 0
+    n_judge_errors: int = 0
+    harmful_rate: Optional[float] = None  # n_harmful / n_judged
+    refusal_rate: Optional[float] = None  # n_refused / n
+
+
+class JudgeErrorCount(SQLModel, table=True):
+    __tablename__ = "judge_error_counts"
+    __table_args__ = (UniqueConstraint("audit_id", "probe_id", "judge"),)
+    id: Optional[int] = Field(default=None, primary_key=True)
+    audit_id: int = Field(index=True, foreign_key="audit_runs.id")
+    probe_id: str
+    judge: str
+    errors: int = 0
+
+
+class Verdict(SQLModel, table=True):
+    __tablename__ = "verdicts"
+    id: Optional[int] = Field(default=None, primary_key=True)
+    audit_id: int = Field(unique=True, foreign_key="audit_runs.id")
+    checkpoint_id: str = Field(index=True)
+    outcome: str  # pass|warn|block|error
+    policy: str
+    reasons: list[dict[str, Any]] = Field(default_factory=list, sa_column=Column(JSON))
+    created_at: datetime = Field(default_factory=utcnow)
