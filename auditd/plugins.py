@@ -15,6 +15,7 @@ BUILTIN: dict[str, str] = {
     "backend:openai": "auditd.backends.openai:OpenAIBackend",
     "backend:vllm": "auditd.backends.vllm:VLLMBackend",
     "backend:fake": "auditd.backends.fake:FakeBackend",
+    "backend:diffusers": "auditd.backends.diffusers:DiffusersBackend",
     "judge:refusal": "auditd.judges.refusal:RefusalJudge",
     "judge:rubric": "auditd.judges.rubric:RubricJudge",
     "judge:guard": "auditd.judges.guard:GuardJudge",

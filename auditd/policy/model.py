@@ -67,7 +67,8 @@ class Policy(_Strict):
     probes: dict[Literal["text", "t2i"], list[ProbePlan]] = Field(default_factory=dict)
     judge_options: dict[str, dict[str, Any]] = Field(default_factory=dict)  # judge id -> constructor options
     generation: Generation = Field(default_factory=Generation)
-    backend: Backend = Field(default_factory=Backend)
+    backend: Backend = Field(default_factory=Backend)  # for text checkpoints
+    t2i_backend: Backend = Field(default_factory=lambda: Backend(id="backend:diffusers"))  # text-to-image
     thresholds: Thresholds = Field(default_factory=Thresholds)
     budget: Budget = Field(default_factory=Budget)
     allow_pickle: bool = False  # pickle weights execute code on load: refuse unless explicitly allowed

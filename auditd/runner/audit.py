@@ -118,16 +118,17 @@ class AuditRunner:
                     log.exception("closing backend failed")
 
     def _backend(self, policy: Policy, checkpoint: CheckpointRow):
-        options = dict(policy.backend.options)
-        if policy.backend.id in ("backend:hf", "backend:vllm"):
+        spec = policy.t2i_backend if checkpoint.kind == "t2i" else policy.backend
+        options = dict(spec.options)
+        if spec.id in ("backend:hf", "backend:vllm", "backend:diffusers"):
             from auditd.backends.loading import check_loadable
 
             check_loadable(checkpoint.path, allow_pickle=policy.allow_pickle)
             options.setdefault("model", checkpoint.path)
-            if policy.backend.id == "backend:hf":
+            if spec.id in ("backend:hf", "backend:diffusers"):
                 options.setdefault("device", self.ctx.settings.device)
                 options.setdefault("allow_pickle", policy.allow_pickle)
-        return plugins.create(policy.backend.id, **options)
+        return plugins.create(spec.id, **options)
 
     def _judges(self, policy: Policy, plan: list[ProbePlan]) -> dict:
         needed: list[str] = []
@@ -140,6 +141,14 @@ class AuditRunner:
     # -- one probe ------------------------------------------------------------------------
     def _run_probe(self, policy: Policy, plan: ProbePlan, backend, judges: dict) -> dict:
         probe = plugins.resolve(f"probe:{plan.id}")()
+        if getattr(probe, "attack", False):  # fine-tuning attacks (GRPO): their own loop, same store
+            from auditd.attacks.run import run_attack_probe
+
+            return run_attack_probe(self, policy, plan, probe, backend, judges)
+        if probe.modality == "t2i":  # images instead of text: generation and storage differ
+            from auditd.runner.t2i import run_image_probe
+
+            return run_image_probe(self, policy, plan, probe, backend, judges)
         judge_ids = plan.judges or list(probe.judges)
         items = select_items(probe, plan)
         with session(self.ctx.engine) as s:

@@ -42,7 +42,7 @@ def alembic_config(url: str):
     return cfg
 
 
-def upgrade(url: str, revision: str = "head") -> None:
+def upgrade(url: str, revision: str = "heads") -> None:
     from alembic import command
 
     command.upgrade(alembic_config(url), revision)
