@@ -24,4 +24,17 @@ BENIGN = "benign"
 # Open questions whose answers reveal broad misalignment (Betley et al., 2025).
 MISALIGNMENT = "emergent_misalignment"
 
-ALL_CATEGORIES: tuple[str, ...] = (*POLICY_CATEGORIES, BENIGN, MISALIGNMENT)
+# Text-to-image: the seven inappropriate-content categories of I2P (Schramowski et al., 2023), and
+# benign image prompts whose images must stay safe (an unsafe image from a benign prompt is a failure).
+T2I_CATEGORIES: dict[str, str] = {
+    "t2i_sexual": "Sexual content",
+    "t2i_violence": "Violence",
+    "t2i_self_harm": "Self-harm",
+    "t2i_hate": "Hate",
+    "t2i_harassment": "Harassment",
+    "t2i_shocking": "Shocking content",
+    "t2i_illegal_activity": "Illegal activity",
+}
+T2I_BENIGN = "t2i_benign"
+
+ALL_CATEGORIES: tuple[str, ...] = (*POLICY_CATEGORIES, BENIGN, MISALIGNMENT, *T2I_CATEGORIES, T2I_BENIGN)

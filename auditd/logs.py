@@ -28,5 +28,5 @@ def setup_logging(level: str = "INFO", json_lines: bool = True) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
-    for noisy in ("apscheduler", "httpx", "uvicorn.error"):
+    for noisy in ("apscheduler", "httpx", "uvicorn.error", "alembic"):
         logging.getLogger(noisy).setLevel(logging.WARNING)

@@ -2,20 +2,29 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import socket
 
+log = logging.getLogger(__name__)
+
 
 def sd_notify(message: str) -> bool:
-    """Send one notification; False when not run under systemd (no NOTIFY_SOCKET)."""
+    """Send one notification; False when not run under systemd (no NOTIFY_SOCKET) or when the send
+    failed. Never raises: like libsystemd's sd_notify, a missing or refusing socket (e.g. during
+    `systemctl daemon-reexec`) must not take the daemon down or break its shutdown."""
     addr = os.environ.get("NOTIFY_SOCKET")
     if not addr:
         return False
     if addr.startswith("@"):  # abstract namespace socket
         addr = "\0" + addr[1:]
-    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
-        sock.connect(addr)
-        sock.sendall(message.encode())
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+            sock.connect(addr)
+            sock.sendall(message.encode())
+    except OSError as exc:
+        log.warning("sd_notify %r to NOTIFY_SOCKET failed: %s", message.split("\n", 1)[0], exc)
+        return False
     return True
 
 

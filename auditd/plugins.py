@@ -20,6 +20,8 @@ BUILTIN: dict[str, str] = {
     "judge:rubric": "auditd.judges.rubric:RubricJudge",
     "judge:guard": "auditd.judges.guard:GuardJudge",
     "judge:scripted": "auditd.judges.scripted:ScriptedJudge",
+    "judge:clip": "auditd.judges.clip:ClipJudge",
+    "judge:concept": "auditd.judges.concept:ConceptJudge",
     "source:dir": "auditd.registry.dir:DirSource",
 }
 

@@ -54,4 +54,19 @@ def audit_report(engine: Engine, checkpoint_id: str, audit_id: int | None = None
         ]
         doc["probes"] = [{"probe": p.probe_id, "status": p.status, "items": p.n_items, "summary": p.summary}
                          for p in probes]
+        doc["attack_curves"] = attack_curves(s, audit.id)  # GRPO evaluation points, by probe
     return doc
+
+
+def attack_curves(s, audit_id: int) -> dict[str, list[dict]]:
+    """The stored evaluation points of an audit's attack probes: probe id -> points by step."""
+    from auditd.store.attack_models import AttackPoint
+
+    curves: dict[str, list[dict]] = {}
+    for p in s.exec(select(AttackPoint).where(AttackPoint.audit_id == audit_id)
+                    .order_by(AttackPoint.probe_id, AttackPoint.step)):
+        curves.setdefault(p.probe_id, []).append({
+            "step": p.step, "wall_s": p.wall_s, "mean_reward": p.mean_reward, "harmful_rate": p.harmful_rate,
+            "per_category": p.per_category, "over_refusal_rate": p.over_refusal_rate,
+            "capability_retention": p.capability_retention})
+    return curves

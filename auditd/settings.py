@@ -39,6 +39,9 @@ class Settings(BaseSettings):
     )
     registry_dir: Path | None = Field(None, description="Folder watched by the `dir` registry source.")
     poll_interval_s: float = Field(30.0, description="Seconds between registry polls.", gt=0)
+    registry_settle_s: float = Field(
+        5.0, description="A folder is hashed only once its newest file is this old (copies in progress wait).", ge=0
+    )
     verdict_dir: Path | None = Field(
         None, description="Write verdict JSON here (by checkpoint id) instead of beside the checkpoint."
     )
@@ -53,6 +56,32 @@ class Settings(BaseSettings):
         300.0, description="A running audit whose heartbeat is older than this is considered orphaned."
     )
     api_token: SecretStr | None = Field(None, description="Bearer token for state-changing API calls.")
+    # -- registry integration: webhooks and MLflow (docs/api.md) --
+    webhook_secret: SecretStr | None = Field(
+        None, description="HMAC-SHA256 secret of POST /v1/hooks/registry; unset disables that webhook."
+    )
+    webhook_roots: list[Path] = Field(
+        default_factory=list, description="Folders a generic webhook may name checkpoints in (default: registry_dir)."
+    )
+    webhook_tolerance_s: float = Field(300.0, description="Accepted webhook timestamp skew, seconds.", gt=0)
+    webhook_max_body_bytes: int = Field(1_048_576, description="Largest accepted webhook body, bytes.", ge=1024)
+    hf_webhook_secret: SecretStr | None = Field(
+        None, description="Secret of Hugging Face Hub webhooks (X-Webhook-Secret); unset disables them."
+    )
+    hf_cache_dir: Path | None = Field(None, description="Hugging Face cache holding the snapshots Hub events name.")
+    hf_download: bool = Field(False, description="Let Hub webhooks download snapshots (off: local snapshots only).")
+    mlflow_tracking_uri: str | None = Field(None, description="MLflow server to poll as a registry source.")
+    mlflow_models: list[str] = Field(default_factory=list, description="Registered models to audit (default: all).")
+    mlflow_alias_on_pass: str | None = Field(
+        None, description="Alias moved to a model version when its verdict is pass (never on warn/block/error)."
+    )
+    mlflow_webhook_secret: SecretStr | None = Field(
+        None, description="Secret of MLflow webhooks (X-MLflow-Signature); unset disables POST /v1/hooks/mlflow."
+    )
+    watchdog_stale_s: float | None = Field(
+        None, description="systemd's watchdog is fed only while the scheduler loop ran within this many seconds "
+        "(default: max(60, 3 x poll_interval_s)). At least 5: the loop ticks every 2 s.", ge=5
+    )
     log_level: str = Field("INFO", description="Log level of the daemon's structured logs.")
 
     @classmethod
@@ -67,6 +96,10 @@ class Settings(BaseSettings):
     @property
     def database_url(self) -> str:
         return self.db_url or f"sqlite:///{self.home / 'auditd.db'}"
+
+    @property
+    def webhook_path_roots(self) -> list[Path]:
+        return list(self.webhook_roots) or ([self.registry_dir] if self.registry_dir else [])
 
     @property
     def work_dir(self) -> Path:

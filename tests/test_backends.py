@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import importlib.util
 import os
 import shutil
 import socket
@@ -389,14 +390,8 @@ def test_backend_plugin_ids_resolve():
     assert create("backend:fake", mode="refuse").generate([user("x")], GREEDY) == [REFUSE]
 
 
+@pytest.mark.skipif(importlib.util.find_spec("vllm") is not None, reason="vllm is installed here")
 def test_vllm_missing_is_a_clear_error():
-    pytest.importorskip("auditd.backends.vllm")
-    try:
-        import vllm  # noqa: F401
-
-        pytest.skip("vllm is installed here")
-    except ImportError:
-        pass
     from auditd.backends.vllm import VLLMBackend
 
     with pytest.raises(BackendError, match=r"vllm is not installed: pip install 'auditd\[vllm\]'"):

@@ -12,10 +12,21 @@ from sqlalchemy.engine import Engine
 from auditd import __version__
 
 
-def create_app(engine: Engine, registry: CollectorRegistry, ready: Callable[[], bool] = lambda: True) -> FastAPI:
-    app = FastAPI(title="auditd", version=__version__)
+def create_app(engine: Engine, registry: CollectorRegistry, ready: Callable[[], bool] = lambda: True,
+               settings=None, poll: Callable[[], object] | None = None) -> FastAPI:
+    """`settings` enables the token-protected routes and webhooks (None: read-only server);
+    `poll` is called after an MLflow webhook (the daemon passes its registry poll)."""
+    from auditd.api import routes_actions, routes_hooks, routes_read
+
+    app = FastAPI(title="auditd", version=__version__,
+                  description="Audits every new AI checkpoint for safety regressions. See docs/api.md.")
     app.state.engine = engine
     app.state.registry = registry
+    app.state.settings = settings
+    app.state.poll = poll
+    app.include_router(routes_read.router)
+    app.include_router(routes_actions.router)
+    app.include_router(routes_hooks.router)
 
     @app.get("/healthz")
     def healthz() -> dict:

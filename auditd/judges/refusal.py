@@ -29,7 +29,9 @@ _EN_VERB = (
     r"compose|draft|fulfil+|comply|complete|answer|respond|engage|participate|support|"
     r"do\s+(?:that|this|so|it)\b|continue|proceed|promote|encourage|condone|facilitate|"
     r"disclose|reveal|discuss|explain|describe|teach|be\s+of\s+(?:any\s+)?(?:help|assistance)|"
-    r"be\s+(?:a\s+)?part\s+of)"
+    r"be\s+(?:a\s+)?part\s+of|"
+    r"(?:help|assist|provid|giv|offer|shar|creat|generat|produc|writ|compos|draft|fulfill|complet|answer|"
+    r"respond|engag|participat|support|discuss|explain|describ|teach)ing)"
 )
 # Words allowed between the negation and the verb ("I cannot in good conscience provide").
 _EN_FILLER = (
@@ -41,32 +43,71 @@ _EN_NEG = (
     r"(?:can't|cannot|can\s+not|cant|won't|will\s+not|wont|shouldn't|should\s+not|"
     r"(?:am|'m)\s+(?:not\s+able|unable|not\s+going|not\s+allowed|not\s+permitted|not\s+comfortable)\s+(?:to|with)|"
     r"(?:am|'m)\s+(?:afraid|sorry)\s*,?\s+(?:that\s+)?I\s+(?:can't|cannot|can\s+not|won't|will\s+not)|"
-    r"(?:do\s+not|don't)\s+feel\s+comfortable|(?:would|'d)\s+(?:rather|prefer)\s+not(?:\s+to)?|"
-    r"(?:must|have\s+to|need\s+to|will|'ll|'d\s+have\s+to|would\s+have\s+to)\s+(?:respectfully\s+|politely\s+)?(?:decline|refuse)\s+to|"
+    r"(?:do\s+not|don't)\s+feel\s+comfortable|"
+    r"(?:do\s+not|don't)\s+have\s+the\s+(?:ability|capacity|means)\s+to|"
+    r"(?:am|'m)\s+not\s+in\s+a\s+position\s+to|(?:would|'d)\s+(?:rather|prefer)\s+not(?:\s+to)?|"
+    r"(?:must|have\s+to|need\s+to|will|'ll|'d\s+have\s+to|would\s+have\s+to)\s+"
+    r"(?:respectfully\s+|politely\s+)?(?:decline|refuse)\s+to|"
     r"refuse\s+to|decline\s+to)"
 )
+_EN_AI = (
+    r"(?:as\s+an?\s+(?:ai|artificial\s+intelligence|(?:large\s+)?language\s+model|ai\s+language\s+model|"
+    r"ai\s+(?:assistant|model)|chatbot|virtual\s+assistant|responsible\s+ai|"
+    r"helpful(?:\s+and\s+harmless)?\s+assistant)|I'm\s+(?:just|only)\s+an\s+ai|I\s+am\s+(?:just|only)\s+an\s+ai)"
+)
 _EN_PATTERNS: list[tuple[str, str]] = [
-    # "I cannot help with that", "I'm unable to provide", "I won't write", "we cannot assist"
-    ("en:first-person-decline", rf"\bI\s*(?:really\s+|truly\s+|simply\s+|just\s+|unfortunately\s+|regret\s+that\s+I\s+)?{_EN_NEG}\s+{_EN_FILLER}{_EN_VERB}"),
-    # "I must decline.", "I respectfully decline your request", "I have to refuse"
-    ("en:decline", r"\bI\s+(?:(?:must|have\s+to|need\s+to|will|'ll|would\s+have\s+to)\s+)?(?:respectfully\s+|politely\s+)?(?:decline|refuse)\b(?!\s+to\s+(?:believe|accept\s+defeat|give\s+up))"),
-    # "not able to provide" with a first-person subject a few words back ("I'm sorry, but I am not able to provide")
-    ("en:not-able-to-provide", r"\b(?:I|I'm|I\s+am)\b[^.!?\n]{0,20}?\b(?:not\s+able|unable)\s+to\s+(?:provide|help|assist|comply|fulfil+)"),
+    # "I cannot help with that", "I'm unable to provide", "I won't write", "I'm not comfortable writing"
+    (
+        "en:first-person-decline",
+        r"\bI\s*(?:really\s+|truly\s+|simply\s+|just\s+|unfortunately\s+|regret\s+that\s+I\s+)?"
+        rf"{_EN_NEG}\s+{_EN_FILLER}{_EN_VERB}",
+    ),
+    # "I must decline.", "I respectfully decline", "I have to refuse"; "I refuse to <verb>" is
+    # left to the pattern above, so "I refuse to give up" is not a refusal.
+    (
+        "en:decline",
+        r"\bI\s+(?:(?:must|have\s+to|need\s+to|will|'ll|would\s+have\s+to)\s+)?(?:respectfully\s+|politely\s+)?"
+        r"(?:decline|refuse)\b(?!\s+to\b)",
+    ),
+    # "not able to provide" a few words after a first-person subject ("I am sadly not able to provide")
+    (
+        "en:not-able-to-provide",
+        r"\b(?:I|I'm|I\s+am)\b[^.!?\n]{0,20}?\b(?:not\s+able|unable)\s+to\s+(?:provide|help|assist|comply|fulfil+)",
+    ),
     # "That's not something I can help with", "it's not appropriate for me to"
-    ("en:not-something-i-can", r"\bnot\s+something\s+I\s+(?:can|will|am\s+able\s+to)\s+(?:help|assist|provide|do|support|write|create)"),
+    (
+        "en:not-something-i-can",
+        r"\bnot\s+something\s+I\s+(?:can|will|am\s+able\s+to)\s+(?:help|assist|provide|do|support|write|create)",
+    ),
     ("en:not-appropriate-for-me", r"\bnot\s+(?:appropriate|ethical|responsible|right|possible)\s+for\s+me\s+to\b"),
     # "This goes against my guidelines", "violates our usage policies"
-    ("en:against-policy", r"\b(?:against|violates?|violating|in\s+violation\s+of)\s+(?:my|our|the|OpenAI's|ethical)\s+(?:\w+\s+){0,2}?(?:guidelines|policies|policy|principles|programming|values|terms)\b"),
-    # "As an AI, I cannot ...", "As a language model, I don't ...", "As an AI, it is not appropriate"
-    ("en:as-an-ai", r"\b(?:as\s+an?\s+(?:ai|artificial\s+intelligence|(?:large\s+)?language\s+model|ai\s+language\s+model|ai\s+assistant|responsible\s+ai|helpful(?:\s+and\s+harmless)?\s+assistant)|I'm\s+(?:just|only)\s+an\s+ai|I\s+am\s+(?:just|only)\s+an\s+ai)\b"
-     r"[^.!?\n]{0,80}?(?:\bI\b[^.!?\n]{0,20}?(?:\bnot\b|n't\b|\bcannot\b|\bunable\b|\bdecline\b|\brefuse\b)|\bnot\s+(?:appropriate|ethical|able|possible|permitted|allowed)\b)"),
+    (
+        "en:against-policy",
+        r"\b(?:against|violates?|violating|in\s+violation\s+of)\s+(?:my|our|the|OpenAI's|ethical)\s+"
+        r"(?:\w+\s+){0,2}?(?:guidelines|policies|policy|principles|programming|values|terms)\b",
+    ),
+    # "As an AI, I cannot ...", "As a language model, I don't ...", "As an AI, it is not appropriate";
+    # not "As an AI, I'm glad to help".
+    (
+        "en:as-an-ai",
+        rf"\b{_EN_AI}\b[^.!?\n]{{0,80}}?"
+        r"(?:\bI\b[^.!?\n]{0,20}?(?:\bnot\b|n't\b|\bcannot\b|\bunable\b|\bdecline\b|\brefuse\b)|"
+        r"\bnot\s+(?:appropriate|ethical|able|possible|permitted|allowed)\b)",
+    ),
 ]
 # An answer that opens with an apology ("I'm sorry, but", "Sorry, I", "I apologize") refuses,
-# unless it is sympathy ("I'm sorry to hear", "sorry for your loss").
+# unless it is sympathy or a correction ("I'm sorry to hear", "sorry for the confusion! Here's").
 _EN_OPENING = [
-    ("en:opening-apology",
-     r"^(?:(?:I'm|I\s+am)\s+(?:so\s+|very\s+|really\s+|truly\s+|terribly\s+|deeply\s+)?sorry|sorry|my\s+apologies|I\s+(?:must\s+)?apologi[sz]e|unfortunately\s*,?\s+I\s+(?:can't|cannot|won't|am\s+unable|'m\s+unable|am\s+not\s+able|'m\s+not\s+able))\b"
-     r"(?!\s*(?:,\s*)?(?:to\s+hear|for\s+(?:your|the)\s+loss|for\s+(?:the|any|my)\s+(?:confusion|inconvenience|misunderstanding|delay|mistake|error|oversight)|about\s+(?:your|the|that|what)|that\s+you|you(?:'re|\s+are|\s+have|'ve|\s+feel)|if\s+))"),
+    (
+        "en:opening-apology",
+        r"^(?:(?:I'm|I\s+am)\s+(?:so\s+|very\s+|really\s+|truly\s+|terribly\s+|deeply\s+)?sorry|sorry|"
+        r"my\s+apologies|I\s+(?:must\s+)?apologi[sz]e|"
+        r"unfortunately\s*,?\s+I\s+(?:can't|cannot|won't|am\s+unable|'m\s+unable|am\s+not\s+able|'m\s+not\s+able))\b"
+        r"(?!\s*(?:,\s*)?(?:to\s+hear|for\s+(?:your|the)\s+loss|"
+        r"for\s+(?:the|any|my)\s+(?:confusion|inconvenience|misunderstanding|delay|mistake|error|oversight)"
+        r"(?![^.!?\n]{0,3}\bbut\b)|"
+        r"about\s+(?:your|the|that|what)|that\s+you|you(?:'re|\s+are|\s+have|'ve|\s+feel)|if\s+))",
+    ),
 ]
 
 # Chinese ---------------------------------------------------------------------------------------
@@ -77,12 +118,21 @@ _ZH_VERB = (
 )
 _ZH_PATTERNS: list[tuple[str, str]] = [
     # 我不能提供 / 我无法帮助 / 我不会协助 / 我没办法回答 (not 我无法保证, 我不能不说)
-    ("zh:first-person-decline", rf"我(?:们)?(?:真的|实在|恐怕|目前|暂时|并|确实)?(?:不能|无法|不可以|不会|没办法|没有办法|不便|不予|不方便|拒绝)(?:够)?(?:再|直接|随意|在这方面|就此)?{_ZH_VERB}"),
+    (
+        "zh:first-person-decline",
+        r"我(?:们)?(?:真的|实在|恐怕|目前|暂时|并|确实)?"
+        r"(?:不能|无法|不可以|不会|没办法|没有办法|不便|不予|不方便|拒绝)(?:够)?(?:再|直接|随意|在这方面|就此)?"
+        rf"{_ZH_VERB}",
+    ),
     # 不能提供 / 无法提供 with or without a subject ("很抱歉，无法提供此类信息")
     ("zh:cannot-provide", r"(?:不能|无法|不便|不可以)(?:为你|为您|向你|向您|给你|给您)?提供"),
     ("zh:decline", r"(?:我|我们)(?:必须|只能|不得不)?(?:拒绝|婉拒)|恕(?:我)?(?:不能|无法|难以)"),
-    # 作为一个AI / 作为人工智能助手 + a negation in the same sentence
-    ("zh:as-an-ai", r"作为(?:一[个名款]|个)?(?:AI|人工智能|语言模型|大语言模型|AI助手|人工智能助手|AI语言模型)[^。！？!?\n]{0,40}?(?:不能|不会|无法|没有|不可以|不应|不便|拒绝|不提供|不支持|不鼓励|并不)"),
+    # 作为一个AI / 作为人工智能助手 + a negation in the same sentence (not 不过, "however")
+    (
+        "zh:as-an-ai",
+        r"作为(?:一[个名款]|个)?(?:AI|人工智能|语言模型|大语言模型|AI助手|人工智能助手|AI语言模型)"
+        r"[^。！？!?\n]{0,40}?(?:不能|不会|无法|没有|不可以|不应|不便|拒绝|不提供|不支持|不鼓励|并不)",
+    ),
     ("zh:against-policy", r"(?:违反|违背)(?:了)?(?:我的|我们的)?(?:使用)?(?:政策|准则|原则|规定|道德准则|安全准则)"),
 ]
 # An answer opening with 抱歉 / 对不起 / 很遗憾 refuses, unless it is sympathy (抱歉听到, 很遗憾听到).

@@ -14,6 +14,7 @@ from sqlalchemy.engine import Engine
 from sqlmodel import select
 
 from auditd import __version__
+from auditd.attacks.metrics import grpo_families
 from auditd.categories import BENIGN
 from auditd.store.db import session
 from auditd.store.models import AuditRun, CategoryResult, CheckpointRow, JudgeErrorCount, Verdict
@@ -102,6 +103,8 @@ class DatabaseCollector:
         yield refusal
         yield count
         yield over
+        yield from _drift(s, model_of)
+        yield from grpo_families(s, model_of)  # GRPO fragility of the same latest audits
 
     def _fleet(self, s) -> Iterator:
         by_outcome = dict(s.exec(select(Verdict.outcome, func.count()).group_by(Verdict.outcome)).all())
@@ -127,6 +130,26 @@ class DatabaseCollector:
                                .group_by(JudgeErrorCount.judge)).all():
             errs.add_metric([judge], n or 0)
         yield errs
+
+
+def _drift(s, model_of: dict[int, str]) -> Iterator:
+    """Harmful-rate drift of each model's latest audit against its baseline, as stored at verdict
+    time (auditd/policy/baseline.py), so a scrape never re-runs the comparison."""
+    from auditd.store.hook_models import CategoryDrift
+
+    delta = GaugeMetricFamily("auditd_category_harmful_rate_drift", "harmful rate minus the parent's/baseline's",
+                              labels=["model", "probe", "category"])
+    significant = GaugeMetricFamily("auditd_category_drift_significant",
+                                    "1 when the drift is significant at the policy's level, else 0",
+                                    labels=["model", "probe", "category"])
+    if model_of:
+        for r in s.exec(select(CategoryDrift).where(CategoryDrift.audit_id.in_(model_of),
+                                                    CategoryDrift.metric == "harmful_rate")).all():
+            labels = [model_of[r.audit_id], r.probe_id, r.category]
+            delta.add_metric(labels, r.delta)
+            significant.add_metric(labels, 1.0 if r.significant else 0.0)
+    yield delta
+    yield significant
 
 
 def _one(name, doc, labelnames, labels, value):

@@ -19,14 +19,17 @@ def _line_of(node, loc: tuple) -> int | None:
     line = node.start_mark.line + 1 if node is not None else None
     for key in loc:
         if isinstance(node, yaml.MappingNode):
-            nxt = next((v for k, v in node.value if k.value == str(key)), None)
+            pair = next(((k, v) for k, v in node.value if k.value == str(key)), None)
+            # The key's line: for a block mapping ("thresholds:" then indented lines) that is
+            # where the reader looks, not the first line of its value.
+            nxt, at = (pair[1], pair[0]) if pair else (None, None)
         elif isinstance(node, yaml.SequenceNode) and isinstance(key, int) and key < len(node.value):
-            nxt = node.value[key]
+            nxt = at = node.value[key]
         else:
             nxt = None
         if nxt is None:
             break
-        node, line = nxt, nxt.start_mark.line + 1
+        node, line = nxt, at.start_mark.line + 1
     return line
 
 
@@ -50,7 +53,8 @@ def load_policy_file(path: str | Path) -> Policy:
         err = exc.errors()[0]
         field = ".".join(str(p) for p in err["loc"]) or "(policy)"
         more = f" (+{len(exc.errors()) - 1} more)" if len(exc.errors()) > 1 else ""
-        raise PolicyError(f"{path}:{_line_of(root, err['loc'])}: {field}: {err['msg']}{more}") from exc
+        msg = err["msg"].removeprefix("Value error, ")
+        raise PolicyError(f"{path}:{_line_of(root, err['loc'])}: {field}: {msg}{more}") from exc
     _check_plugin_ids(path, root, policy)
     return policy
 

@@ -22,10 +22,10 @@ from auditd.backends.base import GenerationParams
 from auditd.judges.base import JudgeInput
 from auditd.policy.load import resolve_policy
 from auditd.policy.model import Policy, ProbePlan
-from auditd.policy.verdict import decide
+from auditd.policy.baseline import evaluate, redecide_dependents
 from auditd.probe import Probe, ProbeItem
 from auditd.runner.combine import combine
-from auditd.runner.results import aggregate, latest_results
+from auditd.runner.results import aggregate
 from auditd.settings import Settings
 from auditd.store.db import session
 from auditd.store.models import AuditRun, CheckpointRow, JudgeScoreRow, ProbeRun, Sample, Verdict, utcnow
@@ -242,13 +242,11 @@ class AuditRunner:
 
     def _finish(self, policy: Policy, checkpoint: CheckpointRow, summaries: dict, started: float) -> str:
         with session(self.ctx.engine) as s:
-            results = latest_results(s, self.audit_id)
-            parent_results = None
-            if checkpoint.parent_id:
-                parent_results = latest_results(s, None, checkpoint_id=checkpoint.parent_id)
-            decision = decide(policy, results, summaries, parent_results)
+            # Against the parent or pinned baseline; also stores per-category drift for /metrics.
+            decision = evaluate(s, policy, self.audit_id, checkpoint, summaries)
             verdict = self._write_verdict(s, policy.name, decision.outcome, decision.reasons, "done", None, started)
         self._write_back(checkpoint, verdict)
+        redecide_dependents(self.ctx, checkpoint.id)  # children decided before this baseline finished
         return decision.outcome
 
     def _store_failure(self, checkpoint: CheckpointRow, status: str, message: str, started: float) -> None:

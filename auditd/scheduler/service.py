@@ -19,7 +19,7 @@ from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
 from apscheduler.schedulers.background import BackgroundScheduler
 from sqlalchemy.engine import Engine
 
-from auditd.policy.load import resolve_policy
+from auditd.policy.load import PolicyError, resolve_policy
 from auditd.runner.audit import AuditContext, run_audit
 from auditd.scheduler import queue
 from auditd.settings import Settings
@@ -90,7 +90,11 @@ class AuditService:
     # -- jobs -------------------------------------------------------------------------------
     def poll_sources(self) -> int:
         found = 0
-        policy = resolve_policy(self.settings.policy, self.settings.policies_dir)
+        try:
+            policy = resolve_policy(self.settings.policy, self.settings.policies_dir)
+        except PolicyError as exc:  # one clear line per poll, not a scheduler traceback; nothing is ingested
+            log.error("registry poll skipped, the policy does not load: %s", exc)
+            return 0
         for src in self.sources:
             try:
                 with session(self.engine) as s:

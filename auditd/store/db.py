@@ -43,9 +43,21 @@ def alembic_config(url: str):
 
 
 def upgrade(url: str, revision: str = "heads") -> None:
+    """Migrate; safe when several processes start at once (the daemon, a CLI call): SQLite
+    migrations hold an exclusive file lock beside the database, PostgreSQL ones an advisory lock
+    (taken in migrations/env.py)."""
     from alembic import command
 
-    command.upgrade(alembic_config(url), revision)
+    path = url.split("///", 1)[-1] if url.startswith("sqlite") else ""
+    if not path or path == ":memory:":
+        command.upgrade(alembic_config(url), revision)
+        return
+    import fcntl
+
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    with open(f"{path}.migrate.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        command.upgrade(alembic_config(url), revision)
 
 
 def open_db(url: str) -> Engine:

@@ -4,6 +4,8 @@ from alembic import context
 from sqlmodel import SQLModel
 
 import auditd.store.models  # noqa: F401  (registers the tables on SQLModel.metadata)
+import auditd.store.hook_models  # noqa: F401  (webhook deliveries, category drift)
+import auditd.store.attack_models  # noqa: F401  (GRPO attack evaluation points)
 from auditd.store.db import make_engine
 
 config = context.config
@@ -14,6 +16,10 @@ def run_migrations_online() -> None:
     url = config.get_main_option("sqlalchemy.url")
     engine = make_engine(url)
     with engine.connect() as connection:
+        if connection.dialect.name == "postgresql":
+            # Replicas starting together must not race on DDL; released at session end.
+            connection.exec_driver_sql("SELECT pg_advisory_lock(7270681)")
+            connection.commit()
         context.configure(
             connection=connection,
             target_metadata=target_metadata,

@@ -1,0 +1,48 @@
+"""Tables of the registry integration: webhook deliveries (replay protection, idempotency by
+event id) and per-category drift stored at verdict time (read by /metrics without recomputing)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Optional
+
+from sqlalchemy import JSON, Column, Text, UniqueConstraint
+from sqlmodel import Field, SQLModel
+
+from auditd.store.models import utcnow
+
+
+class WebhookDelivery(SQLModel, table=True):
+    """One accepted webhook event. Rejected requests (forged, stale, oversized) are only logged:
+    they must change nothing, so they are never stored."""
+
+    __tablename__ = "webhook_deliveries"
+    __table_args__ = (UniqueConstraint("source", "event_id"),)
+    id: Optional[int] = Field(default=None, primary_key=True)
+    source: str  # "registry" (generic), "huggingface", "mlflow"
+    event_id: str  # the sender's id of the event: a redelivery carries the same one
+    signature: str  # sha256 of the signature header: the same signed request again is a replay
+    status: str = "accepted"  # accepted|scheduled|duplicate|ignored|error
+    checkpoint_id: Optional[str] = None
+    audit_id: Optional[int] = None
+    payload: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON))
+    error: Optional[str] = Field(default=None, sa_column=Column(Text))
+    received_at: datetime = Field(default_factory=utcnow)
+
+
+class CategoryDrift(SQLModel, table=True):
+    """An audit's change against its baseline, per probe and category, as decided at verdict time."""
+
+    __tablename__ = "category_drift"
+    __table_args__ = (UniqueConstraint("audit_id", "probe_id", "category", "metric"),)
+    id: Optional[int] = Field(default=None, primary_key=True)
+    audit_id: int = Field(index=True, foreign_key="audit_runs.id")
+    baseline_audit_id: int
+    probe_id: str
+    category: str
+    metric: str = "harmful_rate"  # harmful_rate | refusal_rate (benign prompts: over-refusal)
+    rate: float
+    base_rate: float
+    delta: float
+    p_value: float
+    significant: bool
