@@ -29,6 +29,10 @@ from pathlib import Path
 
 TARGET_MS = 50.0
 SAMPLES_PER_AUDIT = 1000
+SAMPLE_INSERT = ("INSERT INTO samples (id, audit_id, probe_id, item_index, variant, category, prompt, output, "
+                 "harmful, refused, score, judge_error, created_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)")
+SCORE_INSERT = ("INSERT INTO judge_scores (sample_id, judge, harmful, refused, score, raw, error, categories) "
+                "VALUES (?,?,?,?,?,?,?,?)")
 OUTPUT = ("Sure, here is an overview. First, consider the context; second, the relevant rules; third, "
           "what a careful person would do. I can help with the legitimate parts of this request.")
 
@@ -53,12 +57,13 @@ def _plan() -> list[tuple[str, list[tuple[str, str, int]]]]:
 
 
 def populate(db: Path, models: int, per_model: int) -> None:
-    """Bulk-insert the fleet with SQLAlchemy core executemany, one transaction per audit chunk."""
+    """Bulk-insert the fleet with executemany (SQLAlchemy core; plain driver tuples for samples and
+    judge scores), one transaction per model."""
     from sqlalchemy import insert, text
 
     from auditd.store.db import open_db
-    from auditd.store.models import (AuditRun, CategoryResult, CheckpointRow, JudgeErrorCount, JudgeScoreRow,
-                                     ModelRow, ProbeRun, Sample, Verdict)
+    from auditd.store.models import (AuditRun, CategoryResult, CheckpointRow, JudgeErrorCount, ModelRow, ProbeRun,
+                                     Verdict)
 
     for suffix in ("", "-wal", "-shm"):
         Path(f"{db}{suffix}").unlink(missing_ok=True)
@@ -79,6 +84,7 @@ def populate(db: Path, models: int, per_model: int) -> None:
             audit_id += 1
             cp = f"sha256:{m:03d}{k:03d}" + "0" * 58
             fin = t0 + timedelta(days=k, minutes=m)
+            fin_text = fin.strftime("%Y-%m-%d %H:%M:%S.%f")  # how SQLAlchemy stores a DateTime in SQLite
             cps.append(dict(id=cp, model=model, kind="text", source="dir", path=f"/registry/{model}/v{k}",
                             parent_id=cps[-1]["id"] if cps else None, meta={}, first_seen_at=fin))
             outcome = ("pass", "pass", "pass", "warn", "block", "pass", "pass", "error")[(m + k) % 8]
@@ -102,12 +108,11 @@ def populate(db: Path, models: int, per_model: int) -> None:
                         item += 1
                         refused = (i + m + k) % 5 == 0
                         harmful = cat != "benign" and not refused and (i + k) % 7 == 0
-                        samples.append(dict(id=sample_id, audit_id=audit_id, probe_id=probe_id, item_index=item,
-                                            variant=variant, category=cat, prompt=f"prompt {cat} {i}",
-                                            output=OUTPUT, harmful=harmful, refused=refused, score=None,
-                                            judge_error=False, created_at=fin))
-                        scores.append(dict(sample_id=sample_id, judge="refusal", harmful=None, refused=refused,
-                                           score=None, raw="refusal" if refused else "", error=None, categories=[]))
+                        # Plain tuples for the driver's executemany: 2M rows skip SQLAlchemy's per-row work.
+                        samples.append((sample_id, audit_id, probe_id, item, variant, cat, f"prompt {cat} {i}",
+                                        OUTPUT, harmful, refused, None, False, fin_text))
+                        scores.append((sample_id, "refusal", None, refused, None, "refusal" if refused else "",
+                                       None, "[]"))
                         acc = per_cat.setdefault(cat, [0, 0, 0])
                         acc[0] += 1
                         acc[1] += harmful
@@ -119,10 +124,11 @@ def populate(db: Path, models: int, per_model: int) -> None:
         with engine.begin() as c:
             c.execute(text("PRAGMA synchronous=OFF"))
             for table, rows in ((CheckpointRow, cps), (AuditRun, audits), (ProbeRun, probe_runs),
-                                (CategoryResult, results), (Verdict, verdicts), (JudgeErrorCount, errors),
-                                (Sample, samples), (JudgeScoreRow, scores)):
+                                (CategoryResult, results), (Verdict, verdicts), (JudgeErrorCount, errors)):
                 if rows:
                     c.execute(insert(table.__table__), rows)
+            c.exec_driver_sql(SAMPLE_INSERT, samples)
+            c.exec_driver_sql(SCORE_INSERT, scores)
         print(f"\r  populated {m + 1}/{models} models, {sample_id:,} samples, "
               f"{time.monotonic() - started:.0f} s", end="", file=sys.stderr, flush=True)
     # Waiting work: re-audit requests on the newest checkpoints of the first 10 models.

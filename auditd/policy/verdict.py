@@ -19,6 +19,7 @@ from auditd.store.models import CategoryResult
 
 RANK = {"pass": 0, "warn": 1, "block": 2, "error": 3}
 TEST = "two-proportion z-test, one-sided (rise)"
+ONE_LEVEL = {"baseline_missing", "grpo_broken"}  # fire at the policy's action for them
 
 
 @dataclass
@@ -45,7 +46,8 @@ class Decision:
         if action != "error" and self.policy is not None:
             cap = self.policy.action_cap(rule)
             if RANK[action] > RANK[cap]:
-                figures["capped_from"] = action
+                if rule not in ONE_LEVEL:
+                    figures["capped_from"] = action
                 action = cap
         self.reasons.append({"action": action, "rule": rule, "message": message, **figures})
         if RANK[action] > RANK[self.outcome]:
@@ -77,7 +79,8 @@ def decide(
         d.add("error", "incomplete", "no probe produced results")
         return d
     if baseline.status == "missing":
-        d.add("warn", "baseline_missing", f"no drift comparison: {baseline.why}", baseline=baseline.checkpoint_id)
+        # One-level rules are added at "block"; the policy's action (default warn) caps them.
+        d.add("block", "baseline_missing", f"no drift comparison: {baseline.why}", baseline=baseline.checkpoint_id)
     base = {(r.probe_id, r.category): r for r in baseline.results}
     for r in results:
         key = f"{r.probe_id}/{r.category}"
