@@ -3,6 +3,7 @@
 # Runs as root on CI (.ci/run):
 #   prometheus  promtool for tests/test_ops_prometheus.py and tests/test_ops_grafana.py, and the
 #               prometheus server for the scrape/alert integration test
+#   postgresql  server binaries for tests/test_postgres.py
 #   systemd     systemd-analyze for tests/test_ops_systemd.py (minimal images lack it)
 set -eu
 
@@ -11,6 +12,8 @@ if ! command -v promtool >/dev/null 2>&1 || ! command -v prometheus >/dev/null 2
     need="$need prometheus"
 fi
 command -v systemd-analyze >/dev/null 2>&1 || need="$need systemd"
+# postgresql: server binaries for tests/test_postgres.py (a private server per test run).
+ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need="$need postgresql"
 
 if [ -z "$need" ]; then
     exit 0
@@ -32,6 +35,13 @@ case $need in
     *prometheus*)
         if [ -d /run/systemd/system ]; then
             systemctl disable --now prometheus.service >/dev/null 2>&1 || true
+        fi
+        ;;
+esac
+case $need in
+    *postgresql*)
+        if [ -d /run/systemd/system ]; then
+            systemctl disable --now postgresql.service >/dev/null 2>&1 || true
         fi
         ;;
 esac

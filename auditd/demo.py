@@ -90,7 +90,7 @@ def run_demo(console: Console, err: Console, registry: Path, home: Path | None, 
     lines = [ln for ln in body.splitlines() if ln.startswith(wanted)]
     console.print(f"\n/metrics served at {daemon.http.url}/metrics ({len(body.splitlines())} lines); a sample:")
     for ln in lines[:14]:
-        console.print(f"  {ln}", markup=False, highlight=False)
+        console.print(f"  {ln}", markup=False, highlight=False, soft_wrap=True)
     if serve:
         console.print("daemon keeps running (Ctrl-C to stop)")
         try:

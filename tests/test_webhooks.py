@@ -96,7 +96,7 @@ def test_rejected_webhooks_change_nothing_and_are_logged(server, caplog):
         "forged": (event(registry, "evt-2"), sign_generic("not-the-secret", event(registry, "evt-2")), 401),
         "tampered": (event(registry, "evt-3"), sign_generic(SECRET, event(registry, "evt-X")), 401),
         "stale": (event(registry, "evt-4"), sign_generic(SECRET, event(registry, "evt-4"), int(time.time()) - 301), 401),
-        "future": (event(registry, "evt-5"), sign_generic(SECRET, event(registry, "evt-5"), int(time.time()) + 301), 401),
+        "future": (event(registry, "evt-5"), sign_generic(SECRET, event(registry, "evt-5"), int(time.time()) + 400), 401),
         "unsigned": (event(registry, "evt-6"), {}, 401),
         "oversized": (event(registry, "evt-7", metadata={"pad": "x" * 5000}), None, 413),
         "outside roots": (b := json.dumps({"event_id": "evt-8", "model": "m", "path": "/etc"}).encode(),
@@ -200,3 +200,28 @@ def test_hub_revision_missing_locally_is_recorded_as_error_not_scheduled(server)
 
     row = wait_for(errored, timeout=30, what="the failed hand-over")
     assert row.error and counts(engine)[1] == 0
+
+
+def test_migration_creates_the_tables_and_accepted_deliveries_resume(tmp_path, tiny_model_dir):
+    """open_db on a fresh file creates the webhook tables; a delivery accepted before a crash
+    (never handed over) is handed over at the next start."""
+    import sqlalchemy as sa
+
+    from auditd.registry.webhook import record_delivery, resume_deliveries
+    from auditd.settings import Settings
+    from auditd.store.db import open_db, session
+    from auditd.store.hook_models import WebhookDelivery
+
+    registry = tmp_path / "registry"
+    shutil.copytree(tiny_model_dir, registry / "m1")
+    settings = Settings(home=tmp_path / "home", registry_dir=registry)
+    engine = open_db(settings.database_url)
+    assert {"webhook_deliveries", "category_drift"} <= set(sa.inspect(engine).get_table_names())
+    payload = json.loads(event(registry, "evt-crash"))
+    row, new = record_delivery(engine, "registry", "evt-crash", "sig", payload)
+    assert new and counts(engine) == (1, 0)
+    assert resume_deliveries(engine, settings) == 1
+    with session(engine) as s:
+        assert s.get(WebhookDelivery, row.id).status == "scheduled"
+    assert counts(engine) == (1, 1)
+    assert resume_deliveries(engine, settings) == 0

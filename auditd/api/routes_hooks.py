@@ -91,6 +91,7 @@ async def huggingface_hook(request: Request, response: Response, background: Bac
         signature = wh.verify_hf(secret, request.headers)
         event = wh.parse_hf(body)
         if not event.relevant:
+            response.status_code = 200
             return HookOut(status="ignored", event_id=event.event_id)
         # The Hub resends with the same secret: key replays on the event instead of the header.
         delivery, new = await run_in_threadpool(wh.record_delivery, engine, "huggingface", event.event_id,
@@ -122,6 +123,7 @@ async def mlflow_hook(request: Request, response: Response, background: Backgrou
     except wh.WebhookRejected as exc:
         raise _reject(request, "mlflow", exc) from None
     if payload.get("entity") not in ("model_version", "model_version_tag", "model_version_alias"):
+        response.status_code = 200
         return HookOut(status="ignored", event_id=delivery_id, delivery_id=delivery.id)
     if new and (poll := request.app.state.poll) is not None:
         background.add_task(_poll_and_mark, engine, poll, delivery.id)

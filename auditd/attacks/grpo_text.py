@@ -114,7 +114,7 @@ def grpo_args(config: GRPOAttackConfig, output_dir: str, remaining: int, seed: i
         temperature=config.temperature,
         seed=seed,
         use_vllm=config.use_vllm,
-        gradient_checkpointing=config.gradient_checkpointing,
+        activation_checkpointing=config.gradient_checkpointing,  # transformers 5 name of gradient checkpointing
         bf16=bool(on_cuda and torch.cuda.is_bf16_supported()),  # never on the CPU
         use_cpu=not on_cuda,
         save_strategy="no",  # the adapter is saved by us, privately, at evaluation points only

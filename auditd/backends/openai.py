@@ -142,15 +142,14 @@ class OpenAIBackend:
             return []
         start = time.perf_counter()
         workers = max(1, min(self.concurrency, params.batch_size, len(chats)))
-        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="auditd-openai") as pool:
-            futures = [pool.submit(self._complete, chat, params) for chat in chats]
-            try:
-                outputs = [f.result() for f in futures]
-            except BaseException:
-                for f in futures:
-                    f.cancel()
-                raise
-            finally:
+        pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="auditd-openai")
+        futures = [pool.submit(self._complete, chat, params) for chat in chats]
+        try:
+            outputs = [f.result() for f in futures]
+        finally:
+            # On the first failure, drop the queued requests and return without waiting for the rest.
+            pool.shutdown(wait=False, cancel_futures=True)
+            with self._lock:
                 self.stats["generate_seconds"] += time.perf_counter() - start
         return outputs
 

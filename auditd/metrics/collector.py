@@ -83,7 +83,11 @@ class DatabaseCollector:
                                   labels=["model", "probe", "category"])
         over = GaugeMetricFamily("auditd_over_refusal_rate", "share of benign prompts refused", labels=["model"])
         if model_of:
-            results = s.exec(select(CategoryResult).where(CategoryResult.audit_id.in_(model_of))).all()
+            # Columns, not ORM entities: building thousands of model objects per scrape cost more than
+            # the query itself (bench/bench_scrape.py).
+            cr = CategoryResult
+            results = s.exec(select(cr.audit_id, cr.probe_id, cr.category, cr.harmful_rate, cr.refusal_rate, cr.n,
+                                    cr.n_judged, cr.n_refused).where(cr.audit_id.in_(model_of))).all()
             over_acc: dict[str, list[int]] = {}
             for r in results:
                 labels = [model_of[r.audit_id], r.probe_id, r.category]
@@ -143,8 +147,9 @@ def _drift(s, model_of: dict[int, str]) -> Iterator:
                                     "1 when the drift is significant at the policy's level, else 0",
                                     labels=["model", "probe", "category"])
     if model_of:
-        for r in s.exec(select(CategoryDrift).where(CategoryDrift.audit_id.in_(model_of),
-                                                    CategoryDrift.metric == "harmful_rate")).all():
+        cd = CategoryDrift  # columns, not ORM entities (see _latest)
+        for r in s.exec(select(cd.audit_id, cd.probe_id, cd.category, cd.delta, cd.significant)
+                        .where(cd.audit_id.in_(model_of), cd.metric == "harmful_rate")).all():
             labels = [model_of[r.audit_id], r.probe_id, r.category]
             delta.add_metric(labels, r.delta)
             significant.add_metric(labels, 1.0 if r.significant else 0.0)

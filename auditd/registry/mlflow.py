@@ -161,13 +161,17 @@ class MlflowSource:
         return list(locations)
 
     def _tag(self, name: str, version: str, verdict: dict) -> None:
-        tags = {"auditd.verdict": verdict.get("outcome") or "error", "auditd.checkpoint": verdict.get("checkpoint") or "",
-                "auditd.reasons": reasons_summary(verdict), "auditd.policy": verdict.get("policy") or "",
-                "auditd.audit_id": str(verdict.get("audit_id") or "")}
+        # auditd.verdict goes last: whoever sees it (a CD job polling tags) finds its context set.
+        tags = {"auditd.checkpoint": verdict.get("checkpoint") or "", "auditd.reasons": reasons_summary(verdict),
+                "auditd.policy": verdict.get("policy") or "", "auditd.audit_id": str(verdict.get("audit_id") or ""),
+                "auditd.verdict": verdict.get("outcome") or "error"}
+        outcome = tags.pop("auditd.verdict")
         for key, value in tags.items():
             self.client.set_model_version_tag(name, str(version), key, value)
-        if self.alias_on_pass and verdict.get("outcome") == "pass":
+        if self.alias_on_pass and outcome == "pass":
             self.client.set_registered_model_alias(name, self.alias_on_pass, str(version))
+        self.client.set_model_version_tag(name, str(version), "auditd.verdict", outcome)
+        tags["auditd.verdict"] = outcome
         log.info("mlflow %s/%s tagged %s", name, version, tags["auditd.verdict"])
 
 
