@@ -51,6 +51,9 @@ class Settings(BaseSettings):
     metrics_port: int = Field(9464, description="Port of the HTTP server; 0 picks a free one.")
     device: str = Field("cpu", description="Device audits run on: cpu, cuda, cuda:1 ...")
     device_slots: int = Field(1, description="Audits that may run at once on the device.", ge=1)
+    devices: str | None = Field(
+        None, description="Several devices and their audit slots, e.g. 'cuda:0=1,cuda:1=2' (overrides device/device_slots)."
+    )
     max_attempts: int = Field(3, description="Attempts before an interrupted audit is given up as error.", ge=1)
     heartbeat_timeout_s: float = Field(
         300.0, description="A running audit whose heartbeat is older than this is considered orphaned."
@@ -92,6 +95,19 @@ class Settings(BaseSettings):
     @classmethod
     def _absolute_home(cls, v: Path) -> Path:
         return v.expanduser().resolve()
+
+    @property
+    def device_slots_map(self) -> dict[str, int]:
+        """Device -> how many audits may run on it at once."""
+        if not self.devices:
+            return {self.device: self.device_slots}
+        out = {}
+        for part in self.devices.split(","):
+            name, _, slots = part.strip().partition("=")
+            if not name or (slots and not slots.isdigit()) or (slots and int(slots) < 1):
+                raise ValueError(f"AUDITD_DEVICES: bad entry {part!r} (expected device=slots, e.g. cuda:0=1)")
+            out[name] = int(slots or 1)
+        return out
 
     @property
     def database_url(self) -> str:

@@ -91,7 +91,7 @@ class AuditRunner:
             plan = policy.plan(checkpoint.kind)
             if not plan:
                 raise AuditFailed(f"policy {policy.name!r} has no probes for {checkpoint.kind} checkpoints")
-            backend = self._backend(policy, checkpoint)
+            backend = self._backend(policy, checkpoint, audit.device)
             judges = self._judges(policy, plan)
             summaries = {}
             for p in plan:
@@ -117,7 +117,7 @@ class AuditRunner:
                 except Exception:  # closing must not mask the audit's own outcome
                     log.exception("closing backend failed")
 
-    def _backend(self, policy: Policy, checkpoint: CheckpointRow):
+    def _backend(self, policy: Policy, checkpoint: CheckpointRow, device: str):
         spec = policy.t2i_backend if checkpoint.kind == "t2i" else policy.backend
         options = dict(spec.options)
         if spec.id in ("backend:hf", "backend:vllm", "backend:diffusers"):
@@ -126,7 +126,7 @@ class AuditRunner:
             check_loadable(checkpoint.path, allow_pickle=policy.allow_pickle)
             options.setdefault("model", checkpoint.path)
             if spec.id in ("backend:hf", "backend:diffusers"):
-                options.setdefault("device", self.ctx.settings.device)
+                options.setdefault("device", self.ctx.settings.device if device == "any" else device)
                 options.setdefault("allow_pickle", policy.allow_pickle)
         return plugins.create(spec.id, **options)
 

@@ -37,8 +37,9 @@ def ingest(s: Session, cp: Checkpoint) -> CheckpointRow:
 
 
 def enqueue(engine: Engine, checkpoint_id: str, *, request_key: str = "auto", policy: str = "default",
-            priority: int = 0, device: str = "cpu") -> tuple[AuditRun, bool]:
-    """Queue an audit; (run, created). Idempotent per (checkpoint, request_key)."""
+            priority: int = 0, device: str = "any") -> tuple[AuditRun, bool]:
+    """Queue an audit; (run, created). Idempotent per (checkpoint, request_key). `device` "any"
+    lets the first free device take it."""
     with session(engine) as s:
         existing = s.exec(select(AuditRun).where(AuditRun.checkpoint_id == checkpoint_id,
                                                  AuditRun.request_key == request_key)).first()
@@ -61,7 +62,7 @@ def claim_next(engine: Engine, device: str, worker: str, max_attempts: int) -> A
     interrupted `max_attempts` times are given up as errors instead (never as passed)."""
     with session(engine) as s:
         candidates = s.exec(
-            select(AuditRun).where(AuditRun.status == "queued", AuditRun.device == device)
+            select(AuditRun).where(AuditRun.status == "queued", AuditRun.device.in_((device, "any")))
             .order_by(AuditRun.priority.desc(), AuditRun.id).limit(8)
         ).all()
         for c in candidates:
@@ -71,17 +72,19 @@ def claim_next(engine: Engine, device: str, worker: str, max_attempts: int) -> A
                     error=f"gave up after {c.attempts} interrupted attempts"))
                 s.commit()
                 continue
-            if claimed := claim(engine, c.id, worker):
+            if claimed := claim(engine, c.id, worker, device):
                 return claimed
     return None
 
 
-def claim(engine: Engine, audit_id: int, worker: str) -> AuditRun | None:
-    """Take one queued audit; None if someone else has it (or it is not queued)."""
+def claim(engine: Engine, audit_id: int, worker: str, device: str | None = None) -> AuditRun | None:
+    """Take one queued audit (onto `device`, if given); None if someone else has it."""
     with session(engine) as s:
         now = utcnow()
-        res = s.exec(update(AuditRun).where(AuditRun.id == audit_id, AuditRun.status == "queued").values(
-            status="running", worker=worker, attempts=AuditRun.attempts + 1, heartbeat_at=now))
+        values = dict(status="running", worker=worker, attempts=AuditRun.attempts + 1, heartbeat_at=now)
+        if device:
+            values["device"] = device
+        res = s.exec(update(AuditRun).where(AuditRun.id == audit_id, AuditRun.status == "queued").values(**values))
         s.commit()
         if res.rowcount != 1:
             return None

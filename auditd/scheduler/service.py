@@ -49,8 +49,9 @@ class AuditService:
     def __init__(self, engine: Engine, settings: Settings, sources: list, ctx: AuditContext, key: str = "main"):
         self.engine, self.settings, self.sources, self.ctx, self.key = engine, settings, sources, ctx, key
         self.worker = queue.worker_id()
-        self.pool = ThreadPoolExecutor(max_workers=settings.device_slots, thread_name_prefix=f"audit-{settings.device}")
-        self.running: set[int] = set()
+        self.slots = settings.device_slots_map
+        self.pools = {d: ThreadPoolExecutor(max_workers=n, thread_name_prefix=f"audit-{d}") for d, n in self.slots.items()}
+        self.running_on: dict[str, set[int]] = {d: set() for d in self.slots}
         self._lock = threading.Lock()
         self.accepting = True
         self.last_tick = time.time()  # the watchdog is fed only while this moves
@@ -84,7 +85,8 @@ class AuditService:
             self.scheduler.shutdown(wait=False)
         except Exception:  # already stopped
             pass
-        self.pool.shutdown(wait=wait, cancel_futures=True)
+        for pool in self.pools.values():
+            pool.shutdown(wait=wait, cancel_futures=True)
         _LIVE.pop(self.key, None)
 
     # -- jobs -------------------------------------------------------------------------------
@@ -104,7 +106,7 @@ class AuditService:
                     s.commit()
                 for cp in new:
                     if policy.plan(cp.kind):
-                        queue.enqueue(self.engine, cp.id, policy=self.settings.policy, device=self.settings.device)
+                        queue.enqueue(self.engine, cp.id, policy=self.settings.policy)
                     else:
                         log.info("checkpoint %s (%s) recorded; policy %r has no %s probes", cp.id, cp.model,
                                  policy.name, cp.kind)
@@ -117,26 +119,33 @@ class AuditService:
             self.dispatch()
         return found
 
-    def dispatch(self) -> None:
-        self.last_tick = time.time()
-        while self.accepting:
-            with self._lock:
-                if len(self.running) >= self.settings.device_slots:
-                    return
-                run = queue.claim_next(self.engine, self.settings.device, self.worker, self.settings.max_attempts)
-                if run is None:
-                    return
-                self.running.add(run.id)
-            log.info("audit %s started (checkpoint %s, attempt %s)", run.id, run.checkpoint_id, run.attempts)
-            self.pool.submit(self._run, run.id)
+    @property
+    def running(self) -> set[int]:
+        return set().union(*self.running_on.values())
 
-    def _run(self, audit_id: int) -> None:
+    def dispatch(self) -> None:
+        """Fill every device's free slots from the queue (highest priority first)."""
+        self.last_tick = time.time()
+        for device, slots in self.slots.items():
+            while self.accepting:
+                with self._lock:
+                    if len(self.running_on[device]) >= slots:
+                        break
+                    run = queue.claim_next(self.engine, device, self.worker, self.settings.max_attempts)
+                    if run is None:
+                        break
+                    self.running_on[device].add(run.id)
+                log.info("audit %s started on %s (checkpoint %s, attempt %s)", run.id, device, run.checkpoint_id,
+                         run.attempts)
+                self.pools[device].submit(self._run, run.id, device)
+
+    def _run(self, audit_id: int, device: str) -> None:
         try:
             outcome = run_audit(self.ctx, audit_id)
             log.info("audit %s finished: %s", audit_id, outcome or "interrupted")
         finally:
             with self._lock:
-                self.running.discard(audit_id)
+                self.running_on[device].discard(audit_id)
         if self.accepting:
             self.dispatch()
 
