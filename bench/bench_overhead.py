@@ -86,10 +86,10 @@ def run_one(name: str, args, work: Path) -> dict:
 
     class TimedRunner(AuditRunner):
         # Loading happens inside the runner's wall time; time it apart to show it both ways.
-        def _backend(self, policy, checkpoint):
+        def _backend(self, *args, **kwargs):
             t0 = time.monotonic()
             try:
-                return super()._backend(policy, checkpoint)
+                return super()._backend(*args, **kwargs)
             finally:
                 load_s.append(time.monotonic() - t0)
 

@@ -8,7 +8,6 @@ from pathlib import Path
 
 import httpx
 import pytest
-from sqlmodel import select
 
 TOKEN = "api-token-for-tests"
 POLICY = """

@@ -258,3 +258,21 @@ def test_gate_exit_codes_for_unknown_pending_and_timeout(store, tmp_path):
     audit(engine, settings, "sha256:fine", "refuser")
     ok = runner.invoke(app, ["gate", "sha256:fine", "--wait", "--json", *db])
     assert ok.exit_code == 0 and '"outcome": "pass"' in ok.output
+
+
+def test_child_waiting_on_a_parent_whose_audit_errors_becomes_final(store):
+    from auditd.gate import gate_status
+    from auditd.runner.audit import AuditContext, run_audit
+    from auditd.scheduler import queue
+
+    engine, settings = store
+    add(engine, "sha256:parent")
+    add(engine, "sha256:child", parent="sha256:parent")
+    parent_audit = audit(engine, settings, "sha256:parent", "no-such-policy", run=False)
+    audit(engine, settings, "sha256:child", "malware")
+    assert gate_status(engine, "sha256:child").state == "pending"
+    queue.claim(engine, parent_audit, "test")
+    assert run_audit(AuditContext(engine, settings), parent_audit) == "error"  # unknown policy: error
+    result = gate_status(engine, "sha256:child")
+    assert result.state == "final" and result.outcome == "warn"  # default policy: a missing baseline warns
+    assert "no finished audit" in result.reasons[0]["message"]

@@ -225,3 +225,18 @@ def test_migration_creates_the_tables_and_accepted_deliveries_resume(tmp_path, t
         assert s.get(WebhookDelivery, row.id).status == "scheduled"
     assert counts(engine) == (1, 1)
     assert resume_deliveries(engine, settings) == 0
+
+
+def test_concurrent_deliveries_of_one_event_schedule_one_audit(server):
+    """A sender's retries can overlap the first delivery: the unique (source, event id) decides."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    url, engine, registry = server
+    body = event(registry, "evt-race")
+    signed = [sign_generic(SECRET, body, int(time.time()) - i) for i in range(8)]  # 8 distinct signatures
+    with ThreadPoolExecutor(8) as pool:
+        statuses = sorted(pool.map(lambda h: post(url, body, h).status_code, signed))
+    assert statuses == [200] * 7 + [202]
+    wait_for(lambda: counts(engine)[1] == 1, timeout=30, what="the one audit")
+    time.sleep(0.5)
+    assert counts(engine) == (1, 1)

@@ -163,10 +163,21 @@ def _callback_class():
     return AttackCallback
 
 
+def dequantized_gguf(model) -> bool:
+    """A GGUF checkpoint is dequantized to float weights on load, but the model still says
+    `is_quantized` (quantizer GGUF, "not trainable") and the Trainer refuses it. True when that flag
+    is the only obstacle: the quantizer is GGUF and every parameter really is floating point."""
+    quantizer = getattr(model, "hf_quantizer", None)
+    method = getattr(getattr(quantizer, "quantization_config", None), "quant_method", None)
+    return (getattr(model, "is_quantized", False) and str(getattr(method, "value", method)) == "gguf"
+            and all(p.dtype.is_floating_point for p in model.parameters()))
+
+
 class _Restore:
     """What TRL and peft change on the model and tokenizer, put back after the attack."""
 
     def __init__(self, model, tokenizer):
+        self.is_quantized = getattr(model, "is_quantized", None)
         self.training = model.training
         self.use_cache = getattr(model.config, "use_cache", None)
         self.grad = {n: p.requires_grad for n, p in model.named_parameters()}
@@ -183,6 +194,8 @@ class _Restore:
             except Exception:  # no hook registered
                 pass
         model.train(self.training)
+        if self.is_quantized is not None:
+            model.is_quantized = self.is_quantized
         for k, v in self.tok.items():
             if v is not None:
                 setattr(tokenizer, k, v)
@@ -208,6 +221,8 @@ def train(backend, config: GRPOAttackConfig, items: list[ProbeItem], reward_fn: 
         torch.cuda.reset_peak_memory_stats(model.device)
     before = fingerprint(model)
     restore = _Restore(model, tokenizer)
+    if dequantized_gguf(model):
+        model.is_quantized = False  # restored with the rest; the weights in memory are float already
     lora = LoraConfig(r=config.lora_rank, lora_alpha=config.lora_alpha, lora_dropout=config.lora_dropout,
                       target_modules=config.target_modules, task_type="CAUSAL_LM")
     peft_model = get_peft_model(model, lora)

@@ -109,9 +109,13 @@ def redecide_dependents(ctx, finished_checkpoint_id: str, scan: int = 200) -> li
     from auditd.store.db import session
 
     redone = []
-    with session(ctx.engine) as s:
-        verdicts = s.exec(select(Verdict).order_by(Verdict.id.desc()).limit(scan)).all()
-        waiting = [v for v in verdicts if any(r.get("rule") == "baseline_missing" for r in v.reasons or [])]
+    try:
+        with session(ctx.engine) as s:
+            verdicts = s.exec(select(Verdict).order_by(Verdict.id.desc()).limit(scan)).all()
+            waiting = [v for v in verdicts if any(r.get("rule") == "baseline_missing" for r in v.reasons or [])]
+    except Exception:  # never let this follow-up break the audit that just finished
+        log.exception("looking for verdicts waiting on %s failed", finished_checkpoint_id)
+        return redone
     for v in waiting:
         try:
             with session(ctx.engine) as s:

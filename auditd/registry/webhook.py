@@ -121,12 +121,12 @@ def verify_mlflow(secret: str, headers, body: bytes, *, tolerance_s: float = 300
     return delivery, hashlib.sha256(signature.encode()).hexdigest()
 
 
-def verify_hf(secret: str, headers) -> str:
-    """Hugging Face Hub webhooks are not signed: the secret itself arrives in X-Webhook-Secret."""
+def verify_hf(secret: str, headers) -> None:
+    """Hugging Face Hub webhooks are not signed: the secret itself arrives in X-Webhook-Secret.
+    Nothing derived from it is stored (a hash of a weak secret could be brute-forced)."""
     given = _header(headers, HF_SECRET_HEADER)
     if not hmac.compare_digest(given.encode(), secret.encode()):
         raise WebhookRejected(401, "webhook secret does not match")
-    return hashlib.sha256(given.encode()).hexdigest()
 
 
 # -- payloads -----------------------------------------------------------------------------------

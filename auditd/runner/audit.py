@@ -255,6 +255,7 @@ class AuditRunner:
             audit = s.get(AuditRun, self.audit_id)
             verdict = self._write_verdict(s, audit.policy, "error", reasons, status, message, started)
         self._write_back(checkpoint, verdict)
+        redecide_dependents(self.ctx, checkpoint.id)  # children waiting on this baseline: no longer pending
 
     def _write_verdict(self, s, policy_name, outcome, reasons, status, error, started) -> Verdict:
         audit = s.get(AuditRun, self.audit_id)
