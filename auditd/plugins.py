@@ -23,6 +23,7 @@ BUILTIN: dict[str, str] = {
     "judge:clip": "auditd.judges.clip:ClipJudge",
     "judge:concept": "auditd.judges.concept:ConceptJudge",
     "source:dir": "auditd.registry.dir:DirSource",
+    "source:mlflow": "auditd.registry.mlflow:MlflowSource",
 }
 
 

@@ -100,3 +100,14 @@ def test_verdict_write_back_is_not_part_of_identity(tmp_path):
     assert poll(engine, src) == []
     side = DirSource(root, settle_s=0, verdict_dir=tmp_path / "verdicts")
     assert side.write_verdict(cp.path, cp.id, {"outcome": "block"}).parent == tmp_path / "verdicts"
+
+
+def test_a_child_listed_before_its_parent_still_names_it_and_comes_after(tmp_path):
+    root = tmp_path / "reg"
+    child = make(root / "a-child", {"config.json": b"{}", "model.safetensors": b"child"})
+    (child / "auditd.json").write_text(json.dumps({"parent": "../z-parent"}))
+    make(root / "z-parent", {"config.json": b"{}", "model.safetensors": b"parent"})
+    engine = open_db(f"sqlite:///{tmp_path}/db.sqlite")
+    found = poll(engine, DirSource(root, settle_s=0))
+    assert [c.metadata["location"] for c in found] == ["z-parent", "a-child"]
+    assert found[1].parent == found[0].id

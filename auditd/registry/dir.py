@@ -90,6 +90,7 @@ class DirSource:
         """New checkpoints since the last poll. Adds its bookkeeping to `session`; the caller
         commits it together with the queued audits, so a crash cannot lose a found checkpoint."""
         new: list[Checkpoint] = []
+        pending: list[tuple[str, Path, str]] = []
         known = {e.location: e for e in session.exec(select(RegistryEntry).where(RegistryEntry.source == self.id))}
         by_location: dict[str, str] = {loc: e.checkpoint_id for loc, e in known.items() if e.checkpoint_id}
         for location in self.locations():
@@ -117,13 +118,11 @@ class DirSource:
                 continue  # touched or re-copied: same content, already reported
             entry.checkpoint_id = digest
             by_location[rel] = digest
+            pending.append((rel, location, digest))
+        # Parents are resolved after every digest of this poll is known, and new checkpoints are
+        # returned parents first, so a parent and its child dropped together queue in that order.
+        for rel, location, digest in pending:
             lineage = self.lineage(location)
-            parent = lineage.get("parent") or lineage.get("baseline")
-            parent_id = None
-            if isinstance(parent, str):
-                parent_id = parent if parent.startswith("sha256:") else by_location.get(
-                    os.path.normpath(os.path.join(rel, parent)) if parent.startswith(".") else parent
-                )
             new.append(
                 Checkpoint(
                     id=digest,
@@ -131,11 +130,11 @@ class DirSource:
                     kind=detect_kind(location),
                     path=str(location),
                     source=self.id,
-                    parent=parent_id,
+                    parent=_resolve_parent(lineage, rel, by_location),
                     metadata={"location": rel, "lineage": lineage},
                 )
             )
-        return new
+        return _parents_first(new)
 
     def write_verdict(self, checkpoint_path: str, checkpoint_id: str, verdict: dict) -> Path:
         """Write the verdict JSON beside the checkpoint, or into the configured side folder."""
@@ -148,3 +147,28 @@ class DirSource:
         tmp.write_text(json.dumps(verdict, indent=2, sort_keys=True, default=str))
         os.replace(tmp, target)  # atomic: a reader never sees half a verdict
         return target
+
+
+def _resolve_parent(lineage: dict, rel: str, by_location: dict[str, str]) -> str | None:
+    parent = lineage.get("parent") or lineage.get("baseline")
+    if not isinstance(parent, str):
+        return None
+    if parent.startswith("sha256:"):
+        return parent
+    key = os.path.normpath(os.path.join(rel, parent)) if parent.startswith(".") else parent.strip("/")
+    return by_location.get(key)
+
+
+def _parents_first(cps: list[Checkpoint]) -> list[Checkpoint]:
+    ids = {c.id for c in cps}
+    done: set[str] = set()
+    out: list[Checkpoint] = []
+    pending = list(cps)
+    while pending:
+        ready = [c for c in pending if c.parent not in ids or c.parent in done or c.parent == c.id]
+        ready = ready or pending[:1]  # a lineage cycle: keep going rather than loop forever
+        for c in ready:
+            out.append(c)
+            done.add(c.id)
+            pending.remove(c)
+    return out
