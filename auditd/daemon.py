@@ -16,7 +16,6 @@ from auditd.api.app import create_app
 from auditd.api.server import HTTPServer
 from auditd.metrics.collector import build_registry
 from auditd.notify import sd_notify, watchdog_interval_s
-from auditd.policy.load import PolicyError, resolve_policy
 from auditd.registry.dir import DirSource
 from auditd.registry.webhook import resume_deliveries
 from auditd.runner.audit import AuditContext
@@ -54,7 +53,6 @@ def verdict_document(checkpoint, verdict) -> dict:
 class Daemon:
     def __init__(self, settings: Settings):
         self.settings = settings
-        resolve_policy(settings.policy, settings.policies_dir)  # a bad policy stops start-up, clearly
         self.engine = open_db(settings.database_url)
         self.sources = []
         if settings.registry_dir:
@@ -66,6 +64,7 @@ class Daemon:
             self.sources.append(MlflowSource(settings.mlflow_tracking_uri, settings.home / "mlflow", engine=self.engine,
                                              models=settings.mlflow_models, alias_on_pass=settings.mlflow_alias_on_pass))
         self.ctx = AuditContext(self.engine, settings, on_verdict=make_write_back(self.sources))
+        self.ctx.policies.get(settings.policy)  # a bad policy stops start-up, clearly
         self.service = AuditService(self.engine, settings, self.sources, self.ctx)
         self.registry = build_registry(self.engine, self.state)
         app = create_app(self.engine, self.registry, self.ready, settings=settings, poll=self.service.poll_sources)
@@ -98,14 +97,13 @@ class Daemon:
         self.engine.dispose()
 
     def reload(self) -> None:
-        # The policy file is read again by every registry poll and every audit, so a reload is a check
-        # that says, at once and in one line, whether the file on disk is usable.
-        try:
-            policy = resolve_policy(self.settings.policy, self.settings.policies_dir)
-            log.info("policy %r reloaded: %s", self.settings.policy, policy.name)
-        except PolicyError as exc:
-            log.error("policy reload failed: %s; until the file is fixed, registry polls are skipped and "
-                      "audits that start end in error (never pass)", exc)
+        """SIGHUP: re-read the policies in use. A file that no longer loads is reported in one line
+        and its last good version stays in force: a typo must not change what is enforced."""
+        for name, error in self.ctx.policies.reload().items():
+            if error:
+                log.error("policy reload failed, keeping the policy in force: %s", error)
+            else:
+                log.info("policy %r reloaded", name)
 
     def run_forever(self) -> None:
         signal.signal(signal.SIGTERM, lambda *_: self.stopping_requested.set())

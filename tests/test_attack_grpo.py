@@ -301,3 +301,25 @@ def test_killed_attack_resumes_from_its_last_stored_point(learnable_model, tmp_p
     # The points stored before the crash were kept as they were, not recomputed.
     assert [(p.id, p.created_at) for p in after[: len(stored)]] == [(p.id, p.created_at) for p in stored]
     assert attack_files(settings.home) == []
+
+
+@pytest.mark.parametrize("attack, backend, message", [
+    ("{stepz: 3}", "backend:fake", "attack.stepz"),  # a typo must not silently run the defaults
+    ("{steps: 3}", "backend:fake", "needs backend:hf"),  # no local weights: cannot attack, cannot pass
+])
+def test_an_attack_that_cannot_run_fails_the_audit_closed(tmp_path, attack, backend, message):
+    policy = write_policy(tmp_path, f"""
+name: broken-attack
+backend: {{id: {backend}, options: {{mode: comply}}}}
+probes:
+  text:
+    - id: overrefusal
+      limit_per_category: 2
+    - id: grpo.fakenews
+      attack: {attack}
+""")
+    settings, engine, audit_id = queue_audit(tmp_path / "home", tmp_path, policy)
+    assert run_here(settings, engine, audit_id) == "error"
+    with session(engine) as s:
+        audit = s.get(AuditRun, audit_id)
+    assert audit.status == "error" and message in audit.error

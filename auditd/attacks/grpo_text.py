@@ -225,8 +225,9 @@ def train(backend, config: GRPOAttackConfig, items: list[ProbeItem], reward_fn: 
         model.is_quantized = False  # restored with the rest; the weights in memory are float already
     lora = LoraConfig(r=config.lora_rank, lora_alpha=config.lora_alpha, lora_dropout=config.lora_dropout,
                       target_modules=config.target_modules, task_type="CAUSAL_LM")
-    peft_model = get_peft_model(model, lora)
+    peft_model = None
     try:
+        peft_model = get_peft_model(model, lora)
         # Seeded per start step: a resumed attack is repeatable, not a replay of the lost steps.
         args = grpo_args(config, output_dir, remaining, config.seed + state.start_step, on_cuda)
         callback = _callback_class()(config, state, gate, on_point, optimizer_state)
@@ -244,9 +245,10 @@ def train(backend, config: GRPOAttackConfig, items: list[ProbeItem], reward_fn: 
             state.stopped_by = "steps"
         return state
     finally:
-        base = peft_model.unload()  # removes every LoRA layer, restoring the original modules
-        if base is not model:  # pragma: no cover - peft returns the same object today
-            backend.model = base
+        if peft_model is not None:
+            base = peft_model.unload()  # removes every LoRA layer, restoring the original modules
+            if base is not model:  # pragma: no cover - peft returns the same object today
+                backend.model = base
         restore.apply(backend.model, tokenizer)
         backend.model.eval()
         if fingerprint(backend.model) != before:

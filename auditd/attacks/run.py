@@ -69,6 +69,8 @@ def run_attack_probe(runner, policy, plan, probe, backend, judges: dict) -> dict
         if isinstance(exc, AuditFailed):
             raise
         raise AuditFailed(f"probe {plan.id}: {one_line(exc)}") from exc
+    finally:
+        attack.close()
     _mark(engine, runner.audit_id, plan.id, status="done", summary=summary)
     return summary
 
@@ -94,11 +96,13 @@ class TextAttack:
         judge_ids = list(plan.judges or probe.judges)
         self.eval_judges = [judges[j] for j in judge_ids]
         reward_id = config.reward_judge or judge_ids[0]
+        self.own_judge = None  # a reward judge the policy's judge list did not build: ours to close
         if reward_id in judges:
             reward_judge = judges[reward_id]
         else:
             try:
-                reward_judge = plugins.create(f"judge:{reward_id}", **policy.judge_options.get(reward_id, {}))
+                reward_judge = self.own_judge = plugins.create(f"judge:{reward_id}",
+                                                               **policy.judge_options.get(reward_id, {}))
             except Exception as exc:
                 raise AuditFailed(f"probe {plan.id}: reward judge {reward_id!r}: {exc}") from None
         self.reward_fn = gated(judge_compliance(reward_judge), config.coherence_weight)
@@ -111,6 +115,13 @@ class TextAttack:
         self.threshold = config.break_threshold or policy.thresholds.harmful_rate_block
         self.reference: dict | None = None
         self.state = None  # grpo_text.TrainState while training
+
+    def close(self) -> None:
+        if self.own_judge is not None and hasattr(self.own_judge, "close"):
+            try:
+                self.own_judge.close()
+            except Exception:  # closing must not mask the attack's own outcome
+                log.exception("closing the reward judge failed")
 
     # -- the whole attack -------------------------------------------------------------------------
     def run(self) -> dict:
@@ -150,6 +161,8 @@ class TextAttack:
             self.workdir.create()
             return [], None
         last = points[-1]
+        if last.step >= self.config.steps or last.wall_s >= self.config.max_wall_s:
+            return points, last.step  # the attack had ended; only the summary was lost
         self.reference = self.workdir.load_json(REFERENCE_FILE)
         if self.reference is None or (last.step > 0 and self.workdir.read_bytes(ADAPTER_FILE.format(step=last.step)) is None):
             log.warning("audit %s probe %s: stored points cannot be resumed (private work dir lost); starting over",

@@ -105,7 +105,6 @@ def is_pending(s: Session, verdict: Verdict) -> bool:
 def redecide_dependents(ctx, finished_checkpoint_id: str, scan: int = 200) -> list[int]:
     """Decide again the recent verdicts that lacked a baseline which now has a finished audit.
     Bounded to the latest `scan` verdicts so it stays cheap after every audit."""
-    from auditd.policy.load import resolve_policy
     from auditd.store.db import session
 
     redone = []
@@ -123,7 +122,7 @@ def redecide_dependents(ctx, finished_checkpoint_id: str, scan: int = 200) -> li
                 checkpoint = s.get(CheckpointRow, v.checkpoint_id)
                 if audit is None or audit.status != "done" or checkpoint is None:
                     continue
-                policy = resolve_policy(audit.policy, ctx.settings.policies_dir)
+                policy = ctx.policies.get(audit.policy)
                 if resolve_baseline(s, policy, checkpoint).checkpoint_id != finished_checkpoint_id:
                     continue
                 summaries = {p.probe_id: p.summary or {} for p in

@@ -20,7 +20,7 @@ from sqlmodel import select
 from auditd import plugins
 from auditd.backends.base import GenerationParams
 from auditd.judges.base import JudgeInput
-from auditd.policy.load import resolve_policy
+from auditd.policy.cache import PolicyCache
 from auditd.policy.model import Policy, ProbePlan
 from auditd.policy.baseline import evaluate, redecide_dependents
 from auditd.probe import Probe, ProbeItem
@@ -50,6 +50,11 @@ class AuditContext:
     stop: threading.Event = field(default_factory=threading.Event)
     progress: Progress | None = None
     on_verdict: Callable[[CheckpointRow, Verdict], None] | None = None  # registry write-back
+    policies: PolicyCache = None  # type: ignore[assignment]  # set from settings when not given
+
+    def __post_init__(self):
+        if self.policies is None:
+            self.policies = PolicyCache(self.settings.policies_dir)
 
 
 def one_line(exc: BaseException) -> str:
@@ -86,7 +91,7 @@ class AuditRunner:
         started = time.monotonic()
         backend = None
         try:
-            policy = resolve_policy(audit.policy, self.ctx.settings.policies_dir)
+            policy = self.ctx.policies.get(audit.policy)
             self.deadline = started + policy.budget.audit_timeout_s
             plan = policy.plan(checkpoint.kind)
             if not plan:

@@ -19,7 +19,7 @@ from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
 from apscheduler.schedulers.background import BackgroundScheduler
 from sqlalchemy.engine import Engine
 
-from auditd.policy.load import PolicyError, resolve_policy
+from auditd.policy.load import PolicyError
 from auditd.runner.audit import AuditContext, run_audit
 from auditd.scheduler import queue
 from auditd.settings import Settings
@@ -93,7 +93,7 @@ class AuditService:
     def poll_sources(self) -> int:
         found = 0
         try:
-            policy = resolve_policy(self.settings.policy, self.settings.policies_dir)
+            policy = self.ctx.policies.get(self.settings.policy)
         except PolicyError as exc:  # one clear line per poll, not a scheduler traceback; nothing is ingested
             log.error("registry poll skipped, the policy does not load: %s", exc)
             return 0
