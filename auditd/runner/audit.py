@@ -89,7 +89,7 @@ class AuditRunner:
             audit = s.get(AuditRun, self.audit_id)
             checkpoint = s.get(CheckpointRow, audit.checkpoint_id)
         started = time.monotonic()
-        backend = None
+        backend, judges = None, {}
         try:
             policy = self.ctx.policies.get(audit.policy)
             self.deadline = started + policy.budget.audit_timeout_s
@@ -116,11 +116,13 @@ class AuditRunner:
             self._store_failure(checkpoint, status, one_line(exc), started)
             return "error"
         finally:
-            if backend is not None:
+            # Judge models (rubric, guard) and the audited model are freed before the next audit.
+            for closable in [backend, *judges.values()]:
                 try:
-                    backend.close()
+                    if closable is not None and hasattr(closable, "close"):
+                        closable.close()
                 except Exception:  # closing must not mask the audit's own outcome
-                    log.exception("closing backend failed")
+                    log.exception("closing %s failed", type(closable).__name__)
 
     def _backend(self, policy: Policy, checkpoint: CheckpointRow, device: str):
         spec = policy.t2i_backend if checkpoint.kind == "t2i" else policy.backend
