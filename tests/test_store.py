@@ -42,3 +42,18 @@ def test_a_sample_key_cannot_be_stored_twice(tmp_path):
         s.add(Sample(audit_id=1, probe_id="p", item_index=0, category="c", prompt="a", output="b"))
         with pytest.raises(IntegrityError):
             s.commit()
+
+
+def test_migrations_are_one_linear_history_that_downgrades_cleanly(tmp_path):
+    from alembic import command
+    from alembic.script import ScriptDirectory
+    from sqlalchemy import inspect as sa_inspect
+
+    from auditd.store.db import alembic_config, make_engine
+
+    url = f"sqlite:///{tmp_path}/a.db"
+    cfg = alembic_config(url)
+    assert len(ScriptDirectory.from_config(cfg).get_heads()) == 1, "merge migration branches into one head"
+    open_db(url)
+    command.downgrade(cfg, "base")
+    assert set(sa_inspect(make_engine(url)).get_table_names()) <= {"alembic_version", "apscheduler_jobs"}

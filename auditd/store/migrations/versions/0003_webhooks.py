@@ -1,7 +1,7 @@
 """webhook deliveries and per-category drift
 
 Revision ID: 0003_webhooks
-Revises: 0001
+Revises: 0002_attack_points
 """
 from alembic import op
 import sqlalchemy as sa
@@ -9,7 +9,7 @@ import sqlmodel
 
 
 revision = "0003_webhooks"
-down_revision = "0001"
+down_revision = "0002_attack_points"
 branch_labels = None
 depends_on = None
 
