@@ -209,7 +209,7 @@ def main() -> None:
     from prometheus_client import CollectorRegistry, generate_latest
     from prometheus_client.parser import text_string_to_metric_families
 
-    from auditd.metrics.collector import DatabaseCollector, build_registry
+    from auditd.metrics.collector import FleetCollector, ModelResultsCollector, build_registry
     from auditd.store.db import open_db
 
     if args.rebuild or not args.db.exists():
@@ -224,15 +224,18 @@ def main() -> None:
     registry = build_registry(engine, lambda: {"tick": time.time(), "polls": {"dir": time.time()}})
     body = generate_latest(registry)  # warm-up: connection pool, statement cache
     series = sum(len(f.samples) for f in text_string_to_metric_families(body.decode()))
-    rows = {"in process: generate_latest": timed(lambda: generate_latest(registry), args.scrapes)}
-    # Where the time goes: the collector (database queries + metric families), then prometheus_client
+    rows = {"in process: fresh (generate_latest)": timed(lambda: generate_latest(registry), args.scrapes)}
+    # Where the time goes: the collectors (database queries + metric families), then prometheus_client
     # turning those families into text.
-    collector = DatabaseCollector(engine)
-    families = list(collector.collect())
+    collectors = [ModelResultsCollector(engine), FleetCollector(engine)]
+    families = [f for c in collectors for f in c.collect()]
     rendered = CollectorRegistry(auto_describe=False)
     rendered.register(_Fixed(families))
-    rows["  of which collect (db + families)"] = timed(lambda: list(collector.collect()), args.scrapes)
+    rows["  of which collect (db + families)"] = timed(lambda: [list(c.collect()) for c in collectors], args.scrapes)
     rows["  of which text rendering"] = timed(lambda: generate_latest(rendered), args.scrapes)
+    # What /metrics serves: the per-model part is re-rendered only after an audit or verdict changed.
+    registry.render()
+    rows["in process: served (render, no new audit)"] = timed(registry.render, args.scrapes)
 
     import httpx
 

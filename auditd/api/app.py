@@ -48,6 +48,7 @@ def create_app(engine: Engine, registry: CollectorRegistry, ready: Callable[[], 
 
     @app.get("/metrics")
     def metrics() -> Response:
-        return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
+        body = registry.render() if hasattr(registry, "render") else generate_latest(registry)
+        return Response(body, media_type=CONTENT_TYPE_LATEST)
 
     return app

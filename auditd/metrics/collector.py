@@ -4,10 +4,11 @@ carry only the latest finished audit of each model, keeping label cardinality bo
 
 from __future__ import annotations
 
+import threading
 import time
 from typing import Callable, Iterator
 
-from prometheus_client import CollectorRegistry
+from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from sqlalchemy import func
 from sqlalchemy.engine import Engine
@@ -27,11 +28,11 @@ def _ts(dt) -> float:
     return dt.timestamp() if dt is not None else 0.0
 
 
-class DatabaseCollector:
-    def __init__(self, engine: Engine, daemon_state: Callable[[], dict] | None = None):
+class ModelResultsCollector:
+    """Per-model series of each model's latest finished audit (the bulk of the exposition)."""
+
+    def __init__(self, engine: Engine):
         self.engine = engine
-        # Live facts only the running daemon knows (scheduler tick, last polls); None in one-shot use.
-        self.daemon_state = daemon_state
 
     def describe(self):  # registering must not trigger a database query
         return []
@@ -39,16 +40,6 @@ class DatabaseCollector:
     def collect(self) -> Iterator:
         with session(self.engine) as s:
             yield from self._latest(s)
-            yield from self._fleet(s)
-        yield _one("auditd_build_info", "auditd version", ["version"], [__version__], 1)
-        if self.daemon_state:
-            st = self.daemon_state()
-            yield _one("auditd_scheduler_heartbeat_timestamp_seconds", "last scheduler loop tick", [], [], st["tick"])
-            g = GaugeMetricFamily("auditd_registry_last_poll_timestamp_seconds", "last successful registry poll",
-                                  labels=["source"])
-            for src, ts in st.get("polls", {}).items():
-                g.add_metric([src], ts)
-            yield g
 
     def _latest(self, s) -> Iterator:
         # Latest finished audit per model: one indexed query, then results for those audits only.
@@ -110,6 +101,30 @@ class DatabaseCollector:
         yield from _drift(s, model_of)
         yield from grpo_families(s, model_of)  # GRPO fragility of the same latest audits
 
+class FleetCollector:
+    """Fleet-wide and live series: queue, outcomes, durations, judge errors, scheduler liveness."""
+
+    def __init__(self, engine: Engine, daemon_state: Callable[[], dict] | None = None):
+        self.engine = engine
+        # Live facts only the running daemon knows (scheduler tick, last polls); None in one-shot use.
+        self.daemon_state = daemon_state
+
+    def describe(self):
+        return []
+
+    def collect(self) -> Iterator:
+        with session(self.engine) as s:
+            yield from self._fleet(s)
+        yield _one("auditd_build_info", "auditd version", ["version"], [__version__], 1)
+        if self.daemon_state:
+            st = self.daemon_state()
+            yield _one("auditd_scheduler_heartbeat_timestamp_seconds", "last scheduler loop tick", [], [], st["tick"])
+            g = GaugeMetricFamily("auditd_registry_last_poll_timestamp_seconds", "last successful registry poll",
+                                  labels=["source"])
+            for src, ts in st.get("polls", {}).items():
+                g.add_metric([src], ts)
+            yield g
+
     def _fleet(self, s) -> Iterator:
         by_outcome = dict(s.exec(select(Verdict.outcome, func.count()).group_by(Verdict.outcome)).all())
         audits = CounterMetricFamily("auditd_audits", "finished audits by verdict outcome", labels=["outcome"])
@@ -163,8 +178,42 @@ def _one(name, doc, labelnames, labels, value):
     return g
 
 
-def build_registry(engine: Engine, daemon_state: Callable[[], dict] | None = None) -> CollectorRegistry:
-    """One registry per process (no global default registry), with the database collector."""
-    registry = CollectorRegistry(auto_describe=False)
-    registry.register(DatabaseCollector(engine, daemon_state))
-    return registry
+class AuditdRegistry(CollectorRegistry):
+    """The daemon's one registry. `generate_latest(registry)` renders everything fresh; `render()`
+    (what /metrics serves) re-renders the per-model part only when an audit finished or a verdict
+    changed since the last scrape: rendering ~10 series per category per model is most of a
+    scrape's cost at fleet scale (bench/bench_scrape.py), while the live part is always fresh."""
+
+    def __init__(self, engine: Engine, daemon_state: Callable[[], dict] | None = None):
+        super().__init__(auto_describe=False)
+        self.engine = engine
+        results, fleet = ModelResultsCollector(engine), FleetCollector(engine, daemon_state)
+        self.register(results)
+        self.register(fleet)
+        self._results, self._fleet = CollectorRegistry(auto_describe=False), CollectorRegistry(auto_describe=False)
+        self._results.register(results)
+        self._fleet.register(fleet)
+        self._lock = threading.Lock()
+        self._cached: tuple[tuple | None, bytes] = (None, b"")
+
+    def results_version(self) -> tuple:
+        """Changes whenever a per-model series can: a finished audit, a new or re-decided verdict
+        (drift rows and GRPO summaries are written with them)."""
+        with session(self.engine) as s:
+            finished = s.exec(select(func.count(AuditRun.id), func.max(AuditRun.finished_at))
+                              .where(AuditRun.finished_at.is_not(None))).one()
+            verdicts = s.exec(select(func.count(Verdict.id), func.max(Verdict.id), func.max(Verdict.created_at))).one()
+        return (*finished, *verdicts)
+
+    def render(self) -> bytes:
+        version = self.results_version()
+        with self._lock:
+            if self._cached[0] != version:
+                self._cached = (version, generate_latest(self._results))
+            results = self._cached[1]
+        return results + generate_latest(self._fleet)
+
+
+def build_registry(engine: Engine, daemon_state: Callable[[], dict] | None = None) -> AuditdRegistry:
+    """One registry per process (no global default registry), reading the database at scrape time."""
+    return AuditdRegistry(engine, daemon_state)
