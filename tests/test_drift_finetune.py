@@ -123,8 +123,11 @@ def audited(registry, tmp_path_factory):
             queue.ingest(s, cp)
         s.commit()
     assert len(found) == 4
+    assert found[0].parent is None  # the source returns parents first, so the daemon audits them first
     for cp in found:
-        queue.enqueue(engine, cp.id, policy="finetune")
+        # The hard order on purpose: children first (higher priority), so their verdicts wait for the
+        # parent's audit and are decided again when it finishes.
+        queue.enqueue(engine, cp.id, policy="finetune", priority=0 if cp.parent is None else 1)
     ctx = AuditContext(engine, settings, on_verdict=make_write_back([source]))
     order = []
     while (run := queue.claim_next(engine, "cpu", "test", max_attempts=3)) is not None:
