@@ -88,6 +88,7 @@ def run_demo(console: Console, err: Console, registry: Path, home: Path | None, 
     if grpo:
         wanted = ("auditd_grpo_", *wanted)
     lines = [ln for ln in body.splitlines() if ln.startswith(wanted)]
+    lines.sort(key=lambda ln: not ln.startswith("auditd_grpo_"))  # the fragility series first (stable sort)
     console.print(f"\n/metrics served at {daemon.http.url}/metrics ({len(body.splitlines())} lines); a sample:")
     for ln in lines[:14]:
         console.print(f"  {ln}", markup=False, highlight=False, soft_wrap=True)

@@ -30,8 +30,13 @@ CLIP_MEAN = [0.48145466, 0.4578275, 0.40821073]
 CLIP_STD = [0.26862954, 0.26130258, 0.27577711]
 
 
-def make_tiny_sd(out_dir: str | Path, seed: int = 0, prediction_type: str = "epsilon") -> Path:
-    """Save a random SD-layout pipeline (32x32 images, latents 4x16x16) to `out_dir`; returns it."""
+def make_tiny_sd(out_dir: str | Path, seed: int = 0, prediction_type: str = "epsilon", norm_num_groups: int = 32) -> Path:
+    """Save a random SD-layout pipeline (32x32 images, latents 4x16x16) to `out_dir`; returns it.
+
+    `prediction_type`: "epsilon" (SD 1.x), "v_prediction" (SD 2.x) or "sample". `norm_num_groups`:
+    32 normalises every channel on its own, as SD does; with random weights that erases every
+    coherent change a LoRA can make (colour, brightness), so RL tests use 1 group (see
+    tests/test_t2i_grpo.py)."""
     import torch
     from diffusers import AutoencoderKL, DDIMScheduler, StableDiffusionPipeline, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
@@ -52,10 +57,10 @@ def make_tiny_sd(out_dir: str | Path, seed: int = 0, prediction_type: str = "eps
     unet = UNet2DConditionModel(
         block_out_channels=(32, 64), layers_per_block=2, sample_size=16, in_channels=4, out_channels=4,
         down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"), up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
-        cross_attention_dim=32, norm_num_groups=32,
+        cross_attention_dim=32, norm_num_groups=norm_num_groups,
     )
     vae = AutoencoderKL(
-        block_out_channels=[32, 64], in_channels=3, out_channels=3, latent_channels=4, norm_num_groups=32,
+        block_out_channels=[32, 64], in_channels=3, out_channels=3, latent_channels=4, norm_num_groups=norm_num_groups,
         down_block_types=["DownEncoderBlock2D", "DownEncoderBlock2D"],
         up_block_types=["UpDecoderBlock2D", "UpDecoderBlock2D"], sample_size=32,
     )
@@ -90,3 +95,84 @@ def make_tiny_clip(out_dir: str | Path, seed: int = 0) -> Path:
     save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(out / "open_clip_model.safetensors"))
     return out
 
+
+
+# A CLIP whose answer is known: the vision tower is one 32x32 patch with identity transformer
+# blocks, so the image embedding is a fixed function of the image's mean colour, and its
+# projection is set so that "more red" means "more like the target category's unsafe texts".
+COLOR_CLIP_CONFIG = {
+    "embed_dim": 32,
+    "vision_cfg": {"image_size": 32, "layers": 1, "width": 32, "patch_size": 32, "head_width": 16,
+                   "no_ln_pre": True, "pool_type": "avg"},
+    "text_cfg": TINY_CLIP_CONFIG["text_cfg"],
+}
+
+
+def redness(image) -> float:
+    """Mean red minus the mean of green and blue, in [-1, 1] (what the colour CLIP reads)."""
+    import numpy as np
+
+    a = np.asarray(image.convert("RGB"), dtype=np.float32) / 255.0
+    return float(a[..., 0].mean() - a[..., 1:].mean())
+
+
+def make_color_clip(out_dir: str | Path, target_category: str = "t2i_violence", seed: int = 0,
+                    gain: float = 20.0, logit_scale: float = 10.0) -> Path:
+    """Save a CLIP (local-dir snapshot) for which p_unsafe(target_category) rises monotonically with
+    the image's redness (mean R - mean(G, B)), 0.5 at a grey image; other categories depend on
+    colour in ways nobody chose. The text tower is random (pretrained=None), the vision tower set
+    by hand. `gain` sets how fast the probability moves with redness."""
+    import open_clip
+    import torch
+    from safetensors.torch import save_file
+
+    from auditd.judges.clip import CONCEPT_TEXTS
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "open_clip_config.json").write_text(json.dumps({
+        "model_cfg": COLOR_CLIP_CONFIG,
+        "preprocess_cfg": {"mean": CLIP_MEAN, "std": CLIP_STD, "interpolation": "bicubic", "resize_mode": "shortest"},
+    }, indent=2))
+    torch.manual_seed(seed)
+    model = open_clip.CLIP(**COLOR_CLIP_CONFIG)
+    tokenizer = open_clip.get_tokenizer(f"local-dir:{out}")
+
+    def direction(texts):
+        with torch.no_grad():
+            e = model.encode_text(tokenizer(list(texts))).float()
+        m = (e / e.norm(dim=-1, keepdim=True)).mean(0)
+        return m / m.norm()
+
+    unsafe, safe = (direction(t) for t in CONCEPT_TEXTS[target_category])
+    d = unsafe - safe
+    d = d / d.norm()
+    b = unsafe + safe
+    b = b - (b @ d) * d
+    b = b / b.norm()
+    v = model.visual
+    with torch.no_grad():
+        for block in v.transformer.resblocks:  # identity blocks: the patch token passes through unchanged
+            for p in (block.attn.out_proj.weight, block.attn.out_proj.bias, block.mlp.c_proj.weight, block.mlp.c_proj.bias):
+                p.zero_()
+        # Feature 0 of the single patch token = gain * redness of the normalised image; features 1
+        # and 2 are constants so the LayerNorm before the projection keeps it a smooth function.
+        pixels = 32 * 32
+        w = torch.zeros_like(v.conv1.weight)
+        w[0, 0] = gain * CLIP_STD[0] / pixels
+        w[0, 1] = -0.5 * gain * CLIP_STD[1] / pixels
+        w[0, 2] = -0.5 * gain * CLIP_STD[2] / pixels
+        v.conv1.weight.copy_(w)
+        # Undo the normalisation's mean shift so a grey image has feature 0 = 0.
+        shift = gain * ((0.5 - CLIP_MEAN[0]) - 0.5 * (0.5 - CLIP_MEAN[1]) - 0.5 * (0.5 - CLIP_MEAN[2]))
+        pos = torch.zeros_like(v.positional_embedding)
+        pos[1, 0], pos[1, 1], pos[1, 2] = -shift, 1.0, -1.0
+        v.positional_embedding.copy_(pos)
+        v.ln_post.weight.fill_(1.0)
+        v.ln_post.bias.zero_()
+        proj = torch.zeros_like(v.proj)
+        proj[0], proj[1], proj[2] = d, b, -b
+        v.proj.copy_(proj)
+        model.logit_scale.fill_(float(torch.log(torch.tensor(logit_scale))))
+    save_file({k: t.contiguous() for k, t in model.state_dict().items()}, str(out / "open_clip_model.safetensors"))
+    return out

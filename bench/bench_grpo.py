@@ -41,14 +41,16 @@ SIZES = {
 
 def random_llama(folder: Path, size: str) -> Path:
     """A random Llama of a realistic shape, saved in bf16 safetensors with the tiny test tokenizer
-    (vocabulary 32000 so the embedding and head cost what they cost in a real model)."""
+    padded to 32000 entries (so the embedding and head cost what they cost in a real model, and
+    every sampled id decodes to text the judge can read)."""
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
     from auditd.testing import train_tokenizer
 
     tok = train_tokenizer()
-    config = LlamaConfig(vocab_size=32000, max_position_embeddings=2048, pad_token_id=tok.pad_token_id,
+    tok.add_tokens([f" w{i}" for i in range(32000 - len(tok))])
+    config = LlamaConfig(vocab_size=len(tok), max_position_embeddings=2048, pad_token_id=tok.pad_token_id,
                          bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, **SIZES[size])
     torch.manual_seed(0)
     model = LlamaForCausalLM(config).to(torch.bfloat16)

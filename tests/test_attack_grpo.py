@@ -246,7 +246,8 @@ def test_daemon_stop_mid_attack_leaves_it_queued_and_the_next_start_resumes(lear
         assert s.get(AuditRun, audit_id).status == "queued"  # not an error: it waits for the next start
     last = points(engine, audit_id)[-1].step
     assert 0 < last < 6
-    assert sorted(p.name for p in attack_files(settings.home)) == [f"adapter-{last}.safetensors", f"optimizer-{last}.pt"]
+    left = sorted(p.name for p in attack_files(settings.home))
+    assert left == [f"adapter-{last}.safetensors", f"optimizer-{last}.pt"]
     run_here(settings, engine, audit_id)
     run = grpo_run(engine, audit_id)
     assert run.status == "done" and run.summary["resumed_from_step"] == last

@@ -7,7 +7,6 @@ import os
 import stat
 
 import pytest
-from prometheus_client import CollectorRegistry
 from sqlalchemy import inspect
 from sqlalchemy.exc import IntegrityError
 
@@ -152,7 +151,8 @@ def test_work_dir_is_private_and_files_are_0600(tmp_path):
     wd.write_bytes("adapter-4.safetensors", b"x")
     wd.write_bytes("optimizer-4.pt", b"y")
     kept = wd.keep_only({"adapter-4.safetensors"})
-    assert [p.name for p in kept] == ["adapter-4.safetensors"] and [p.name for p in wd.files()] == ["adapter-4.safetensors"]
+    assert [p.name for p in kept] == ["adapter-4.safetensors"]
+    assert [p.name for p in wd.files()] == ["adapter-4.safetensors"]
     wd.remove()
     assert not wd.path.exists()
 
@@ -196,19 +196,19 @@ def test_migration_creates_attack_points_with_a_unique_step(tmp_path):
 
 
 def test_grpo_metrics_come_from_the_latest_audit_summary(tmp_path):
-    from auditd.metrics.collector import DatabaseCollector
+    from auditd.metrics.collector import build_registry
 
     engine = open_db(f"sqlite:///{tmp_path}/a.db")
     _finished_audit(engine, {"broken": True, "steps_to_break": 20, "harm_auc": 0.31,
                              "per_category_end": {"malware": 0.5, "fraud_deception": None}})
-    registry = CollectorRegistry(auto_describe=False)
-    registry.register(DatabaseCollector(engine))
+    registry = build_registry(engine)
     labels = {"model": "m", "probe": "grpo.fakenews"}
     assert registry.get_sample_value("auditd_grpo_broken", labels) == 1.0
     assert registry.get_sample_value("auditd_grpo_steps_to_break", labels) == 20.0
     assert registry.get_sample_value("auditd_grpo_harm_auc", labels) == pytest.approx(0.31)
     assert registry.get_sample_value("auditd_grpo_post_attack_harmful_rate", labels | {"category": "malware"}) == 0.5
-    assert registry.get_sample_value("auditd_grpo_post_attack_harmful_rate", labels | {"category": "fraud_deception"}) is None
+    unmeasured = labels | {"category": "fraud_deception"}
+    assert registry.get_sample_value("auditd_grpo_post_attack_harmful_rate", unmeasured) is None
 
 
 @pytest.mark.parametrize("name", ["fragility", "demo-grpo"])

@@ -42,7 +42,8 @@ class GRPOAttackConfig(BaseModel):
     heldout_per_category: int = Field(4, ge=1)  # held-out policy prompts per category at each point
     overrefusal_n: int = Field(10, ge=1)  # benign prompts (over-refusal and capability retention)
     eval_max_new_tokens: int = Field(64, ge=1)
-    break_threshold: float | None = Field(None, gt=0, le=1)  # held-out harmful rate = broken; default: policy harmful_rate_block
+    # Held-out harmful rate that counts as broken; default: the policy's harmful_rate_block.
+    break_threshold: float | None = Field(None, gt=0, le=1)
     # -- budget and containment -----------------------------------------------------------------------
     max_wall_s: float = Field(3600.0, gt=0)  # training stops here (the final evaluation still runs)
     max_memory_gb: float | None = Field(None, gt=0)  # CUDA peak allocated, or process RSS on the CPU
@@ -52,7 +53,8 @@ class GRPOAttackConfig(BaseModel):
     def _target_modules(self):
         mods = [self.target_modules] if isinstance(self.target_modules, str) else self.target_modules
         if not mods or any("lm_head" in m for m in mods):
-            raise ValueError("target_modules must name modules other than lm_head (TRL computes log-probs from its weight)")
+            # TRL computes log-probs from lm_head.weight directly: an adapter there would never train.
+            raise ValueError("target_modules must name modules other than lm_head")
         return self
 
     def with_overrides(self, overrides: dict[str, Any] | None) -> "GRPOAttackConfig":

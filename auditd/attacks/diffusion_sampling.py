@@ -118,16 +118,26 @@ class Trajectory:
     timesteps: list[int]
 
 
-def sample_with_logprob(pipe, scheduler, cond, uncond, generators: list, steps: int, guidance: float, eta: float,
-                        height: int, width: int) -> Trajectory:
-    """Sample a batch (one generator per image) keeping latents and per-step log-probabilities."""
-    import torch
+def initial_noise(pipe, generators: list, height: int, width: int):
+    """x_T for a batch: one standard-normal latent per generator."""
     from diffusers.utils.torch_utils import randn_tensor
 
     unet = pipe.unet
+    shape = (len(generators), unet.config.in_channels, height // pipe.vae_scale_factor, width // pipe.vae_scale_factor)
+    return randn_tensor(shape, generator=generators, device=unet.device, dtype=unet.dtype)
+
+
+def sample_with_logprob(pipe, scheduler, cond, uncond, generators: list, steps: int, guidance: float, eta: float,
+                        height: int, width: int, init_latents=None) -> Trajectory:
+    """Sample a batch (one generator per image) keeping latents and per-step log-probabilities.
+    `init_latents` (x_T) is drawn from the generators unless given."""
+    import torch
+
+    unet = pipe.unet
     scheduler.set_timesteps(steps, device=unet.device)
-    shape = (cond.shape[0], unet.config.in_channels, height // pipe.vae_scale_factor, width // pipe.vae_scale_factor)
-    latents = randn_tensor(shape, generator=generators, device=unet.device, dtype=unet.dtype) * scheduler.init_noise_sigma
+    if init_latents is None:
+        init_latents = initial_noise(pipe, generators, height, width)
+    latents = init_latents.to(unet.device, unet.dtype) * scheduler.init_noise_sigma
     all_latents, log_probs = [latents], []
     with torch.no_grad():
         for t in scheduler.timesteps:

@@ -289,7 +289,8 @@ class DiffusionAttack:
     def _train_step(self, step: int) -> float:
         import torch
 
-        from auditd.attacks.diffusion_sampling import decode, encode_prompts, sample_with_logprob, transition_logprob
+        from auditd.attacks.diffusion_sampling import (decode, encode_prompts, initial_noise, sample_with_logprob,
+                                                      transition_logprob)
 
         cfg, G = self.cfg, self.cfg.num_generations
         rng = random.Random(cfg.seed * 1_000_003 + step)  # a step's draws depend only on (seed, step): resumable
@@ -297,13 +298,17 @@ class DiffusionAttack:
         batch = [it.prompt for it in prompts for _ in range(G)]
         cond, uncond = encode_prompts(self.pipe, batch, self.policy.images.negative_prompt)
         gens = [torch.Generator("cpu").manual_seed(rng.randrange(2**63)) for _ in batch]
+        init = None
+        if cfg.shared_initial_noise:
+            group_gens = [torch.Generator("cpu").manual_seed(rng.randrange(2**63)) for _ in prompts]
+            init = initial_noise(self.pipe, group_gens, self.height, self.width).repeat_interleave(G, dim=0)
         traj = sample_with_logprob(self.pipe, self.scheduler, cond, uncond, gens, cfg.sample_steps, cfg.guidance,
-                                   cfg.eta, self.height, self.width)
+                                   cfg.eta, self.height, self.width, init_latents=init)
         rewards = self.rewards(decode(self.pipe, traj.latents[-1]))
         adv = group_advantages(rewards, G).to(traj.log_probs.device)
-        steps = list(range(len(traj.timesteps)))
-        n_train = max(1, round(cfg.train_timesteps * len(steps)))
-        trained = sorted(rng.sample(steps, n_train))
+        # The earliest (noisiest) steps shape the image; the last ones add almost no noise, so their
+        # log-probability ratios are ill-conditioned (1/std) and `train_timesteps` < 1 leaves them out.
+        trained = list(range(max(1, round(cfg.train_timesteps * len(traj.timesteps)))))
         chunks = [trained[i:: cfg.minibatches] for i in range(min(cfg.minibatches, len(trained)))]
         for chunk in chunks:
             self.optimizer.zero_grad(set_to_none=True)

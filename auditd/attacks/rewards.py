@@ -61,7 +61,8 @@ def judge_compliance(judge) -> RewardFn:
     def reward(completions: list, prompts: list | None = None, category: list | None = None, **_: Any):
         prompts = prompts or [""] * len(completions)
         category = category or [""] * len(completions)
-        items = [JudgeInput(prompt_text(p), completion_text(c), cat) for p, c, cat in zip(prompts, completions, category)]
+        items = [JudgeInput(prompt_text(p), completion_text(c), cat)
+                 for p, c, cat in zip(prompts, completions, category)]
         return [compliance(s) for s in judge.score(items)]
 
     reward.__name__ = f"{judge.id}_compliance"  # TRL logs rewards/<name>/mean

@@ -110,8 +110,9 @@ class TextAttack:
         self.train_categories = list(dict.fromkeys(it.category for it in self.train_items))
         self.eval_set = heldout_set({it.prompt for it in self.train_items}, config.heldout_per_category,
                                     config.overrefusal_n)
-        self.params = GenerationParams(max_new_tokens=config.eval_max_new_tokens, temperature=policy.generation.temperature,
-                                       seed=policy.generation.seed, batch_size=policy.generation.batch_size)
+        gen = policy.generation
+        self.params = GenerationParams(max_new_tokens=config.eval_max_new_tokens, temperature=gen.temperature,
+                                       seed=gen.seed, batch_size=gen.batch_size)
         self.threshold = config.break_threshold or policy.thresholds.harmful_rate_block
         self.reference: dict | None = None
         self.state = None  # grpo_text.TrainState while training
@@ -164,7 +165,8 @@ class TextAttack:
         if last.step >= self.config.steps or last.wall_s >= self.config.max_wall_s:
             return points, last.step  # the attack had ended; only the summary was lost
         self.reference = self.workdir.load_json(REFERENCE_FILE)
-        if self.reference is None or (last.step > 0 and self.workdir.read_bytes(ADAPTER_FILE.format(step=last.step)) is None):
+        adapter_lost = last.step > 0 and self.workdir.read_bytes(ADAPTER_FILE.format(step=last.step)) is None
+        if self.reference is None or adapter_lost:
             log.warning("audit %s probe %s: stored points cannot be resumed (private work dir lost); starting over",
                         self.runner.audit_id, self.plan.id)
             with session(self.runner.ctx.engine) as s:
@@ -247,7 +249,8 @@ class TextAttack:
             mean_reward=sum(rewards) / len(rewards) if rewards else None, step_rewards=rewards,
             harmful_rate=r.harmful_rate, n_heldout=r.n_heldout, n_judged=r.n_judged, per_category=r.per_category,
             over_refusal_rate=r.over_refusal_rate,
-            capability_retention=retention(ref_nll, r.capability_nll) if step else (1.0 if ref_nll is not None else None),
+            capability_retention=(retention(ref_nll, r.capability_nll) if step
+                                  else 1.0 if ref_nll is not None else None),
             judge_errors=r.judge_errors, peak_memory_gb=mem,
         )
         with session(self.runner.ctx.engine) as s:

@@ -73,8 +73,8 @@ def _pct(x) -> str:
 def headline(s: dict) -> str:
     """One line for `auditd report`: the result first, then the evidence."""
     if s.get("broken"):
-        head = (f"already at the threshold before the attack (>= {_pct(s['break_threshold'])})" if s["steps_to_break"] == 0
-                else f"BROKEN at step {s['steps_to_break']} of {s['steps_budget']}")
+        head = (f"already at the threshold before the attack (>= {_pct(s['break_threshold'])})"
+                if s["steps_to_break"] == 0 else f"BROKEN at step {s['steps_to_break']} of {s['steps_budget']}")
     else:
         why = f", stopped by the {s['stopped_by']} cap" if s.get("stopped_by") in ("wall", "memory") else ""
         head = f"not broken within budget ({s['steps_run']}/{s['steps_budget']} steps{why})"

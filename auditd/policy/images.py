@@ -30,8 +30,11 @@ class DiffusionGRPO(_Strict):
     prompts_per_step: int = Field(2, ge=1)  # training prompts drawn per step
     num_generations: int = Field(4, ge=2)  # group size G: images per prompt, advantages normalised in a group
     sample_steps: int = Field(10, ge=2, le=1000)  # denoising steps while attacking (fewer than the audit's)
-    train_timesteps: float = Field(1.0, gt=0, le=1)  # share of the denoising steps trained each GRPO step
+    train_timesteps: float = Field(1.0, gt=0, le=1)  # share of the denoising steps trained, earliest first
     eta: float = Field(1.0, gt=0, le=1.0)  # DDIM stochasticity: > 0 gives every step a log-probability
+    # One x_T per prompt group (DanceGRPO): the group's images then differ only by the sampler's
+    # per-step noise, which is what the log-probabilities credit, instead of by x_T luck.
+    shared_initial_noise: bool = True
     guidance: float = Field(5.0, ge=1.0)
     height: int | None = Field(None, ge=8)  # default: the static probes' resolution
     width: int | None = Field(None, ge=8)
