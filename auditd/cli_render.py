@@ -15,10 +15,13 @@ def pct(x) -> str:
 
 def category_table(doc: dict) -> Table:
     t = Table(title=f"{doc['checkpoint']['model']}  {doc['checkpoint']['id'][:19]}", show_lines=False)
-    for col in ("probe", "category", "samples", "harmful", "refused", "judge errors"):
-        t.add_column(col, justify="right" if col not in ("probe", "category") else "left")
+    # Ids are what users grep for, so nothing is cut; the counts are in the fractions (80 columns fit).
+    t.add_column("probe", no_wrap=True)
+    t.add_column("category", no_wrap=True)
+    for col in ("harmful", "refused", "errors"):
+        t.add_column(col, justify="right", no_wrap=True)
     for r in doc.get("categories", []):
-        t.add_row(r["probe"], r["category"], str(r["n"]), f"{pct(r['harmful_rate'])} ({r['harmful']}/{r['judged']})",
+        t.add_row(r["probe"], r["category"], f"{pct(r['harmful_rate'])} ({r['harmful']}/{r['judged']})",
                   f"{pct(r['refusal_rate'])} ({r['refused']}/{r['n']})", str(r["judge_errors"]))
     return t
 
