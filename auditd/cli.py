@@ -147,18 +147,26 @@ def report(
     checkpoint: str = typer.Argument(..., help="Checkpoint id, id prefix, or path."),
     home: Optional[Path] = HomeOpt, db: Optional[str] = DbOpt,
     as_json: bool = typer.Option(False, "--json", help="Print JSON instead of tables."),
+    html: Optional[Path] = typer.Option(None, "--html", help="Also write a self-contained HTML report "
+                                        "(thumbnail grids per category for text-to-image audits)."),
 ):
     """Per-category results and verdict of a checkpoint's latest audit."""
     from auditd.cli_render import category_table, print_verdict
     from auditd.report import NotFound, audit_report, find_checkpoint
     from auditd.store.db import open_db
 
-    engine = open_db(_settings(home=home, db=db).database_url)
+    settings = _settings(home=home, db=db)
+    engine = open_db(settings.database_url)
     try:
         cp = find_checkpoint(engine, checkpoint)
     except NotFound as exc:
         _fail(str(exc))
     doc = audit_report(engine, cp.id)
+    if html is not None:
+        from auditd.report_html import render_html
+
+        html.write_text(render_html(engine, cp.id, settings.home), encoding="utf-8")
+        err.print(f"wrote {html}")
     if as_json:
         print(json.dumps(doc, indent=2, default=str))
         return
@@ -250,6 +258,11 @@ def demo(
     from auditd.demo import run_demo
 
     raise typer.Exit(run_demo(console, err, registry, home, port, serve, grpo=grpo))
+
+
+from auditd.cli_t2i import calibrate as _calibrate  # noqa: E402  (light: typer only)
+
+app.command("calibrate")(_calibrate)
 
 
 def main() -> None:  # pragma: no cover

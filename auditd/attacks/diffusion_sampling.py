@@ -104,11 +104,17 @@ def encode_prompts(pipe, prompts: list[str], negative_prompt: str | None = None)
 
 
 def guided_output(unet, latents, t, cond, uncond, guidance: float):
+    import contextlib
+
     import torch
 
-    both = unet(torch.cat([latents, latents]), t, encoder_hidden_states=torch.cat([uncond, cond])).sample
+    # A half-precision UNet with a float32 LoRA runs under autocast, as diffusers' LoRA training does.
+    half = latents.dtype in (torch.float16, torch.bfloat16)
+    ctx = torch.autocast(latents.device.type, dtype=latents.dtype) if half else contextlib.nullcontext()
+    with ctx:
+        both = unet(torch.cat([latents, latents]), t, encoder_hidden_states=torch.cat([uncond, cond])).sample
     u, c = both.chunk(2)
-    return u + guidance * (c - u)
+    return u.float() + guidance * (c.float() - u.float())
 
 
 @dataclass

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import logging
 import random
+import shutil
 import time
 from contextlib import contextmanager
 
@@ -51,10 +52,18 @@ STATE_FILE = "state.json"  # eval rewards and the step the adapter files belong 
 
 
 # -- pure pieces ------------------------------------------------------------------------------------
-def group_advantages(rewards, group: int, eps: float = 1e-4):
-    """(r - group mean) / (group std + eps), groups being consecutive runs of `group` rewards."""
+def group_advantages(rewards, group: int, scale: str = "group", eps: float = 1e-4):
+    """r - its group's mean (groups: consecutive runs of `group` rewards), divided by the group's std
+    ("group", GRPO), by the whole batch's std ("batch"), or not at all ("none", Dr. GRPO). Dividing
+    by a group's own std gives a group whose rewards barely differ (noise) as much weight as an
+    informative one; "batch" keeps groups in proportion."""
     g = rewards.view(-1, group)
-    return ((g - g.mean(dim=1, keepdim=True)) / (g.std(dim=1, keepdim=True) + eps)).view(-1)
+    centred = g - g.mean(dim=1, keepdim=True)
+    if scale == "group":
+        centred = centred / (g.std(dim=1, keepdim=True) + eps)
+    elif scale == "batch":
+        centred = centred / (rewards.std() + eps)
+    return centred.reshape(-1)
 
 
 def clipped_loss(logp, old_logp, advantages, clip_range: float):
@@ -82,6 +91,26 @@ def split_prompts(items: list[ProbeItem], cfg: GRPOConfig) -> tuple[list[ProbeIt
     return train, heldout
 
 
+def headline(s: dict) -> str:
+    """One line for `auditd report`: the result first, then the evidence (no over-refusal for images)."""
+    pct = lambda x: "-" if x is None else f"{x:.0%}"  # noqa: E731
+    if s.get("broken"):
+        head = (f"already at the threshold before the attack (>= {pct(s['break_threshold'])})" if s["steps_to_break"] == 0
+                else f"BROKEN at step {s['steps_to_break']} of {s['steps_budget']}")
+    else:
+        why = f", stopped by the {s['stopped_by']} cap" if s.get("stopped_by") in ("wall", "memory") else ""
+        head = f"not broken within budget ({s['steps_run']}/{s['steps_budget']} steps{why})"
+    parts = [f"held-out unsafe images {pct(s['harmful_rate_start'])} -> {pct(s['harmful_rate_end'])}"]
+    if s.get("harm_auc") is not None:
+        parts.append(f"AUC {s['harm_auc']:.2f}")
+    if s.get("generalized_categories"):
+        parts.append(f"rose in {len(s['generalized_categories'])} untrained categories")
+    if s.get("eval_reward_start") is not None and s.get("eval_reward_end") is not None:
+        parts.append(f"{s['target_category']} reward {s['eval_reward_start']:.2f} -> {s['eval_reward_end']:.2f}")
+    parts.append(f"{s['wall_s']:.0f}s")
+    return f"{head}: " + ", ".join(parts)
+
+
 def eval_variant(step: int, seed_index: int) -> str:
     return f"e{step:05d}/s{seed_index}"
 
@@ -102,10 +131,17 @@ def lora_attached(unet, cfg: GRPOConfig):
     later probes of the same audit see the untouched checkpoint."""
     from peft import LoraConfig
 
+    import torch
+
     was = [p.requires_grad for p in unet.parameters()]
     unet.requires_grad_(False)
-    unet.add_adapter(LoraConfig(r=cfg.lora_rank, lora_alpha=cfg.lora_alpha, init_lora_weights="gaussian",
-                                target_modules=list(cfg.target_modules)), adapter_name=ADAPTER_NAME)
+    # The adapter's random init comes from the attack's seed, not from whatever the global RNG
+    # holds, so an attack is repeatable (and the caller's RNG state is left alone).
+    devices = [unet.device] if unet.device.type == "cuda" else []
+    with torch.random.fork_rng(devices=devices):
+        torch.manual_seed(cfg.seed)
+        unet.add_adapter(LoraConfig(r=cfg.lora_rank, lora_alpha=cfg.lora_alpha, init_lora_weights="gaussian",
+                                    target_modules=list(cfg.target_modules)), adapter_name=ADAPTER_NAME)
     params = [p for n, p in unet.named_parameters() if ADAPTER_NAME in n]
     for p in params:
         p.data = p.data.float()  # train the adapter in float32 even on a half-precision UNet
@@ -176,6 +212,9 @@ def run_diffusion_grpo(runner, policy, plan, probe, backend, judges: dict) -> di
         if isinstance(exc, AuditFailed):
             raise
         raise AuditFailed(f"probe {plan.id}: {one_line(exc)}") from exc
+    finally:
+        if not policy.keep_outputs:  # images were judged from a scratch store
+            shutil.rmtree(attack.store.home, ignore_errors=True)
     _mark(engine, runner.audit_id, plan.id, status="done", summary=summary)
     return summary
 
@@ -268,6 +307,7 @@ class DiffusionAttack:
             eval_reward_start=self.eval_rewards.get(points[0].step), eval_reward_end=self.eval_rewards.get(points[-1].step),
             config=self.cfg.model_dump(mode="json"), calibration=self.calibration, adapter_kept=kept,
         )
+        summary["headline"] = headline(summary)
         return summary
 
     def _budget_exceeded(self) -> str | None:
@@ -305,10 +345,12 @@ class DiffusionAttack:
         traj = sample_with_logprob(self.pipe, self.scheduler, cond, uncond, gens, cfg.sample_steps, cfg.guidance,
                                    cfg.eta, self.height, self.width, init_latents=init)
         rewards = self.rewards(decode(self.pipe, traj.latents[-1]))
-        adv = group_advantages(rewards, G).to(traj.log_probs.device)
-        # The earliest (noisiest) steps shape the image; the last ones add almost no noise, so their
-        # log-probability ratios are ill-conditioned (1/std) and `train_timesteps` < 1 leaves them out.
-        trained = list(range(max(1, round(cfg.train_timesteps * len(traj.timesteps)))))
+        adv = group_advantages(rewards, G, cfg.scale_rewards).to(traj.log_probs.device)
+        # `train_timesteps` < 1 trains a random subset of the steps each time (DDPO's timestep
+        # fraction): unbiased in expectation, unlike always skipping the same steps, whose effect on
+        # the image the other steps' log-probabilities cannot credit.
+        n_train = max(1, round(cfg.train_timesteps * len(traj.timesteps)))
+        trained = sorted(rng.sample(range(len(traj.timesteps)), n_train))
         chunks = [trained[i:: cfg.minibatches] for i in range(min(cfg.minibatches, len(trained)))]
         for chunk in chunks:
             self.optimizer.zero_grad(set_to_none=True)

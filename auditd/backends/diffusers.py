@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -96,11 +97,13 @@ class DiffusersBackend:
         if not keep_safety_checker:
             extra.update(safety_checker=None, requires_safety_checker=False)
         try:
-            pipe = DiffusionPipeline.from_pretrained(
-                str(folder), torch_dtype=getattr(torch, dtype), local_files_only=True,
-                use_safetensors=None if allow_pickle else True, trust_remote_code=False, custom_pipeline=None,
-                **extra,
-            )
+            with warnings.catch_warnings():  # torch_dtype is deprecated in new diffusers, `dtype` unknown in old
+                warnings.simplefilter("ignore", FutureWarning)
+                pipe = DiffusionPipeline.from_pretrained(
+                    str(folder), torch_dtype=getattr(torch, dtype), local_files_only=True,
+                    use_safetensors=None if allow_pickle else True, trust_remote_code=False, custom_pipeline=None,
+                    **extra,
+                )
             pipe.to(device)
         except Exception as exc:  # any loader failure is one clear line, and the audit errors
             raise BackendError(f"cannot load diffusers pipeline {folder}: {' '.join(str(exc).split())[:300]}") from None

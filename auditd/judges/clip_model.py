@@ -39,10 +39,10 @@ class ClipEncoder:
         import torch
 
         try:
-            if self.pretrained is None:
-                torch.manual_seed(self.init_seed)  # random init: make "random" the same every time
-            model, _, preprocess = open_clip.create_model_and_transforms(
-                self.model_name, pretrained=self.pretrained, device=self.device, weights_only=True)
+            with torch.random.fork_rng(devices=[]):  # leave the caller's RNG state alone
+                torch.manual_seed(self.init_seed)  # pretrained=None: make "random" the same every time
+                model, _, preprocess = open_clip.create_model_and_transforms(
+                    self.model_name, pretrained=self.pretrained, device=self.device, weights_only=True)
             tokenizer = open_clip.get_tokenizer(self.model_name)
         except Exception as exc:
             raise ClipLoadError(f"cannot load CLIP model {self.model_name!r} (pretrained={self.pretrained!r}): "

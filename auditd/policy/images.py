@@ -9,6 +9,8 @@ shrink every setting.
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from auditd.categories import T2I_CATEGORIES
@@ -28,9 +30,9 @@ class DiffusionGRPO(_Strict):
     train_prompts: int = Field(10, ge=1, le=100)  # first N prompts of that category (the paper used 10)
     steps: int = Field(10, ge=0, le=10_000)  # budget: GRPO steps (sample -> reward -> update)
     prompts_per_step: int = Field(2, ge=1)  # training prompts drawn per step
-    num_generations: int = Field(4, ge=2)  # group size G: images per prompt, advantages normalised in a group
+    num_generations: int = Field(8, ge=2)  # group size G: images per prompt, advantages normalised in a group
     sample_steps: int = Field(10, ge=2, le=1000)  # denoising steps while attacking (fewer than the audit's)
-    train_timesteps: float = Field(1.0, gt=0, le=1)  # share of the denoising steps trained, earliest first
+    train_timesteps: float = Field(1.0, gt=0, le=1)  # share of the denoising steps trained (a random subset)
     eta: float = Field(1.0, gt=0, le=1.0)  # DDIM stochasticity: > 0 gives every step a log-probability
     # One x_T per prompt group (DanceGRPO): the group's images then differ only by the sampler's
     # per-step noise, which is what the log-probabilities credit, instead of by x_T luck.
@@ -40,6 +42,7 @@ class DiffusionGRPO(_Strict):
     width: int | None = Field(None, ge=8)
     learning_rate: float = Field(1e-4, ge=0)  # 0 is allowed: the "no attack" control run
     clip_range: float = Field(1e-4, gt=0)  # PPO ratio clip
+    scale_rewards: Literal["group", "batch", "none"] = "group"  # advantage scaling (see grpo_diffusion.group_advantages)
     minibatches: int = Field(2, ge=1)  # optimizer steps per GRPO step (timesteps split into chunks)
     max_grad_norm: float = Field(1.0, gt=0)
     lora_rank: int = Field(4, ge=1, le=256)
