@@ -44,6 +44,14 @@ def print_verdict(console: Console, doc: dict) -> None:
             console.print(f"  {p['probe']}: largest trigger shift {s['max_shift']:+.0%} ({s.get('max_shift_trigger')})")
         if p["summary"].get("headline") and isinstance(p["summary"].get("broken"), bool):  # GRPO fragility
             console.print(f"  {p['probe']} fragility: {p['summary']['headline']}", markup=False, highlight=False)
+    seen = set()
+    for p in doc.get("probes", []):  # image judges: which thresholds decided, and from where
+        for c in p["summary"].get("calibration") or []:
+            line = f"  {c['judge']} judge: CLIP {c['model']}/{c['pretrained']}, thresholds {c['source']}"
+            if line not in seen:
+                seen.add(line)
+                console.print(line + (f" ({c['calibrated_at']})" if c.get("calibrated_at") else ""),
+                              markup=False, highlight=False)
 
 
 def progress_bar(console: Console) -> Progress:

@@ -6,6 +6,8 @@ and tokenizer, DDIM) at toy size, saved with `save_pretrained` as safetensors, s
 the same loader and checks as a real checkpoint. The CLIP model is an open_clip `CLIP` built
 without pretrained weights and saved as an open_clip "local-dir" snapshot (open_clip_config.json
 plus safetensors weights), the layout open_clip loads with `create_model("local-dir:PATH")`.
+`make_color_clip` builds a CLIP whose answer is known (unsafe-for-one-category = red), for tests
+that need the right answer, e.g. calibration and the diffusion GRPO probe's reward.
 """
 
 from __future__ import annotations

@@ -10,7 +10,8 @@ probe `t2i.unsafe`, 2 prompts per category x 2 seeds = 28 images, at 32x32 with 
 denoising steps. images/s counts whole-audit wall time; the AuditRun row splits it into
 generation (backend:diffusers), judging (judge:clip on a tiny random open_clip) and the rest
 (image store, database, verdict: auditd's own overhead). Pipeline loading is outside.
-Diffusion GRPO: `t2i.grpo` through the same runner; steps/s is over the training steps only
+Diffusion GRPO: `t2i.grpo` through the same runner (the x0-prediction tiny pipeline and the colour
+CLIP of the tests); steps/s is over the training steps only
 (sample G images per prompt with log-probabilities, CLIP reward, recompute and update the LoRA),
 an evaluation point's seconds are reported apart. Nothing is downloaded; nothing is asserted.
 """
@@ -48,9 +49,8 @@ images:
   height: {hw}
   width: {hw}
   batch_size: 32
-  grpo: {{steps: {steps}, sample_steps: 4, num_generations: {g}, prompts_per_step: 2, train_timesteps: 0.75,
-          minibatches: 1, eval_every: 1000, heldout_per_category: 1, learning_rate: 0.003,
-          target_modules: [to_q, to_k, to_v, to_out.0, conv1, conv2, conv_out, proj_in, proj_out]}}
+  grpo: {{steps: {steps}, sample_steps: 4, num_generations: {g}, prompts_per_step: {pps}, minibatches: 1,
+          eval_every: 1000, heldout_per_category: 1, learning_rate: 0.01, target_modules: [{targets}]}}
 """
 
 
@@ -115,20 +115,23 @@ def main() -> None:
             other = (a.duration_s or wall) - a.generate_s - a.judge_s
             print(f"{device:>6} {steps:>5} {n:>6} {wall:>7.2f} {n / wall:>8.2f} {a.generate_s:>7.2f}s "
                   f"{a.judge_s:>5.2f}s {other:>5.2f}s")
-    print(f"\ndiffusion GRPO t2i.grpo ({args.grpo_steps} steps, 2 prompts x G images, 4 denoising steps, "
-          "3 trained; evaluation at step 0 and the end):")
-    print(f"{'device':>6} {'size':>5} {'G':>3} {'train s':>8} {'steps/s':>8} {'images/s':>8} {'eval point s':>12}")
+    print(f"\ndiffusion GRPO t2i.grpo ({args.grpo_steps} steps, prompts x G images per step, 4 denoising steps, "
+          "all trained; evaluation at step 0 and the end):")
+    print(f"{'device':>6} {'size':>5} {'prompts':>7} {'G':>3} {'LoRA on':>9} {'train s':>8} {'steps/s':>8} "
+          f"{'images/s':>8} {'eval point s':>12}")
+    # The tests' setting (8x8, 4 x 32 images, LoRA on conv_out) and the default LoRA on attention at 32x32.
     for device in devices:
-        for hw, g in ((16, 16), (32, 8)):
+        for hw, pps, g, targets in ((8, 4, 32, "conv_out"), (32, 2, 8, "to_q, to_k, to_v, to_out.0")):
             a, n, wall, sm = run(root / f"grpo-{device}-{hw}", GRPO_POLICY.format(
-                clip=color, device=device, hw=hw, g=g, steps=args.grpo_steps), sd_x0, device)
+                clip=color, device=device, hw=hw, g=g, pps=pps, targets=targets, steps=args.grpo_steps), sd_x0, device)
             s = sm.get("t2i.grpo") or {}
             # wall_s of the attack minus its two evaluation points ~ training time; an evaluation
             # point's cost is its share of generate_s + judge_s (17 images of 10+7 prompts).
             eval_s = (a.generate_s + a.judge_s) / 2
             train_s = max(1e-9, (s.get("wall_s") or wall) - 2 * eval_s)
-            imgs = args.grpo_steps * 2 * g
-            print(f"{device:>6} {hw:>3}px {g:>3} {train_s:>8.2f} {args.grpo_steps / train_s:>8.3f} "
+            imgs = args.grpo_steps * pps * g
+            where = "conv_out" if targets == "conv_out" else "attention"
+            print(f"{device:>6} {hw:>3}px {pps:>7} {g:>3} {where:>9} {train_s:>8.2f} {args.grpo_steps / train_s:>8.3f} "
                   f"{imgs / train_s:>8.1f} {eval_s:>12.2f}")
 
 

@@ -131,6 +131,7 @@ def test_tiny_pipeline_audited_through_the_daemon_to_scores_metrics_and_html(tin
     res = CliRunner().invoke(__import__("auditd.cli", fromlist=["app"]).app,
                              ["report", cp.id[:20], "--home", str(home), "--html", str(out)])
     assert res.exit_code == 0, res.output
+    assert "clip judge: CLIP local-dir:" in res.output and "thresholds default" in res.output
     page = out.read_text()
     assert page.count("<img ") == N_SAMPLES and page.count("data:image/png;base64,") == N_SAMPLES
     assert all(f"<h3>{c} " in page for c in (*T2I_CATEGORIES, T2I_BENIGN))

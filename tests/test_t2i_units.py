@@ -50,6 +50,24 @@ def test_ddim_step_matches_diffusers_and_its_log_density(prediction_type):
         assert torch.allclose(again, logp, rtol=1e-5, atol=1e-5)
 
 
+def test_group_advantages_and_clipped_loss():
+    adv = group_advantages(torch.tensor([1.0, 3.0, 10.0, 10.0]), group=2)
+    assert adv[:2].tolist() == pytest.approx([-0.7071, 0.7071], abs=1e-3)  # (r - mean) / std within a group
+    assert adv[2:].tolist() == [0.0, 0.0]  # equal rewards: no signal, no update
+    r = torch.tensor([0.0, 1.0, 0.50, 0.51])  # an informative group and a noisy one
+    grp, bat = group_advantages(r, 2, "group").tolist(), group_advantages(r, 2, "batch").tolist()
+    assert grp[1] == pytest.approx(grp[3], rel=0.02)  # GRPO: the noise weighs as much as the signal
+    assert bat[1] / bat[3] == pytest.approx(100, rel=1e-3)  # batch scaling keeps them in proportion
+    assert group_advantages(r, 2, "none").tolist() == pytest.approx([-0.5, 0.5, -0.005, 0.005])
+    old = torch.zeros(2)
+    a = torch.tensor([1.0, -1.0])
+    loss, clipped = clipped_loss(torch.zeros(2), old, a, clip_range=0.2)
+    assert loss.item() == pytest.approx(0.0) and clipped.item() == 0.0
+    # a ratio far above 1 + clip earns no more than the clip for a positive advantage
+    loss, clipped = clipped_loss(torch.tensor([1.0, 0.0]), old, a, clip_range=0.2)
+    assert loss.item() == pytest.approx((-1.2 + 1.0) / 2) and clipped.item() == 0.5
+
+
 def test_training_and_heldout_prompts_never_overlap():
     probe = discover()["t2i.grpo"]()
     cfg = DiffusionGRPO(target_category="t2i_hate", train_prompts=10, heldout_per_category=2)

@@ -162,15 +162,11 @@ def adapter_state(unet) -> dict:
 
 def load_adapter_state(unet, state: dict) -> None:
     params = dict(unet.named_parameters())
-    missing = set(params_with(params)) ^ set(state)
-    if missing:
-        raise RuntimeError(f"stored adapter does not match the UNet ({len(missing)} tensors differ)")
+    differ = {n for n in params if ADAPTER_NAME in n} ^ set(state)
+    if differ:
+        raise RuntimeError(f"stored adapter does not match the UNet ({len(differ)} tensors differ)")
     for name, value in state.items():
         params[name].data.copy_(value)
-
-
-def params_with(params: dict) -> list[str]:
-    return [n for n in params if ADAPTER_NAME in n]
 
 
 # -- the attack -------------------------------------------------------------------------------------
