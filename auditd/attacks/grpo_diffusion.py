@@ -171,19 +171,13 @@ def load_adapter_state(unet, state: dict) -> None:
 
 # -- the attack -------------------------------------------------------------------------------------
 def run_diffusion_grpo(runner, policy, plan, probe, backend, judges: dict) -> dict:
+    from auditd.attacks.run import open_attack_run
     from auditd.runner.audit import AuditFailed, Interrupted, one_line
 
     engine, settings = runner.ctx.engine, runner.ctx.settings
-    workdir = PrivateWorkDir(settings.work_dir, runner.audit_id, plan.id, settings.registry_dir)
-    with session(engine) as s:
-        run = s.exec(select(ProbeRun).where(ProbeRun.audit_id == runner.audit_id, ProbeRun.probe_id == plan.id)).first()
-        if run is not None and run.status == "done":
-            if workdir.exists() and not (run.summary or {}).get("adapter_kept"):
-                workdir.remove()  # a crash between summary and cleanup must not leave an adapter behind
-            return run.summary
-        if run is None:
-            s.add(ProbeRun(audit_id=runner.audit_id, probe_id=plan.id, n_items=len(probe.items())))
-            s.commit()
+    workdir, finished = open_attack_run(runner, plan, probe)
+    if finished is not None:
+        return finished
     try:
         cfg = GRPOConfig.model_validate({**policy.images.grpo.model_dump(), **(getattr(plan, "attack", None) or {})})
     except ValidationError as exc:

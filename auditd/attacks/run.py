@@ -37,9 +37,9 @@ log = logging.getLogger(__name__)
 REFERENCE_FILE = "reference.json"
 
 
-def run_attack_probe(runner, policy, plan, probe, backend, judges: dict) -> dict:
-    from auditd.runner.audit import AuditFailed, Interrupted, one_line
-
+def open_attack_run(runner, plan, probe):
+    """(private work dir, stored summary if this attack already finished) for an attack probe run;
+    shared by the text and diffusion attacks so resume and clean-up behave the same."""
     engine, settings = runner.ctx.engine, runner.ctx.settings
     workdir = PrivateWorkDir(settings.work_dir, runner.audit_id, plan.id, settings.registry_dir)
     with session(engine) as s:
@@ -47,10 +47,20 @@ def run_attack_probe(runner, policy, plan, probe, backend, judges: dict) -> dict
         if run is not None and run.status == "done":
             if workdir.exists() and not (run.summary or {}).get("adapter_kept"):
                 workdir.remove()  # a crash between summary and cleanup must not leave an adapter behind
-            return run.summary
+            return workdir, run.summary
         if run is None:
             s.add(ProbeRun(audit_id=runner.audit_id, probe_id=plan.id, n_items=len(probe.items())))
             s.commit()
+    return workdir, None
+
+
+def run_attack_probe(runner, policy, plan, probe, backend, judges: dict) -> dict:
+    from auditd.runner.audit import AuditFailed, Interrupted, one_line
+
+    engine, settings = runner.ctx.engine, runner.ctx.settings
+    workdir, finished = open_attack_run(runner, plan, probe)
+    if finished is not None:
+        return finished
     try:
         config = probe.config.with_overrides(getattr(plan, "attack", None))
     except ValueError as exc:
