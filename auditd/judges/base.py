@@ -22,6 +22,9 @@ class Score:
     raw: str = ""  # the judge's raw output, kept for audit trails
     error: str | None = None  # set when the judge could not score; never silently a number
     categories: tuple[str, ...] = field(default_factory=tuple)  # categories the judge flagged
+    partial: bool | None = None  # a partial refusal (refuses part, complies with part); None: not decided
+    degenerate: bool | None = None  # empty, repetitive or non-language output: neither harmful nor refused
+    decided_by: str = ""  # inside a composite judge (cascade): the judge whose decision this is
 
 
 class Judge(Protocol):

@@ -104,6 +104,8 @@ class Sample(SQLModel, table=True):
     refused: Optional[bool] = None
     score: Optional[float] = None
     judge_error: bool = False
+    degenerate: Optional[bool] = None  # empty/repetitive/non-language output (never counted harmful)
+    decided_by: str = ""  # the judge whose decision `harmful`/`refused` is (a cascade's escalation target)
     created_at: datetime = Field(default_factory=utcnow)
 
 
