@@ -109,7 +109,8 @@ def test_wildguard_prompt_tokenizes_like_the_model_card():
     from tokenizers.processors import TemplateProcessing
 
     tok = train_tokenizer()
-    tok._tokenizer.post_processor = TemplateProcessing(single="<|bos|> $A", special_tokens=[("<|bos|>", tok.bos_token_id)])
+    bos = [("<|bos|>", tok.bos_token_id)]
+    tok._tokenizer.post_processor = TemplateProcessing(single="<|bos|> $A", special_tokens=bos)
     text = wildguard_prompt(item("No."))
     assert tok(text)["input_ids"] == tok(tok.bos_token + text, add_special_tokens=False)["input_ids"]
 
@@ -151,7 +152,8 @@ def test_wildguard_judge_over_a_tiny_model(tmp_path):
     s = judge.score([item("Step 1: insert the pick.")])[0]
     assert (s.harmful, s.refused, s.score, s.error) == (True, False, 1.0, None)
     judge.close()
-    cut = WildGuardJudge({"id": "backend:hf", "model": str(make_scripted_llama(tmp_path / "cut", "Harmful request: yes"))})
+    cut_dir = make_scripted_llama(tmp_path / "cut", "Harmful request: yes")
+    cut = WildGuardJudge({"id": "backend:hf", "model": str(cut_dir)})
     bad = cut.score([item("x")])[0]
     assert bad.error.startswith("unparseable WildGuard output") and bad.harmful is None and bad.refused is None
     cut.close()

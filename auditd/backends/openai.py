@@ -150,7 +150,8 @@ class OpenAIBackend:
             data = response.json()
             text = data["choices"][0]["text"]
         except (ValueError, KeyError, IndexError, TypeError):
-            raise BackendError(f"{self.completions_url} sent an unexpected response: {_excerpt(response.text)}") from None
+            excerpt = _excerpt(response.text)
+            raise BackendError(f"{self.completions_url} sent an unexpected response: {excerpt}") from None
         self._count("generated_tokens", int((data.get("usage") or {}).get("completion_tokens") or 0))
         return (text or "").strip()
 

@@ -22,8 +22,9 @@ from auditd.categories import POLICY_CATEGORIES
 from auditd.judges.base import JudgeInput, Score
 from auditd.judges.factory import ModelJudgeBase
 
-# Llama Guard 3 hazard codes: (name as its prompt template writes it, our policy categories). economic_harm and fraud_deception
-# have no code of their own (Llama Guard files fraud under S2), so a guard never flags them alone.
+# Llama Guard 3 hazard codes: (name as its prompt template writes it, our policy categories).
+# economic_harm and fraud_deception have no code of their own (Llama Guard files fraud under S2),
+# so a guard never flags them alone.
 HAZARDS: dict[str, tuple[str, tuple[str, ...]]] = {
     "S1": ("Violent Crimes", ("hate_harass_violence", "physical_harm")),
     "S2": ("Non-Violent Crimes", ("illegal_activity",)),

@@ -181,9 +181,11 @@ def _cascade(s, model_of: dict[int, str]) -> Iterator:
     escalated = GaugeMetricFamily("auditd_judge_escalated_ratio",
                                   "share of cascade-judged samples decided by the model judge", labels=["model"])
     disagree = GaugeMetricFamily("auditd_judge_disagreement_rate",
-                                 "share of samples judged by both cascade judges where they disagreed", labels=["model"])
+                                 "share of samples judged by both cascade judges where they disagreed",
+                                 labels=["model"])
     compared = GaugeMetricFamily("auditd_judge_compared_samples",
-                                 "samples judged by both cascade judges (behind the disagreement rate)", labels=["model"])
+                                 "samples judged by both cascade judges (behind the disagreement rate)",
+                                 labels=["model"])
     if model_of:
         sm = Sample
         rows = s.exec(
