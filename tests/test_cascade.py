@@ -193,3 +193,17 @@ def test_policy_file_and_its_checks(tmp_path):
         bad.write_text(yaml.safe_dump(doc | change))
         with pytest.raises(PolicyError, match=message):
             load_policy_file(bad)
+
+
+def test_default_judges_apply_to_static_text_probes_only():
+    from auditd.policy.model import Policy, ProbePlan
+
+    policy = Policy(name="p", default_judges=["cascade"])
+    resolve = plugins.resolve
+    assert policy.judges_for(ProbePlan(id="policy"), resolve("probe:policy")) == ["cascade"]
+    assert policy.judges_for(ProbePlan(id="policy", judges=["guard"]), resolve("probe:policy")) == ["guard"]
+    assert policy.judges_for(ProbePlan(id="t2i.unsafe"), resolve("probe:t2i.unsafe")) == ["clip"]
+    grpo = next(pid for pid in plugins.known_ids("probe") if getattr(resolve(pid), "attack", False)
+                and resolve(pid).modality == "text")
+    assert policy.judges_for(ProbePlan(id=grpo.split(":", 1)[1]), resolve(grpo)) == list(resolve(grpo).judges)
+    assert Policy(name="p").judges_for(ProbePlan(id="policy"), resolve("probe:policy")) == ["refusal"]
