@@ -462,14 +462,3 @@ def test_raw_prompt_judges_over_backend_vllm_fail_clearly_without_vllm(tmp_path)
     with pytest.raises(BackendError, match="vllm is not installed"):
         judge.score([item("x")])
 
-
-def test_new_judge_modules_import_nothing_heavy():
-    import subprocess
-    import sys
-
-    code = (
-        "import sys, auditd.judges.wildguard, auditd.judges.harmbench, auditd.judges.shieldgemma, "
-        "auditd.judges.classifier, auditd.judges.cascade; "
-        "heavy = [m for m in ('torch', 'transformers') if m in sys.modules]; assert not heavy, heavy"
-    )
-    subprocess.run([sys.executable, "-c", code], check=True)
