@@ -9,6 +9,7 @@ or the folder's own name.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -18,7 +19,9 @@ from pathlib import Path
 from sqlmodel import Session, select
 
 from auditd.registry.checkpoint import Checkpoint
+from auditd.registry.contain import VERDICT_FILE, ContainmentError, check_contained
 from auditd.registry.digest import PARTIAL_SUFFIXES, checkpoint_files, content_digest, stat_signature
+from auditd.registry.safe_write import write_beneath
 from auditd.store.models import RegistryEntry, utcnow
 
 log = logging.getLogger(__name__)
@@ -26,7 +29,6 @@ log = logging.getLogger(__name__)
 MARKERS = ("config.json", "model_index.json")
 WEIGHT_SUFFIXES = (".safetensors", ".gguf", ".bin", ".pt", ".pth", ".ckpt")
 LINEAGE_FILE = "auditd.json"
-VERDICT_FILE = "auditd-verdict.json"
 
 
 def is_checkpoint_dir(path: Path) -> bool:
@@ -96,6 +98,11 @@ class DirSource:
         for location in self.locations():
             rel = location.relative_to(self.root).as_posix()
             try:
+                check_contained(location, self.root)
+            except ContainmentError as exc:
+                self._refuse(session, known, rel, location, str(exc), new)
+                continue
+            try:
                 files = checkpoint_files(location)
                 if any(f.name.endswith(PARTIAL_SUFFIXES) for f in files):
                     continue
@@ -109,14 +116,8 @@ class DirSource:
             except OSError as exc:
                 log.warning("cannot read checkpoint folder %s: %s", location, exc)
                 continue
-            if entry is None:
-                entry = RegistryEntry(source=self.id, location=rel, signature=signature)
-                known[rel] = entry
-            entry.signature, entry.seen_at = signature, utcnow()
-            session.add(entry)
-            if entry.checkpoint_id == digest:
+            if not self._record(session, known, rel, signature, digest):
                 continue  # touched or re-copied: same content, already reported
-            entry.checkpoint_id = digest
             by_location[rel] = digest
             pending.append((rel, location, digest))
         # Parents are resolved after every digest of this poll is known, and new checkpoints are
@@ -131,22 +132,48 @@ class DirSource:
                     path=str(location),
                     source=self.id,
                     parent=_resolve_parent(lineage, rel, by_location),
-                    metadata={"location": rel, "lineage": lineage},
+                    metadata={"location": rel, "lineage": lineage, "root": str(self.root)},
                 )
             )
         return _parents_first(new)
 
+    def _record(self, session: Session, known: dict, rel: str, signature: str, digest: str) -> bool:
+        """Note what is at `rel` now; True if that content is new there."""
+        entry = known.get(rel)
+        if entry is None:
+            entry = RegistryEntry(source=self.id, location=rel, signature=signature)
+            known[rel] = entry
+        entry.signature, entry.seen_at = signature, utcnow()
+        session.add(entry)
+        if entry.checkpoint_id == digest:
+            return False
+        entry.checkpoint_id = digest
+        return True
+
+    def _refuse(self, session: Session, known: dict, rel: str, location: Path, reason: str, new: list) -> None:
+        """A folder with a link leading outside the root: reported once as a checkpoint whose audit
+        ends in a stored error naming the link. Its id is derived from the refusal, not from content
+        outside the registry, which is never read."""
+        marker = "refused:" + hashlib.sha256(reason.encode()).hexdigest()
+        entry = known.get(rel)
+        if entry is not None and entry.signature == marker:
+            return
+        digest = "sha256:" + hashlib.sha256(f"refused\0{rel}\0{reason}".encode()).hexdigest()
+        if not self._record(session, known, rel, marker, digest):
+            return
+        log.warning("%s", reason)
+        new.append(Checkpoint(id=digest, model=self.model_name(location, {}), kind="text", path=str(location),
+                              source=self.id, metadata={"location": rel, "refused": reason, "root": str(self.root)}))
+
     def write_verdict(self, checkpoint_path: str, checkpoint_id: str, verdict: dict) -> Path:
-        """Write the verdict JSON beside the checkpoint, or into the configured side folder."""
+        """Write the verdict JSON beside the checkpoint, or into the configured side folder, following
+        no link below the registry root (auditd.registry.safe_write)."""
+        data = json.dumps(verdict, indent=2, sort_keys=True, default=str).encode()
         if self.verdict_dir:
-            target = self.verdict_dir / f"{checkpoint_id.replace(':', '-')}.json"
-        else:
-            target = Path(checkpoint_path) / VERDICT_FILE
-        target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = target.with_name("." + target.name + ".tmp")  # hidden: not part of the checkpoint
-        tmp.write_text(json.dumps(verdict, indent=2, sort_keys=True, default=str))
-        os.replace(tmp, target)  # atomic: a reader never sees half a verdict
-        return target
+            self.verdict_dir.mkdir(parents=True, exist_ok=True)
+            return write_beneath(self.verdict_dir, "", f"{checkpoint_id.replace(':', '-')}.json", data)
+        rel = Path(os.path.abspath(checkpoint_path)).relative_to(self.root)  # ValueError: not ours to write
+        return write_beneath(self.root, rel, VERDICT_FILE, data)
 
 
 def _resolve_parent(lineage: dict, rel: str, by_location: dict[str, str]) -> str | None:
