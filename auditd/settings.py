@@ -59,7 +59,9 @@ class Settings(BaseSettings):
     verdict_dir: Path | None = Field(
         None, description="Write verdict JSON here (by checkpoint id) instead of beside the checkpoint."
     )
-    policy: str = Field("default", description="Policy name in policies_dir, or a path to a YAML file.")
+    policy: str = Field(
+        "default", description="Policy name in policies_dir, or a path to a YAML file (a path has a '/' or a .yaml suffix)."
+    )
     policies_dir: Path = Field(REPO_POLICIES, description="Folder of policy YAML files.")
     metrics_host: str = Field("127.0.0.1", description="Address of the HTTP server (/metrics, /healthz).")
     metrics_port: int = Field(9464, description="Port of the HTTP server; 0 picks a free one.")
