@@ -61,7 +61,8 @@ class Daemon:
         self.sources = []
         if settings.registry_dir:
             self.sources.append(DirSource(settings.registry_dir, settle_s=settings.registry_settle_s,
-                                          verdict_dir=settings.verdict_dir))
+                                          verdict_dir=settings.verdict_dir, max_config_bytes=settings.max_config_bytes,
+                                          max_tokenizer_bytes=settings.max_tokenizer_bytes))
         if settings.mlflow_tracking_uri:
             from auditd.registry.mlflow import MlflowSource
 

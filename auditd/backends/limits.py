@@ -30,7 +30,7 @@ class ModelTooLarge(CheckpointError):
 
 
 def _gib(n: float) -> str:
-    return f"{n / (1 << 30):.1f} GiB"
+    return f"{n / (1 << 30):.1f} GiB" if n >= 1 << 30 else f"{n / (1 << 20):.0f} MiB"
 
 
 def check_input_sizes(location: Path, max_config_bytes: int, max_tokenizer_bytes: int) -> None:

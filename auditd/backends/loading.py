@@ -113,7 +113,7 @@ def check_safetensors(path: str | Path) -> dict:
             (n,) = struct.unpack("<Q", head)
             if n > MAX_SAFETENSORS_HEADER or 8 + n > size:
                 raise CorruptCheckpointError(
-                    f"corrupt safetensors file {p}: header length {n} does not fit the file ({size} bytes)"
+                    f"corrupt safetensors file {p}: its header length does not fit the file ({size} bytes)"
                 )
             raw = f.read(n)
     except OSError as e:

@@ -16,12 +16,12 @@ import os
 import stat
 from pathlib import Path
 
-from auditd.backends.base import BackendError
+from auditd.backends.loading import CheckpointError
 
 VERDICT_FILE = "auditd-verdict.json"  # written by us, replaced (never followed) on write-back
 
 
-class ContainmentError(BackendError):
+class ContainmentError(CheckpointError):
     """A checkpoint refused because a link in it resolves outside its root; names the link only."""
 
 

@@ -19,7 +19,9 @@ from pathlib import Path
 from sqlmodel import Session, select
 
 from auditd.registry.checkpoint import Checkpoint
-from auditd.registry.contain import VERDICT_FILE, ContainmentError, check_contained
+from auditd.backends.limits import check_input_sizes
+from auditd.backends.loading import CheckpointError
+from auditd.registry.contain import VERDICT_FILE, check_contained
 from auditd.registry.digest import PARTIAL_SUFFIXES, checkpoint_files, content_digest, stat_signature
 from auditd.registry.safe_write import write_beneath
 from auditd.store.models import RegistryEntry, utcnow
@@ -44,8 +46,10 @@ def detect_kind(path: Path) -> str:
 class DirSource:
     id = "dir"
 
-    def __init__(self, root: str | Path, settle_s: float = 5.0, max_depth: int = 3, verdict_dir: str | Path | None = None):
+    def __init__(self, root: str | Path, settle_s: float = 5.0, max_depth: int = 3, verdict_dir: str | Path | None = None,
+                 max_config_bytes: int = 16 << 20, max_tokenizer_bytes: int = 256 << 20):
         self.root = Path(root).resolve()
+        self.max_config_bytes, self.max_tokenizer_bytes = max_config_bytes, max_tokenizer_bytes
         # A folder still being copied must not be hashed half-written: wait until its newest
         # file is this old.
         self.settle_s = settle_s
@@ -97,10 +101,14 @@ class DirSource:
         by_location: dict[str, str] = {loc: e.checkpoint_id for loc, e in known.items() if e.checkpoint_id}
         for location in self.locations():
             rel = location.relative_to(self.root).as_posix()
-            try:
+            try:  # before anything is read: links out of the root, configs too large to parse
                 check_contained(location, self.root)
-            except ContainmentError as exc:
+                check_input_sizes(location, self.max_config_bytes, self.max_tokenizer_bytes)
+            except CheckpointError as exc:
                 self._refuse(session, known, rel, location, str(exc), new)
+                continue
+            except OSError as exc:
+                log.warning("cannot read checkpoint folder %s: %s", location, exc)
                 continue
             try:
                 files = checkpoint_files(location)
@@ -151,9 +159,9 @@ class DirSource:
         return True
 
     def _refuse(self, session: Session, known: dict, rel: str, location: Path, reason: str, new: list) -> None:
-        """A folder with a link leading outside the root: reported once as a checkpoint whose audit
-        ends in a stored error naming the link. Its id is derived from the refusal, not from content
-        outside the registry, which is never read."""
+        """A folder with a link leading outside the root (or a config too large to parse): reported once
+        as a checkpoint whose audit ends in a stored error naming the file. Its id is derived from the
+        refusal, not from content, which is never read."""
         marker = "refused:" + hashlib.sha256(reason.encode()).hexdigest()
         entry = known.get(rel)
         if entry is not None and entry.signature == marker:
