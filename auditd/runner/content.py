@@ -134,9 +134,13 @@ class BoundContent:
         for d in sorted((p for p in self.dir.rglob("*") if p.is_dir()), reverse=True):
             os.chmod(d, 0o500)
         os.chmod(self.dir, 0o500)
+        try:
+            self._verify(builder.hexdigest(), "since it was found")
+        except ContentChanged:
+            remove_tree(self.dir)
+            raise
         self.snapshot = True
         self.path = self.dir / self.original.name if single else self.dir
-        self._verify(builder.hexdigest(), "since it was found")
 
     def _digest_in_place(self) -> str:
         return content_digest(self.original, root=self.root)
