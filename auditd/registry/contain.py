@@ -70,8 +70,17 @@ def check_contained(location: Path, root: Path) -> None:
             p = base / name
             if p.is_symlink() and not _within(p.resolve(), roots):
                 rel = p.relative_to(location).as_posix()
-                raise ContainmentError(f"refused: {rel} in {location.name} is a link that resolves outside "
-                                       f"{root} (links must stay inside the registry)")
+                raise ContainmentError(f"refused: {rel} in {_display(location, root)} is a link that resolves "
+                                       f"outside {root} (links must stay inside the registry)")
+
+
+def _display(location: Path, root: Path) -> str:
+    """The checkpoint as the registry knows it: its path below the root, else its folder name."""
+    try:
+        rel = location.relative_to(Path(os.path.abspath(root))).as_posix()
+    except ValueError:
+        rel = "."
+    return location.name if rel == "." else rel
 
 
 def _link_name(location: Path, root: Path) -> str:

@@ -153,3 +153,31 @@ def test_cli_audit_refuses_a_link_out_of_path(tmp_path, tiny_model_dir):
                          capture_output=True, text=True, timeout=120)
     assert res.returncode == 2
     assert "refused: config.json in ck is a link that resolves outside" in res.stderr + res.stdout
+
+
+def _gguf(path: Path, dims: list[int], vocab: int = 3) -> Path:
+    """A minimal GGUF v3 header: one string-array metadata entry (a vocabulary) and one tensor."""
+    import struct
+
+    def s(text: str) -> bytes:
+        return struct.pack("<Q", len(text)) + text.encode()
+
+    meta = s("tokenizer.ggml.tokens") + struct.pack("<IIQ", 9, 8, vocab) + b"".join(s(f"t{i}") for i in range(vocab))
+    tensor = s("token_embd.weight") + struct.pack("<I", len(dims)) + b"".join(struct.pack("<Q", d) for d in dims)
+    path.write_bytes(b"GGUF" + struct.pack("<IQQ", 3, 1, 1) + meta + tensor + struct.pack("<IQ", 0, 0))
+    return path
+
+
+def test_gguf_parameters_are_counted_from_the_tensor_table_before_loading(tmp_path):
+    from auditd.backends.limits import ModelTooLarge, check_model_memory, gguf_parameters
+
+    assert gguf_parameters(_gguf(tmp_path / "small.gguf", [32, 8])) == 256
+    folder = tmp_path / "big"
+    folder.mkdir()
+    _gguf(folder / "m.gguf", [2048, 1_000_000])
+    with pytest.raises(ModelTooLarge, match=r"refused: weights hold 2.0 B parameters \(7.6 GiB in float32\) > limit 1.0 GiB"):
+        check_model_memory(folder, "auto", 1 << 30, 16 << 20)
+    hostile = tmp_path / "hostile.gguf"
+    hostile.write_bytes(b"GGUF" + (3).to_bytes(4, "little") + (2**62).to_bytes(8, "little") * 2)
+    with pytest.raises(Exception, match="corrupt gguf file hostile.gguf: tensor count out of range"):
+        gguf_parameters(hostile)
