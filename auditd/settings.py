@@ -60,7 +60,8 @@ class Settings(BaseSettings):
         None, description="Write verdict JSON here (by checkpoint id) instead of beside the checkpoint."
     )
     policy: str = Field(
-        "default", description="Policy name in policies_dir, or a path to a YAML file (a path has a '/' or a .yaml suffix)."
+        "default",
+        description="Policy name in policies_dir, or a path to a YAML file (a path has a '/' or a .yaml suffix).",
     )
     policies_dir: Path = Field(REPO_POLICIES, description="Folder of policy YAML files.")
     metrics_host: str = Field("127.0.0.1", description="Address of the HTTP server (/metrics, /healthz).")
@@ -103,7 +104,8 @@ class Settings(BaseSettings):
     )
     # -- untrusted checkpoints (docs/security.md) --
     snapshot_dir: Path | None = Field(
-        None, description="Where audits take their private read-only snapshot of a checkpoint (default <home>/snapshots); "
+        None,
+        description="Where audits take their private read-only snapshot of a checkpoint (default <home>/snapshots); "
         "a reflink-capable filesystem (btrfs, XFS) makes snapshots free."
     )
     snapshot_max_bytes: int | None = Field(
@@ -122,7 +124,8 @@ class Settings(BaseSettings):
         "loading) would need more memory than this (default: half the machine's memory).", ge=1
     )
     max_prompt_chars: int = Field(
-        200_000, description="Largest prompt a chat template may render; longer output ends the audit in error.", ge=1000
+        200_000, ge=1000,
+        description="Largest prompt a chat template may render; longer output ends the audit in error.",
     )
     log_level: str = Field("INFO", description="Log level of the daemon's structured logs.")
 

@@ -39,7 +39,8 @@ class BoundedSandbox(ImmutableSandboxedEnvironment):
         if operator == "*":
             for seq, n in ((left, right), (right, left)):
                 if isinstance(seq, (str, list, tuple)) and isinstance(n, int) and len(seq) * n > MAX_REPEAT_CHARS:
-                    raise TemplateLimitError(f"chat template repeats a value {n:,} times (over {MAX_REPEAT_CHARS:,} items)")
+                    raise TemplateLimitError(
+                        f"chat template repeats a value {n:,} times (over {MAX_REPEAT_CHARS:,} items)")
         if operator == "**" and isinstance(right, (int, float)) and abs(right) > MAX_EXPONENT:
             raise TemplateLimitError(f"chat template raises to the power {right}")
         return super().call_binop(context, operator, left, right)
@@ -90,7 +91,8 @@ def render_bounded(source: str, max_chars: int, **context) -> str:
             for chunk in template.generate(**context):
                 n += len(chunk)
                 if n > max_chars:
-                    raise TemplateLimitError(f"chat template output exceeds {max_chars:,} characters (max_prompt_chars)")
+                    raise TemplateLimitError(
+                        f"chat template output exceeds {max_chars:,} characters (max_prompt_chars)")
                 out.append(chunk)
         except TemplateLimitError:
             raise

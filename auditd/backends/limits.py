@@ -173,7 +173,8 @@ def gguf_parameters(path: Path) -> int:
         return total
 
 
-def check_model_memory(folder: Path, dtype: str, limit: int, max_config_bytes: int, gguf_file: str | None = None) -> int:
+def check_model_memory(folder: Path, dtype: str, limit: int, max_config_bytes: int,
+                       gguf_file: str | None = None) -> int:
     """Refuse a model whose estimated parameters need more than `limit` bytes at the load dtype;
     returns the estimate in bytes."""
     from auditd.backends.loading import inspect_checkpoint

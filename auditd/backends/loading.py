@@ -146,7 +146,8 @@ def check_safetensors(path: str | Path) -> dict:
             )
         if dtype in DTYPE_BYTES and (end - begin) != count * DTYPE_BYTES[dtype]:
             raise CorruptCheckpointError(
-                f"corrupt safetensors file {p}: tensor {_quote(name)} has {end - begin} bytes for shape {_quote(shape)} {_quote(dtype)}"
+                f"corrupt safetensors file {p}: tensor {_quote(name)} has {end - begin} bytes for shape "
+                f"{_quote(shape)} {_quote(dtype)}"
             )
     return header
 

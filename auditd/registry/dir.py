@@ -46,8 +46,8 @@ def detect_kind(path: Path) -> str:
 class DirSource:
     id = "dir"
 
-    def __init__(self, root: str | Path, settle_s: float = 5.0, max_depth: int = 3, verdict_dir: str | Path | None = None,
-                 max_config_bytes: int = 16 << 20, max_tokenizer_bytes: int = 256 << 20):
+    def __init__(self, root: str | Path, settle_s: float = 5.0, max_depth: int = 3,
+                 verdict_dir: str | Path | None = None, max_config_bytes: int = 16 << 20, max_tokenizer_bytes: int = 256 << 20):
         self.root = Path(root).resolve()
         self.max_config_bytes, self.max_tokenizer_bytes = max_config_bytes, max_tokenizer_bytes
         # A folder still being copied must not be hashed half-written: wait until its newest

@@ -282,14 +282,24 @@ def resolve_parent(engine: Engine, parent: str | None) -> str | None:
     return row.id if row else None
 
 
+def _contained_digest(path: Path, root: Path, settings) -> str:
+    """The digest, after the checks that need no reading: links out of `root`, oversized configs."""
+    from auditd.backends.limits import check_input_sizes
+    from auditd.registry.contain import check_contained
+    from auditd.registry.digest import content_digest
+
+    check_contained(path, root)
+    check_input_sizes(path, settings.max_config_bytes, settings.max_tokenizer_bytes)
+    return content_digest(path)
+
+
 def process_generic(engine: Engine, settings, delivery_id: int, event: RegistryEvent, path: Path) -> None:
     """Hash the named checkpoint and queue its audit (after the HTTP answer: hashing takes time)."""
-    from auditd.registry.digest import content_digest
     from auditd.registry.dir import detect_kind
 
     try:
         root = root_of(path, settings.webhook_path_roots)
-        digest = content_digest(path, root=root)  # a link leading out of the webhook roots is refused
+        digest = _contained_digest(path, root, settings)  # a link leading out of the webhook roots is refused
         kind = event.kind or (detect_kind(path) if path.is_dir() else "text")
         cp = Checkpoint(id=digest, model=event.model, kind=kind, path=str(path), source="webhook",
                         parent=resolve_parent(engine, event.parent),
@@ -305,12 +315,11 @@ def process_generic(engine: Engine, settings, delivery_id: int, event: RegistryE
 
 def process_hf(engine: Engine, settings, delivery_id: int, event: HFEvent) -> None:
     """Resolve a Hub revision to its local snapshot and queue its audit."""
-    from auditd.registry.digest import content_digest
     from auditd.registry.dir import detect_kind
 
     try:
         path = hf_snapshot(event.repo_id, event.revision, settings.hf_cache_dir, settings.hf_download)
-        digest = content_digest(path, root=path)  # snapshot files may link into the repo's blobs/ only
+        digest = _contained_digest(path, path, settings)  # snapshot files may link into the repo's blobs/ only
         cp = Checkpoint(id=digest, model=event.repo_id, kind=detect_kind(path), path=str(path), source="huggingface",
                         metadata={"repo": event.repo_id, "revision": event.revision, "root": str(path)})
         status, audit_id = schedule_checkpoint(engine, settings, cp, f"event:hf:{event.event_id}")

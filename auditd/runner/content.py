@@ -222,6 +222,11 @@ def remove_stale_snapshots(base: Path) -> int:
     return n
 
 
+def discard_snapshot(settings, audit_id: int) -> None:
+    """For a supervisor whose audit process died without cleaning up: remove that audit's snapshot."""
+    remove_tree(settings.snapshot_path / f"audit-{audit_id}")
+
+
 def bind_content(checkpoint, settings, audit_id: int) -> BoundContent:
     """The content an audit of `checkpoint` loads, checked against its digest."""
     meta = checkpoint.meta or {}

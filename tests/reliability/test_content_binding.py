@@ -47,7 +47,8 @@ def test_content_changed_before_the_snapshot_is_refused_and_leaves_nothing(tmp_p
     ck = make_checkpoint(tmp_path / "ck")
     digest = content_digest(ck)
     (ck / "model.safetensors").write_bytes(b"truncated")
-    with pytest.raises(ContentChanged, match=f"content changed since it was found: digest sha256:[0-9a-f]+ != {digest}"):
+    changed = f"content changed since it was found: digest sha256:[0-9a-f]+ != {digest}"
+    with pytest.raises(ContentChanged, match=changed):
         BoundContent(ck, ck, digest, tmp_path / "snaps", audit_id=1)
     assert not (tmp_path / "snaps" / "audit-1").exists()
 
@@ -70,7 +71,8 @@ def test_no_room_for_a_snapshot_is_a_clear_error(tmp_path):
         pytest.skip("cannot mount a tmpfs here")
     try:
         ck = make_checkpoint(tmp_path / "ck")
-        with pytest.raises(SnapshotError, match=r"no room for a snapshot of the checkpoint: .* free in .*AUDITD_SNAPSHOT_DIR"):
+        no_room = r"no room for a snapshot of the checkpoint: .* free in .*AUDITD_SNAPSHOT_DIR"
+        with pytest.raises(SnapshotError, match=no_room):
             BoundContent(ck, ck, content_digest(ck), small, audit_id=3)
         assert list(small.iterdir()) == []
     finally:
@@ -175,7 +177,8 @@ def test_gguf_parameters_are_counted_from_the_tensor_table_before_loading(tmp_pa
     folder = tmp_path / "big"
     folder.mkdir()
     _gguf(folder / "m.gguf", [2048, 1_000_000])
-    with pytest.raises(ModelTooLarge, match=r"refused: weights hold 2.0 B parameters \(7.6 GiB in float32\) > limit 1.0 GiB"):
+    too_large = r"refused: weights hold 2.0 B parameters \(7.6 GiB in float32\) > limit 1.0 GiB"
+    with pytest.raises(ModelTooLarge, match=too_large):
         check_model_memory(folder, "auto", 1 << 30, 16 << 20)
     hostile = tmp_path / "hostile.gguf"
     hostile.write_bytes(b"GGUF" + (3).to_bytes(4, "little") + (2**62).to_bytes(8, "little") * 2)
