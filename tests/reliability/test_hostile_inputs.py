@@ -27,6 +27,8 @@ from auditd.store.db import open_db, session
 from auditd.store.models import AuditRun, CheckpointRow
 from tests.conftest import wait_for
 
+pytestmark = pytest.mark.slow  # a daemon subprocess and a dozen audits: about a minute
+
 SECRET_LINE = "root:x:0:0:SECRET-7f3a9:/root:/bin/bash\n"
 TOKEN = "hostile-token"
 HOOK_SECRET = "hook-secret"
