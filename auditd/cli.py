@@ -95,7 +95,12 @@ def audit(
         except NotFound as exc:
             _fail(str(exc))
     location = path.resolve()
-    digest = content_digest(location)
+    from auditd.registry.contain import ContainmentError
+
+    try:  # nothing outside PATH is read: a link leading out of it is refused
+        digest = content_digest(location, root=location)
+    except ContainmentError as exc:
+        _fail(str(exc))
     from auditd.registry.dir import detect_kind
 
     kind = detect_kind(location) if location.is_dir() else "text"

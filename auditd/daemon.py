@@ -19,6 +19,7 @@ from auditd.notify import sd_notify, watchdog_interval_s
 from auditd.registry.dir import DirSource
 from auditd.registry.webhook import resume_deliveries
 from auditd.runner.audit import AuditContext
+from auditd.runner.content import remove_stale_snapshots
 from auditd.scheduler.service import AuditService
 from auditd.settings import Settings
 from auditd.store.db import open_db
@@ -40,6 +41,9 @@ def make_write_back(sources: list):
 def verdict_document(checkpoint, verdict) -> dict:
     return {
         "checkpoint": checkpoint.id,
+        # The content the verdict is about: an audited verdict is only stored after the bytes loaded
+        # hashed to this digest (auditd/runner/content.py), so a consumer can compare it with its copy.
+        "digest": None if (checkpoint.meta or {}).get("refused") else checkpoint.id,
         "model": checkpoint.model,
         "outcome": verdict.outcome,
         "policy": verdict.policy,
@@ -57,7 +61,8 @@ class Daemon:
         self.sources = []
         if settings.registry_dir:
             self.sources.append(DirSource(settings.registry_dir, settle_s=settings.registry_settle_s,
-                                          verdict_dir=settings.verdict_dir))
+                                          verdict_dir=settings.verdict_dir, max_config_bytes=settings.max_config_bytes,
+                                          max_tokenizer_bytes=settings.max_tokenizer_bytes))
         if settings.mlflow_tracking_uri:
             from auditd.registry.mlflow import MlflowSource
 
@@ -65,6 +70,7 @@ class Daemon:
                                              models=settings.mlflow_models, alias_on_pass=settings.mlflow_alias_on_pass))
         self.ctx = AuditContext(self.engine, settings, on_verdict=make_write_back(self.sources))
         self.ctx.policies.get(settings.policy)  # a bad policy stops start-up, clearly
+        remove_stale_snapshots(settings.snapshot_path)  # left by a crash; resumed audits take fresh ones
         self.service = AuditService(self.engine, settings, self.sources, self.ctx)
         self.registry = build_registry(self.engine, self.state)
         app = create_app(self.engine, self.registry, self.ready, settings=settings, poll=self.service.poll_sources)

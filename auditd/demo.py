@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import socket
 import time
 import urllib.request
@@ -30,9 +31,15 @@ def prepare_registry(registry: Path) -> Path:
     target = registry / DEMO_MODEL
     target.mkdir(parents=True, exist_ok=True)
     link = target / name
+    if link.is_symlink():  # made by an older demo: a link out of the registry is now refused
+        link.unlink()
     if not link.exists():
-        # A link, not a copy: the 98 MB file stays in site-packages; its content is what we digest.
-        os.symlink(folder / name, link)
+        # A hard link where possible (no 98 MB copy); a symlink would lead out of the registry,
+        # which auditd refuses (docs/security.md).
+        try:
+            os.link(folder / name, link)
+        except OSError:
+            shutil.copyfile(folder / name, link)
     (target / "auditd.json").write_text(json.dumps({"model": DEMO_MODEL}))
     return target
 

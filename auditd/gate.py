@@ -2,8 +2,9 @@
 
 Exit codes: 0 pass (and warn, with the warnings printed), 1 block, 2 error, unknown checkpoint,
 a verdict still waiting for its baseline, or timeout. Fail closed: whatever is not a final pass
-or warn is never 0. A checkpoint is named by id, id prefix, registered path, or any local path
-with the same content (the digest is computed once).
+or warn is never 0. A checkpoint is named by id, id prefix, or a local path, which is hashed as it is now (once per
+call) and matched by that digest: never by its registered path, so changed content cannot borrow
+the verdict of what was there before.
 """
 
 from __future__ import annotations
@@ -39,25 +40,37 @@ class GateResult:
 
 
 def resolve_checkpoint(engine: Engine, ref: str, digest_cache: dict) -> CheckpointRow | None:
+    """An existing local path is hashed as it is now and matched by that digest only: a folder whose
+    content changed since its audit never gets the old content's verdict. Anything else is an id or
+    id prefix."""
+    from auditd.registry.contain import ContainmentError
+    from auditd.registry.digest import content_digest
     from auditd.report import NotFound, find_checkpoint
 
-    try:
-        return find_checkpoint(engine, ref)
-    except NotFound:
-        pass
     p = Path(ref)
-    if not p.exists():
+    if p.exists():
+        if ref not in digest_cache:
+            try:
+                digest_cache[ref] = content_digest(p.resolve(), root=p.resolve())
+            except ContainmentError as exc:
+                raise GateRefused(str(exc)) from None
+        with session(engine) as s:
+            return s.get(CheckpointRow, digest_cache[ref])
+    try:
+        return find_checkpoint(engine, ref, match_path=False)
+    except NotFound:
         return None
-    if ref not in digest_cache:
-        from auditd.registry.digest import content_digest
 
-        digest_cache[ref] = content_digest(p.resolve())
-    with session(engine) as s:
-        return s.get(CheckpointRow, digest_cache[ref])
+
+class GateRefused(Exception):
+    pass
 
 
 def gate_status(engine: Engine, ref: str, digest_cache: dict | None = None) -> GateResult:
-    cp = resolve_checkpoint(engine, ref, {} if digest_cache is None else digest_cache)
+    try:
+        cp = resolve_checkpoint(engine, ref, {} if digest_cache is None else digest_cache)
+    except GateRefused as exc:
+        return GateResult("unknown", message=str(exc))
     if cp is None:
         return GateResult("unknown", message=f"no checkpoint matches {ref!r} (not yet seen by a registry source?)")
     with session(engine) as s:

@@ -13,14 +13,15 @@ class NotFound(LookupError):
     pass
 
 
-def find_checkpoint(engine: Engine, ref: str) -> CheckpointRow:
-    """By id, unique id prefix (with or without "sha256:"), or path."""
+def find_checkpoint(engine: Engine, ref: str, match_path: bool = True) -> CheckpointRow:
+    """By id, unique id prefix (with or without "sha256:"), or registered path. The prefix is matched
+    literally (LIKE wildcards in it are escaped)."""
     with session(engine) as s:
         if row := s.get(CheckpointRow, ref):
             return row
         prefix = ref if ref.startswith("sha256:") else f"sha256:{ref}"
-        rows = s.exec(select(CheckpointRow).where(CheckpointRow.id.startswith(prefix))).all()
-        if not rows:
+        rows = s.exec(select(CheckpointRow).where(CheckpointRow.id.startswith(prefix, autoescape=True))).all()
+        if not rows and match_path:
             rows = s.exec(select(CheckpointRow).where(CheckpointRow.path == ref)).all()
         if len(rows) == 1:
             return rows[0]

@@ -14,6 +14,20 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 REPO_POLICIES = Path(__file__).resolve().parent.parent / "policies"
 
 
+_UNITS = {"": 1, "b": 1, "k": 1000, "kb": 1000, "m": 1000**2, "mb": 1000**2, "g": 1000**3, "gb": 1000**3,
+          "t": 1000**4, "tb": 1000**4, "kib": 1 << 10, "mib": 1 << 20, "gib": 1 << 30, "tib": 1 << 40}
+
+
+def parse_size(text: str) -> int:
+    """"16MiB", "4 GiB", "500GB", "1048576" -> bytes."""
+    import re
+
+    m = re.fullmatch(r"\s*([0-9]+(?:\.[0-9]+)?)\s*([a-zA-Z]*)\s*", text)
+    if not m or m.group(2).lower() not in _UNITS:
+        raise ValueError(f"not a size: {text!r} (examples: 16MiB, 4GiB, 1048576)")
+    return int(float(m.group(1)) * _UNITS[m.group(2).lower()])
+
+
 class _YamlFileSource(PydanticBaseSettingsSource):
     """Reads the file named by AUDITD_CONFIG, lowest precedence."""
 
@@ -45,7 +59,10 @@ class Settings(BaseSettings):
     verdict_dir: Path | None = Field(
         None, description="Write verdict JSON here (by checkpoint id) instead of beside the checkpoint."
     )
-    policy: str = Field("default", description="Policy name in policies_dir, or a path to a YAML file.")
+    policy: str = Field(
+        "default",
+        description="Policy name in policies_dir, or a path to a YAML file (a path has a '/' or a .yaml suffix).",
+    )
     policies_dir: Path = Field(REPO_POLICIES, description="Folder of policy YAML files.")
     metrics_host: str = Field("127.0.0.1", description="Address of the HTTP server (/metrics, /healthz).")
     metrics_port: int = Field(9464, description="Port of the HTTP server; 0 picks a free one.")
@@ -85,11 +102,41 @@ class Settings(BaseSettings):
         None, description="systemd's watchdog is fed only while the scheduler loop ran within this many seconds "
         "(default: max(60, 3 x poll_interval_s)). At least 5: the loop ticks every 2 s.", ge=5
     )
+    # -- untrusted checkpoints (docs/security.md) --
+    snapshot_dir: Path | None = Field(
+        None,
+        description="Where audits take their private read-only snapshot of a checkpoint (default <home>/snapshots); "
+        "a reflink-capable filesystem (btrfs, XFS) makes snapshots free."
+    )
+    snapshot_max_bytes: int | None = Field(
+        None, description="Checkpoints larger than this are re-hashed in place before and after the audit instead of "
+        "snapshotted (default: always snapshot). Accepts 500GiB-style sizes.", ge=0
+    )
+    max_config_bytes: int = Field(
+        16 << 20, description="Largest config.json / tokenizer_config.json / model_index.json (and other small JSON) "
+        "a checkpoint may carry; checked by size before parsing.", ge=1024
+    )
+    max_tokenizer_bytes: int = Field(
+        256 << 20, description="Largest tokenizer.json / vocab / merges / tokenizer.model file.", ge=1024
+    )
+    max_model_bytes: int | None = Field(
+        None, description="Refuse a model whose parameters (estimated from config.json and weight headers before "
+        "loading) would need more memory than this (default: half the machine's memory).", ge=1
+    )
+    max_prompt_chars: int = Field(
+        200_000, ge=1000,
+        description="Largest prompt a chat template may render; longer output ends the audit in error.",
+    )
     log_level: str = Field("INFO", description="Log level of the daemon's structured logs.")
 
     @classmethod
     def settings_customise_sources(cls, settings_cls, init_settings, env_settings, dotenv_settings, file_secret_settings):
         return (init_settings, env_settings, _YamlFileSource(settings_cls))
+
+    @field_validator("snapshot_max_bytes", "max_config_bytes", "max_tokenizer_bytes", "max_model_bytes", mode="before")
+    @classmethod
+    def _sizes(cls, v):
+        return parse_size(v) if isinstance(v, str) else v
 
     @field_validator("home")
     @classmethod
@@ -116,6 +163,19 @@ class Settings(BaseSettings):
     @property
     def webhook_path_roots(self) -> list[Path]:
         return list(self.webhook_roots) or ([self.registry_dir] if self.registry_dir else [])
+
+    @property
+    def snapshot_path(self) -> Path:
+        return self.snapshot_dir or self.home / "snapshots"
+
+    @property
+    def model_memory_limit(self) -> int:
+        if self.max_model_bytes:
+            return self.max_model_bytes
+        try:
+            return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // 2
+        except (ValueError, OSError, AttributeError):
+            return 8 << 30
 
     @property
     def work_dir(self) -> Path:

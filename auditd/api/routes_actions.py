@@ -10,7 +10,7 @@ from sqlalchemy import update
 from auditd.api.auth import require_token
 from auditd.api.routes_read import MAX_ID, _checkpoint
 from auditd.api.schemas import AuditOut, TriggerIn, TriggerOut
-from auditd.policy.load import PolicyError, resolve_policy
+from auditd.policy.load import PolicyError, resolve_named_policy
 from auditd.scheduler import queue
 from auditd.store.db import session
 from auditd.store.models import AuditRun, Verdict, utcnow
@@ -33,7 +33,7 @@ def trigger_audit(request: Request, body: TriggerIn, response: Response):
     policy = body.policy or settings.policy
     if body.policy is not None:  # only named policies of policies_dir: no server-side paths via the API
         try:
-            resolve_policy(body.policy, settings.policies_dir)
+            resolve_named_policy(body.policy, settings.policies_dir)
         except PolicyError as exc:
             raise HTTPException(422, str(exc)) from None
     key = f"api:{body.request_key}" if body.request_key else f"api:{uuid.uuid4()}"

@@ -49,7 +49,8 @@ class TriggerIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     checkpoint: str = Field(..., min_length=1, max_length=4096, description="Checkpoint id, unique id prefix, or path.")
-    policy: Optional[str] = Field(None, pattern=r"^[A-Za-z0-9_.-]{1,100}$", description="Policy name in policies_dir.")
+    policy: Optional[str] = Field(None, pattern=r"^[a-z0-9][a-z0-9_.-]{0,99}$",
+                                  description="Policy name in policies_dir (not a path).")
     priority: int = Field(10, ge=-100, le=100, description="Higher runs first.")
     request_key: Optional[str] = Field(
         None, pattern=r"^[A-Za-z0-9._:@/+=-]{1,200}$",

@@ -15,7 +15,9 @@ from pathlib import Path
 from typing import Any
 
 from auditd.backends.base import BackendError, Chat, GenerationParams
+from auditd.backends.chat_template import render_chat
 from auditd.backends.loading import CheckpointError, check_loadable
+from auditd.sanitize import sanitize
 
 DTYPES = ("auto", "float32", "float16", "bfloat16")
 
@@ -63,12 +65,14 @@ class HFBackend:
         dtype: str = "auto",
         allow_pickle: bool = False,
         max_memory: str | None = None,
+        max_prompt_chars: int = 200_000,
     ) -> None:
         if dtype not in DTYPES:
             raise BackendError(f"unknown dtype {dtype!r}; choose one of {', '.join(DTYPES)}")
         folder, gguf = resolve_model_path(model, gguf_file)
         self.path = folder / gguf if gguf else folder
         self.device = device
+        self.max_prompt_chars = max_prompt_chars
         self.stats: dict[str, Any] = {"generated_tokens": 0, "generate_seconds": 0.0, "prompts": 0}
         check_loadable(folder, allow_pickle=allow_pickle, gguf_file=gguf)
         self.model, self.tokenizer = self._load(folder, gguf, device, dtype, allow_pickle, max_memory)
@@ -98,7 +102,7 @@ class HFBackend:
         except CheckpointError:
             raise
         except Exception as e:  # OSError, ValueError, safetensors and torch errors alike
-            msg = " ".join(str(e).split())[:300]
+            msg = sanitize(" ".join(str(e).split()))[:300]
             raise BackendError(f"cannot load model {self.path}: {type(e).__name__}: {msg}") from e
         model.eval()
         tokenizer.padding_side = "left"
@@ -112,9 +116,12 @@ class HFBackend:
 
     def render(self, chat: Chat) -> str:
         """The prompt text a chat becomes: the tokenizer's chat template, or the plain format."""
-        if getattr(self.tokenizer, "chat_template", None):
-            return self.tokenizer.apply_chat_template(chat, tokenize=False, add_generation_prompt=True)
-        return format_chat_plain(chat)
+        if getattr(self.tokenizer, "chat_template", None):  # untrusted: sandboxed, output capped
+            return render_chat(self.tokenizer, chat, self.max_prompt_chars)
+        text = format_chat_plain(chat)
+        if len(text) > self.max_prompt_chars:
+            raise BackendError(f"prompt exceeds {self.max_prompt_chars:,} characters (max_prompt_chars)")
+        return text
 
     def _encode(self, chats: list[Chat]) -> list[list[int]]:
         templated = bool(getattr(self.tokenizer, "chat_template", None))

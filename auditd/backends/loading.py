@@ -83,8 +83,12 @@ def inspect_checkpoint(path: str | Path) -> CheckpointFiles:
     if (p / "model_index.json").is_file():
         try:
             index = json.loads((p / "model_index.json").read_text())
-        except (OSError, ValueError) as e:
-            raise CorruptCheckpointError(f"invalid model_index.json in {p}: {e}") from None
+        except OSError as e:
+            raise CorruptCheckpointError(f"unreadable model_index.json in {p}: {e.strerror or e}") from None
+        except ValueError:  # the message of a decode error can quote the file: not kept
+            raise CorruptCheckpointError(f"invalid model_index.json in {p}: not a JSON document") from None
+        if not isinstance(index, dict):
+            raise CorruptCheckpointError(f"invalid model_index.json in {p}: not a JSON object")
         components = tuple(sorted(k for k, v in index.items() if not k.startswith("_") and isinstance(v, list)))
         st = _files(p, (".safetensors",), depth=1)
         pk = _files(p, PICKLE_SUFFIXES, depth=1)
@@ -109,7 +113,7 @@ def check_safetensors(path: str | Path) -> dict:
             (n,) = struct.unpack("<Q", head)
             if n > MAX_SAFETENSORS_HEADER or 8 + n > size:
                 raise CorruptCheckpointError(
-                    f"corrupt safetensors file {p}: header length {n} does not fit the file ({size} bytes)"
+                    f"corrupt safetensors file {p}: its header length does not fit the file ({size} bytes)"
                 )
             raw = f.read(n)
     except OSError as e:
@@ -132,19 +136,26 @@ def check_safetensors(path: str | Path) -> dict:
                 count *= int(d)
             ok = isinstance(begin, int) and isinstance(end, int) and 0 <= begin <= end
         except (KeyError, TypeError, ValueError):
-            raise CorruptCheckpointError(f"corrupt safetensors file {p}: bad entry for tensor {name!r}") from None
+            raise CorruptCheckpointError(f"corrupt safetensors file {p}: bad entry for tensor {_quote(name)}") from None
         if not ok:
-            raise CorruptCheckpointError(f"corrupt safetensors file {p}: bad offsets for tensor {name!r}")
+            raise CorruptCheckpointError(f"corrupt safetensors file {p}: bad offsets for tensor {_quote(name)}")
         if end > data_size:
             raise CorruptCheckpointError(
-                f"corrupt safetensors file {p}: tensor {name!r} ends at byte {end} of a {data_size}-byte "
+                f"corrupt safetensors file {p}: tensor {_quote(name)} ends at byte {end} of a {data_size}-byte "
                 "data section (truncated file?)"
             )
         if dtype in DTYPE_BYTES and (end - begin) != count * DTYPE_BYTES[dtype]:
             raise CorruptCheckpointError(
-                f"corrupt safetensors file {p}: tensor {name!r} has {end - begin} bytes for shape {shape} {dtype}"
+                f"corrupt safetensors file {p}: tensor {_quote(name)} has {end - begin} bytes for shape "
+                f"{_quote(shape)} {_quote(dtype)}"
             )
     return header
+
+
+def _quote(name: str) -> str:
+    """A tensor name from an untrusted header, as a short printable quote."""
+    text = "".join(c if c.isprintable() else "?" for c in str(name))
+    return repr(text[:80] + ("..." if len(text) > 80 else ""))
 
 
 def check_gguf(path: str | Path) -> int:
@@ -156,7 +167,7 @@ def check_gguf(path: str | Path) -> int:
     except OSError as e:
         raise CorruptCheckpointError(f"unreadable gguf file {p}: {e.strerror or e}") from None
     if head[:4] != GGUF_MAGIC:
-        raise CorruptCheckpointError(f"corrupt gguf file {p}: magic is {head[:4]!r}, expected {GGUF_MAGIC!r}")
+        raise CorruptCheckpointError(f"corrupt gguf file {p}: not a GGUF file (bad magic)")
     if len(head) < 24:
         raise CorruptCheckpointError(f"corrupt gguf file {p}: truncated header")
     (version,) = struct.unpack("<I", head[4:8])

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import re
 from pathlib import Path
 
 import yaml
@@ -86,11 +88,34 @@ def _check_plugin_ids(path: Path, root, policy: Policy) -> None:
         raise PolicyError(f"{path}:{_line_of(root, ('backend', 'id'))}: backend.id: unknown backend {policy.backend.id!r}")
 
 
+POLICY_NAME = re.compile(r"[a-z0-9][a-z0-9_.-]{0,99}")
+
+
+def _known(policies_dir: Path) -> str:
+    return ", ".join(sorted(x.stem for x in policies_dir.glob("*.yaml") if POLICY_NAME.fullmatch(x.stem)))
+
+
+def resolve_named_policy(name: str, policies_dir: Path) -> Policy:
+    """A policy by name, from `policies_dir` only (never the working directory, never a path). Errors
+    name the policy, not the folder: they are answered to API clients."""
+    if not POLICY_NAME.fullmatch(name):
+        raise PolicyError(f"invalid policy name {name!r}: lower-case letters, digits, '_', '.', '-' (at most 100)")
+    folder = Path(policies_dir).resolve()
+    candidate = folder / f"{name}.yaml"
+    if not candidate.is_file() or not candidate.resolve().is_relative_to(folder):
+        raise PolicyError(f"no such policy {name!r} (known: {_known(folder)})")
+    try:
+        return load_policy_file(candidate)
+    except PolicyError as exc:
+        raise PolicyError(str(exc).replace(str(candidate), f"policy {name!r}")) from None
+
+
+def looks_like_path(name_or_path: str) -> bool:
+    return "/" in name_or_path or os.sep in name_or_path or name_or_path.endswith((".yaml", ".yml"))
+
+
 def resolve_policy(name_or_path: str, policies_dir: Path) -> Policy:
-    p = Path(name_or_path)
-    if p.suffix in (".yaml", ".yml") or p.exists():
-        return load_policy_file(p)
-    candidate = policies_dir / f"{name_or_path}.yaml"
-    if not candidate.exists():
-        raise PolicyError(f"{candidate}: no such policy (known: {', '.join(sorted(x.stem for x in policies_dir.glob('*.yaml')))})")
-    return load_policy_file(candidate)
+    """The operator's setting: a YAML path (has a '/' or a .yaml suffix) or a name in policies_dir."""
+    if looks_like_path(name_or_path):
+        return load_policy_file(name_or_path)
+    return resolve_named_policy(name_or_path, policies_dir)

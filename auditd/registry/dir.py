@@ -9,6 +9,7 @@ or the folder's own name.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -18,7 +19,11 @@ from pathlib import Path
 from sqlmodel import Session, select
 
 from auditd.registry.checkpoint import Checkpoint
+from auditd.backends.limits import check_input_sizes
+from auditd.backends.loading import CheckpointError
+from auditd.registry.contain import VERDICT_FILE, check_contained
 from auditd.registry.digest import PARTIAL_SUFFIXES, checkpoint_files, content_digest, stat_signature
+from auditd.registry.safe_write import write_beneath
 from auditd.store.models import RegistryEntry, utcnow
 
 log = logging.getLogger(__name__)
@@ -26,7 +31,6 @@ log = logging.getLogger(__name__)
 MARKERS = ("config.json", "model_index.json")
 WEIGHT_SUFFIXES = (".safetensors", ".gguf", ".bin", ".pt", ".pth", ".ckpt")
 LINEAGE_FILE = "auditd.json"
-VERDICT_FILE = "auditd-verdict.json"
 
 
 def is_checkpoint_dir(path: Path) -> bool:
@@ -42,8 +46,10 @@ def detect_kind(path: Path) -> str:
 class DirSource:
     id = "dir"
 
-    def __init__(self, root: str | Path, settle_s: float = 5.0, max_depth: int = 3, verdict_dir: str | Path | None = None):
+    def __init__(self, root: str | Path, settle_s: float = 5.0, max_depth: int = 3,
+                 verdict_dir: str | Path | None = None, max_config_bytes: int = 16 << 20, max_tokenizer_bytes: int = 256 << 20):
         self.root = Path(root).resolve()
+        self.max_config_bytes, self.max_tokenizer_bytes = max_config_bytes, max_tokenizer_bytes
         # A folder still being copied must not be hashed half-written: wait until its newest
         # file is this old.
         self.settle_s = settle_s
@@ -95,6 +101,15 @@ class DirSource:
         by_location: dict[str, str] = {loc: e.checkpoint_id for loc, e in known.items() if e.checkpoint_id}
         for location in self.locations():
             rel = location.relative_to(self.root).as_posix()
+            try:  # before anything is read: links out of the root, configs too large to parse
+                check_contained(location, self.root)
+                check_input_sizes(location, self.max_config_bytes, self.max_tokenizer_bytes)
+            except CheckpointError as exc:
+                self._refuse(session, known, rel, location, str(exc), new)
+                continue
+            except OSError as exc:
+                log.warning("cannot read checkpoint folder %s: %s", location, exc)
+                continue
             try:
                 files = checkpoint_files(location)
                 if any(f.name.endswith(PARTIAL_SUFFIXES) for f in files):
@@ -109,14 +124,8 @@ class DirSource:
             except OSError as exc:
                 log.warning("cannot read checkpoint folder %s: %s", location, exc)
                 continue
-            if entry is None:
-                entry = RegistryEntry(source=self.id, location=rel, signature=signature)
-                known[rel] = entry
-            entry.signature, entry.seen_at = signature, utcnow()
-            session.add(entry)
-            if entry.checkpoint_id == digest:
+            if not self._record(session, known, rel, signature, digest):
                 continue  # touched or re-copied: same content, already reported
-            entry.checkpoint_id = digest
             by_location[rel] = digest
             pending.append((rel, location, digest))
         # Parents are resolved after every digest of this poll is known, and new checkpoints are
@@ -131,22 +140,48 @@ class DirSource:
                     path=str(location),
                     source=self.id,
                     parent=_resolve_parent(lineage, rel, by_location),
-                    metadata={"location": rel, "lineage": lineage},
+                    metadata={"location": rel, "lineage": lineage, "root": str(self.root)},
                 )
             )
         return _parents_first(new)
 
+    def _record(self, session: Session, known: dict, rel: str, signature: str, digest: str) -> bool:
+        """Note what is at `rel` now; True if that content is new there."""
+        entry = known.get(rel)
+        if entry is None:
+            entry = RegistryEntry(source=self.id, location=rel, signature=signature)
+            known[rel] = entry
+        entry.signature, entry.seen_at = signature, utcnow()
+        session.add(entry)
+        if entry.checkpoint_id == digest:
+            return False
+        entry.checkpoint_id = digest
+        return True
+
+    def _refuse(self, session: Session, known: dict, rel: str, location: Path, reason: str, new: list) -> None:
+        """A folder with a link leading outside the root (or a config too large to parse): reported once
+        as a checkpoint whose audit ends in a stored error naming the file. Its id is derived from the
+        refusal, not from content, which is never read."""
+        marker = "refused:" + hashlib.sha256(reason.encode()).hexdigest()
+        entry = known.get(rel)
+        if entry is not None and entry.signature == marker:
+            return
+        digest = "sha256:" + hashlib.sha256(f"refused\0{rel}\0{reason}".encode()).hexdigest()
+        if not self._record(session, known, rel, marker, digest):
+            return
+        log.warning("%s", reason)
+        new.append(Checkpoint(id=digest, model=self.model_name(location, {}), kind="text", path=str(location),
+                              source=self.id, metadata={"location": rel, "refused": reason, "root": str(self.root)}))
+
     def write_verdict(self, checkpoint_path: str, checkpoint_id: str, verdict: dict) -> Path:
-        """Write the verdict JSON beside the checkpoint, or into the configured side folder."""
+        """Write the verdict JSON beside the checkpoint, or into the configured side folder, following
+        no link below the registry root (auditd.registry.safe_write)."""
+        data = json.dumps(verdict, indent=2, sort_keys=True, default=str).encode()
         if self.verdict_dir:
-            target = self.verdict_dir / f"{checkpoint_id.replace(':', '-')}.json"
-        else:
-            target = Path(checkpoint_path) / VERDICT_FILE
-        target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = target.with_name("." + target.name + ".tmp")  # hidden: not part of the checkpoint
-        tmp.write_text(json.dumps(verdict, indent=2, sort_keys=True, default=str))
-        os.replace(tmp, target)  # atomic: a reader never sees half a verdict
-        return target
+            self.verdict_dir.mkdir(parents=True, exist_ok=True)
+            return write_beneath(self.verdict_dir, "", f"{checkpoint_id.replace(':', '-')}.json", data)
+        rel = Path(os.path.abspath(checkpoint_path)).relative_to(self.root)  # ValueError: not ours to write
+        return write_beneath(self.root, rel, VERDICT_FILE, data)
 
 
 def _resolve_parent(lineage: dict, rel: str, by_location: dict[str, str]) -> str | None:

@@ -101,7 +101,7 @@ class MlflowSource:
             session.add(entry)
             try:
                 path = self._download(mv)
-                digest = content_digest(path)
+                digest = content_digest(path, root=path)  # a link out of the downloaded artifacts is refused
             except Exception as exc:  # never audited means never approved: say so in the registry
                 entry.error = " ".join(str(exc).split())[:500]
                 log.error("mlflow %s: cannot download its artifacts: %s", location, entry.error)
@@ -162,7 +162,8 @@ class MlflowSource:
 
     def _tag(self, name: str, version: str, verdict: dict) -> None:
         # auditd.verdict goes last: whoever sees it (a CD job polling tags) finds its context set.
-        tags = {"auditd.checkpoint": verdict.get("checkpoint") or "", "auditd.reasons": reasons_summary(verdict),
+        tags = {"auditd.checkpoint": verdict.get("checkpoint") or "", "auditd.digest": verdict.get("digest") or "",
+                "auditd.reasons": reasons_summary(verdict),
                 "auditd.policy": verdict.get("policy") or "", "auditd.audit_id": str(verdict.get("audit_id") or ""),
                 "auditd.verdict": verdict.get("outcome") or "error"}
         outcome = tags.pop("auditd.verdict")
@@ -176,5 +177,6 @@ class MlflowSource:
 
 
 def _doc(verdict: Verdict) -> dict:
-    return {"outcome": verdict.outcome, "checkpoint": verdict.checkpoint_id, "policy": verdict.policy,
+    return {"outcome": verdict.outcome, "checkpoint": verdict.checkpoint_id, "digest": verdict.checkpoint_id,
+            "policy": verdict.policy,
             "reasons": verdict.reasons, "audit_id": verdict.audit_id}

@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from sqlalchemy import func
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import select
@@ -90,10 +91,11 @@ def verify_generic(secret: str, headers, body: bytes, *, tolerance_s: float = 30
     if scheme != "sha256" or not given:
         raise WebhookRejected(401, f"{SIGNATURE_HEADER} must be 'sha256=<hex>'")
     expected = hmac.new(secret.encode(), ts.encode() + b"." + body, hashlib.sha256).hexdigest()
-    if not hmac.compare_digest(expected, given.strip().lower()):
+    given = given.strip().lower()  # hex is case-insensitive: an uppercase resend is the same signature
+    if not hmac.compare_digest(expected, given):
         raise WebhookRejected(401, "signature does not match")
     _fresh(ts, time.time() if now is None else now, tolerance_s)
-    return hashlib.sha256(signature.encode()).hexdigest()
+    return hashlib.sha256(f"sha256={given}".encode()).hexdigest()
 
 
 def sign_mlflow(secret: str, delivery_id: str, timestamp: str, body: str) -> str:
@@ -184,7 +186,8 @@ def parse_hf(body: bytes) -> HFEvent:
     data = _json(body)
     try:
         event, repo = data["event"], data["repo"]
-        parsed = HFEvent(repo_id=str(repo["name"]), revision=str(repo.get("headSha") or ""), repo_type=str(repo["type"]),
+        # A commit id in upper case is the same commit (and the same event: a resend is a duplicate).
+        parsed = HFEvent(repo_id=str(repo["name"]), revision=str(repo.get("headSha") or "").lower(), repo_type=str(repo["type"]),
                          action=str(event["action"]), scope=str(event["scope"]), raw=data)
     except (KeyError, TypeError):
         raise WebhookRejected(422, "not a Hugging Face webhook payload (needs event.action, event.scope, repo.type, repo.name)") from None
@@ -205,11 +208,18 @@ def hf_snapshot(repo_id: str, revision: str, cache_dir: Path | None, allow_downl
 def inside_roots(path: str, roots: list[Path]) -> Path:
     """The resolved path, if it lies inside one of the roots (symlinks cannot escape)."""
     resolved = Path(path).expanduser().resolve()
+    root_of(resolved, roots)
+    if not resolved.exists():
+        raise WebhookRejected(422, f"path does not exist: {resolved}")
+    return resolved
+
+
+def root_of(path: Path, roots: list[Path]) -> Path:
+    """The webhook root a resolved path lies in (the containment root of its checkpoint)."""
     for root in roots:
-        if resolved.is_relative_to(Path(root).expanduser().resolve()):
-            if not resolved.exists():
-                raise WebhookRejected(422, f"path does not exist: {resolved}")
-            return resolved
+        r = Path(root).expanduser().resolve()
+        if path.is_relative_to(r):
+            return r
     raise WebhookRejected(422, "path is outside the folders webhooks may name (AUDITD_WEBHOOK_ROOTS)")
 
 
@@ -219,9 +229,9 @@ def inside_roots(path: str, roots: list[Path]) -> Path:
 def record_delivery(engine: Engine, source: str, event_id: str, signature: str, payload: dict) -> tuple[WebhookDelivery, bool]:
     """Store an accepted delivery; (delivery, new). A known event id is not new: with the same
     signature it is a replay (WebhookRejected 409), with another it is a redelivery."""
-    with session(engine) as s:
-        known = s.exec(select(WebhookDelivery).where(WebhookDelivery.source == source,
-                                                     WebhookDelivery.event_id == event_id)).first()
+    same_event = (WebhookDelivery.source == source, func.lower(WebhookDelivery.event_id) == event_id.lower())
+    with session(engine) as s:  # ids compared case-insensitively: "ABC" replayed as "abc" is still a replay
+        known = s.exec(select(WebhookDelivery).where(*same_event)).first()
         if known is None:
             row = WebhookDelivery(source=source, event_id=event_id, signature=signature, payload=payload)
             s.add(row)
@@ -230,8 +240,7 @@ def record_delivery(engine: Engine, source: str, event_id: str, signature: str, 
                 return row, True
             except IntegrityError:  # a concurrent delivery of the same event won
                 s.rollback()
-                known = s.exec(select(WebhookDelivery).where(WebhookDelivery.source == source,
-                                                             WebhookDelivery.event_id == event_id)).one()
+                known = s.exec(select(WebhookDelivery).where(*same_event)).first()
     if hmac.compare_digest(known.signature, signature):
         raise WebhookRejected(409, f"replay of delivery {event_id!r}")
     return known, False
@@ -273,17 +282,29 @@ def resolve_parent(engine: Engine, parent: str | None) -> str | None:
     return row.id if row else None
 
 
+def _contained_digest(path: Path, root: Path, settings) -> str:
+    """The digest, after the checks that need no reading: links out of `root`, oversized configs."""
+    from auditd.backends.limits import check_input_sizes
+    from auditd.registry.contain import check_contained
+    from auditd.registry.digest import content_digest
+
+    check_contained(path, root)
+    check_input_sizes(path, settings.max_config_bytes, settings.max_tokenizer_bytes)
+    return content_digest(path)
+
+
 def process_generic(engine: Engine, settings, delivery_id: int, event: RegistryEvent, path: Path) -> None:
     """Hash the named checkpoint and queue its audit (after the HTTP answer: hashing takes time)."""
-    from auditd.registry.digest import content_digest
     from auditd.registry.dir import detect_kind
 
     try:
-        digest = content_digest(path)
+        root = root_of(path, settings.webhook_path_roots)
+        digest = _contained_digest(path, root, settings)  # a link leading out of the webhook roots is refused
         kind = event.kind or (detect_kind(path) if path.is_dir() else "text")
         cp = Checkpoint(id=digest, model=event.model, kind=kind, path=str(path), source="webhook",
                         parent=resolve_parent(engine, event.parent),
-                        metadata={"event_id": event.event_id, "lineage": {"parent": event.parent}, **event.metadata})
+                        metadata={"event_id": event.event_id, "lineage": {"parent": event.parent}, **event.metadata,
+                                  "root": str(root)})
         status, audit_id = schedule_checkpoint(engine, settings, cp, f"event:{event.event_id}")
         finish_delivery(engine, delivery_id, status, checkpoint_id=digest, audit_id=audit_id)
         log.info("webhook event %s: checkpoint %s %s (audit %s)", event.event_id, digest[:19], status, audit_id)
@@ -294,14 +315,13 @@ def process_generic(engine: Engine, settings, delivery_id: int, event: RegistryE
 
 def process_hf(engine: Engine, settings, delivery_id: int, event: HFEvent) -> None:
     """Resolve a Hub revision to its local snapshot and queue its audit."""
-    from auditd.registry.digest import content_digest
     from auditd.registry.dir import detect_kind
 
     try:
         path = hf_snapshot(event.repo_id, event.revision, settings.hf_cache_dir, settings.hf_download)
-        digest = content_digest(path)
+        digest = _contained_digest(path, path, settings)  # snapshot files may link into the repo's blobs/ only
         cp = Checkpoint(id=digest, model=event.repo_id, kind=detect_kind(path), path=str(path), source="huggingface",
-                        metadata={"repo": event.repo_id, "revision": event.revision})
+                        metadata={"repo": event.repo_id, "revision": event.revision, "root": str(path)})
         status, audit_id = schedule_checkpoint(engine, settings, cp, f"event:hf:{event.event_id}")
         finish_delivery(engine, delivery_id, status, checkpoint_id=digest, audit_id=audit_id)
         log.info("hub event %s: checkpoint %s %s (audit %s)", event.event_id, digest[:19], status, audit_id)

@@ -11,6 +11,7 @@ import logging
 import threading
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Callable
 
 from sqlalchemy import delete
@@ -25,6 +26,7 @@ from auditd.policy.model import Policy, ProbePlan
 from auditd.policy.baseline import evaluate, redecide_dependents
 from auditd.probe import Probe, ProbeItem
 from auditd.runner.combine import combine, provenance
+from auditd.sanitize import sanitize
 from auditd.runner.results import aggregate
 from auditd.settings import Settings
 from auditd.store.db import session
@@ -58,7 +60,7 @@ class AuditContext:
 
 
 def one_line(exc: BaseException) -> str:
-    text = " ".join(str(exc).split()) or type(exc).__name__
+    text = sanitize(" ".join(str(exc).split())) or type(exc).__name__
     return text[:500]
 
 
@@ -81,6 +83,7 @@ class AuditRunner:
         self.ctx = ctx
         self.audit_id = audit_id
         self.deadline = float("inf")
+        self.content = None  # the snapshot the backend loads (auditd.runner.content)
 
     # -- the whole audit ------------------------------------------------------------------
     def run(self) -> str | None:
@@ -101,6 +104,8 @@ class AuditRunner:
             summaries = {}
             for p in plan:
                 summaries[p.id] = self._run_probe(policy, p, backend, judges)
+            if self.content is not None:
+                self.content.verify_after()  # changed during the audit: error, never a pass
             return self._finish(policy, checkpoint, summaries, started)
         except Interrupted:
             with session(self.ctx.engine) as s:
@@ -116,6 +121,8 @@ class AuditRunner:
             self._store_failure(checkpoint, status, one_line(exc), started)
             return "error"
         finally:
+            if self.content is not None:
+                self.content.close()
             # Judge models (rubric, guard) and the audited model are freed before the next audit.
             for closable in [backend, *judges.values()]:
                 try:
@@ -127,14 +134,30 @@ class AuditRunner:
     def _backend(self, policy: Policy, checkpoint: CheckpointRow, device: str):
         spec = policy.t2i_backend if checkpoint.kind == "t2i" else policy.backend
         options = dict(spec.options)
+        if (checkpoint.meta or {}).get("refused"):  # a link out of the registry: never audited, any backend
+            raise AuditFailed(str(checkpoint.meta["refused"]))
         if spec.id in ("backend:hf", "backend:vllm", "backend:diffusers"):
+            from auditd.backends.limits import check_model_memory
             from auditd.backends.loading import check_loadable
+            from auditd.runner.content import bind_content
 
-            check_loadable(checkpoint.path, allow_pickle=policy.allow_pickle)
-            options.setdefault("model", checkpoint.path)
-            if spec.id in ("backend:hf", "backend:diffusers"):
-                options.setdefault("device", self.ctx.settings.device if device == "any" else device)
-                options.setdefault("allow_pickle", policy.allow_pickle)
+            settings = self.ctx.settings
+            # The bytes loaded are the bytes hashed: a private snapshot, checked against the digest.
+            self.content = bind_content(checkpoint, settings, self.audit_id)
+            path = str(self.content.path)
+            try:
+                check_loadable(path, allow_pickle=policy.allow_pickle)
+                check_model_memory(Path(path), str(options.get("dtype", "auto")), settings.model_memory_limit,
+                                   settings.max_config_bytes, options.get("gguf_file"))
+                options.setdefault("model", path)
+                if spec.id in ("backend:hf", "backend:diffusers"):
+                    options.setdefault("device", settings.device if device == "any" else device)
+                    options.setdefault("allow_pickle", policy.allow_pickle)
+                if spec.id == "backend:hf":
+                    options.setdefault("max_prompt_chars", settings.max_prompt_chars)
+                return plugins.create(spec.id, **options)
+            except Exception as exc:  # name the registry path, not the private snapshot
+                raise AuditFailed(self.content.unmask(one_line(exc))) from exc
         return plugins.create(spec.id, **options)
 
     def _judges(self, policy: Policy, plan: list[ProbePlan]) -> dict:
