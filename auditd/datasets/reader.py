@@ -69,7 +69,7 @@ def _text(path: Path) -> str:
 
 def _csv_rows(path: Path, delimiter: str) -> tuple[list[str], RowIter, str]:
     lines = _text(path).splitlines(keepends=True)
-    reader = csv.reader(lines, delimiter=delimiter)
+    reader = csv.reader(lines, delimiter=delimiter, strict=True)
     try:
         header = next(reader)
     except StopIteration:
