@@ -138,7 +138,7 @@ def test_a_bad_file_is_one_line_naming_file_row_and_column(tmp_path, content, wh
 def test_bad_files_fail_the_policy_check_not_the_audit(tmp_path):
     (tmp_path / "b.jsonl").write_text('{"question_id": 1, "category": "1", "turns": ["x"]}\n{oops\n')
     policy = write_policy(tmp_path, "name: p\nprobes:\n  text:\n    - id: dataset\n      path: b.jsonl\n")
-    with pytest.raises(PolicyError, match=r"p\.yaml:4: probes\.text: .*b\.jsonl:2: invalid JSON"):
+    with pytest.raises(PolicyError, match=r"test\.yaml:4: probes\.text: .*b\.jsonl:2: invalid JSON"):
         load_policy_file(policy)
     i2p = shutil.copy(FIXTURES / "i2p.csv", tmp_path / "i2p.csv")
     policy = write_policy(tmp_path, f"name: p\nprobes:\n  text:\n    - id: dataset\n      path: {i2p}\n")
