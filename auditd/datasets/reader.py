@@ -134,8 +134,17 @@ def _json_rows(path: Path) -> tuple[list[str], RowIter, str]:
     return list(data[0]), iter(enumerate(data, 1)), "json"
 
 
+def _optional(module: str, path: Path):
+    import importlib
+
+    try:
+        return importlib.import_module(module)
+    except ImportError:
+        raise DatasetError(f"{path}: reading it needs the `datasets` package (pip install 'auditd[grpo]')") from None
+
+
 def _parquet_rows(path: Path) -> tuple[list[str], RowIter, str]:
-    import pyarrow.parquet as pq
+    pq = _optional("pyarrow.parquet", path)
 
     try:
         table = pq.read_table(path)
@@ -147,7 +156,7 @@ def _parquet_rows(path: Path) -> tuple[list[str], RowIter, str]:
 
 
 def _hf_rows(path: Path, split: str | None) -> tuple[list[str], RowIter, str]:
-    import datasets
+    datasets = _optional("datasets", path)
 
     try:
         ds = datasets.load_from_disk(str(path))
