@@ -223,7 +223,8 @@ def probes_list(as_json: bool = typer.Option(False, "--json", help="Print JSON i
         return
     t = Table("id", "modality", "categories", "items", "judges", "goal")
     for r in rows:
-        t.add_row(r["id"], r["modality"], str(len(r["categories"])), str(r["n_items"]), ",".join(r["judges"]), r["goal"])
+        t.add_row(r["id"], r["modality"], str(len(r["categories"])), str(r["n_items"]), ",".join(r["judges"]),
+                  r["goal"])
     console.print(t)
     console.print("Benchmark files (HarmBench, AdvBench, StrongREJECT, XSTest, SORRY-Bench, JailbreakBench, HEx-PHI, "
                   "Do-Not-Answer, SimpleSafetyTests, I2P) run as `id: dataset` in a policy: see docs/datasets.md.")
@@ -231,8 +232,8 @@ def probes_list(as_json: bool = typer.Option(False, "--json", help="Print JSON i
 
 @probes_app.command("show")
 def probes_show(
-    probe_id: Optional[str] = typer.Argument(None, help="Probe id (with --policy: a planned id, e.g. dataset.harmbench)."),
-    policy: Optional[Path] = typer.Option(None, "--policy", help="Show the probes a policy file plans, data sets included."),
+    probe_id: Optional[str] = typer.Argument(None, help="Probe id (with --policy: a planned id, e.g. dataset.x)."),
+    policy: Optional[Path] = typer.Option(None, "--policy", help="The probes a policy file plans, data sets included."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
 ):
     """What a probe asks: categories with counts, variants, source, licence and three sample prompts."""

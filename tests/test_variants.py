@@ -8,13 +8,12 @@ import base64
 import codecs
 
 import pytest
-import yaml
 from sqlmodel import select
 
 from auditd.backends.fake import COMPLY, REFUSE
 from auditd.policy.load import PolicyError, load_policy_file
 from auditd.probe_build import build_probe
-from auditd.runner.audit import AuditContext, run_audit
+from auditd.runner.audit import run_audit
 from auditd.store.db import session
 from auditd.store.models import CategoryResult, ProbeRun, Sample
 from auditd.variants import VARIANTS, decode_base64, decode_leet, decode_rot13
