@@ -66,6 +66,7 @@ def test_each_format_audits_a_tiny_model_under_the_mapped_categories(name, tmp_p
         samples = s.exec(select(Sample).where(Sample.audit_id == audit_id)).all()
     assert results == categories
     assert summary["dataset"]["format"] == fmt
+    assert summary["dataset"]["sha256"] == (None if fmt == "hex_phi" else probe.describe()["sha256"])
     assert set(summary["dataset"]["unmapped"]) == unmapped
     assert {x.probe_id for x in samples} == {"dataset.bench"}
     if fmt == "xstest":  # safe prompts count refusals (over-refusal), never harm

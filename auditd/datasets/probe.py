@@ -65,6 +65,7 @@ class DatasetProbe(Probe):
 
     def _load(self) -> list[ProbeItem]:
         columns, rows, kind = read_rows(self.path, self.split)
+        self.sha256 = _digest(self.path)
         where = f"{self.path}:1"
         fmt = self.format or (FORMATS["hex_phi"] if kind == "hex_phi" else detect(columns, where))
         if kind == "hex_phi" and fmt.id != "hex_phi" or fmt.id == "hex_phi" and kind != "hex_phi":
@@ -107,12 +108,26 @@ class DatasetProbe(Probe):
     def describe(self) -> dict:
         items = self.items()
         return {"format": self.format.id, "title": self.format.title, "path": str(self.path),
+                "sha256": self.sha256,
                 "source": self.format.source, "licence": self.format.licence, "n_items": len(items),
                 "categories": dict(Counter(it.category for it in items)),
                 "unmapped": dict(self.unmapped)}
 
     def summarize(self, samples: list[dict]) -> dict:
         return {"dataset": self.describe()}
+
+
+def _digest(path: Path) -> str | None:
+    """The file's SHA-256 (None for a folder), stored with results so an audit names the exact data."""
+    import hashlib
+
+    if not path.is_file():
+        return None
+    h = hashlib.sha256()
+    with path.open("rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
 
 
 def _getter(raw: dict, lookup: dict[str, str], fmt: Format, where: str):
