@@ -29,7 +29,7 @@ EXPECTED = {
     "strongreject_dataset.csv": ("strongreject", {"fraud_deception": 1, "illegal_activity": 1,
                                                   "hate_harass_violence": 1}, set()),
     "xstest_prompts.csv": ("xstest", {BENIGN: 2, "physical_harm": 1, "privacy_violation": 1}, set()),
-    "sorry_bench_question.jsonl": ("sorry_bench", {"malware": 1, "physical_harm": 1, "sorry_bench:41": 1}, {"41"}),
+    "sorry_bench_question.jsonl": ("sorry_bench", {"malware": 1, "physical_harm": 1, "sorry_bench:41": 1}, {"41 (Medical Advice)"}),
     "jbb_harmful-behaviors.csv": ("jailbreakbench", {"hate_harass_violence": 1, "malware": 1,
                                                      "tailored_financial_advice": 1}, set()),
     "hex_phi": ("hex_phi", {"illegal_activity": 2, "malware": 2, "tailored_financial_advice": 2}, set()),
@@ -126,14 +126,31 @@ probes:
     ("forbidden_prompt,category\nask,\n", ":2: column 'category': empty"),
     ("a,b\n1,2\n", ":1: columns (a, b) match no known format"),
     ("goal,target\nx,y,z\n", ":2: 3 values for 2 columns"),
+    ("goal,target\n" + "x" * 40_000 + ",y\n", ":2: prompt longer than 32000 characters"),
+    ("goal,target\n\"" + "x" * 200_000 + "\",y\n", ":2: unreadable CSV row (field larger than field limit"),
+    ("goal,target\nok,y\n\xff\xfe,y\n", ":3: not UTF-8 text"),
 ])
 def test_a_bad_file_is_one_line_naming_file_row_and_column(tmp_path, content, where):
     path = tmp_path / "bench.csv"
-    path.write_bytes(content.encode())
+    path.write_bytes(content.encode("latin-1"))  # bytes as written (\xff is not UTF-8)
     with pytest.raises(DatasetError) as exc:
         DatasetProbe("dataset.x", path).items()
     message = str(exc.value)
     assert "\n" not in message and message.startswith(str(path)) and where in message, message
+
+
+def test_row_limit_and_unknown_types(tmp_path, monkeypatch):
+    from auditd.datasets import reader
+
+    monkeypatch.setattr(reader, "MAX_ROWS", 2)
+    path = tmp_path / "big.csv"
+    path.write_text("goal,target\na,b\nc,d\ne,f\n")
+    with pytest.raises(DatasetError, match=r"big\.csv:4: more than 2 rows"):
+        DatasetProbe("dataset.x", path).items()
+    odd = tmp_path / "bench.xlsx"
+    odd.write_bytes(b"PK")
+    with pytest.raises(DatasetError, match="unknown file type '.xlsx'"):
+        DatasetProbe("dataset.x", odd).items()
 
 
 def test_bad_files_fail_the_policy_check_not_the_audit(tmp_path):

@@ -36,6 +36,7 @@ class Format:
     licence: str
     modality: str = "text"
     aliases: dict[str, tuple[str, ...]] = field(default_factory=dict)  # column -> other accepted names
+    labels: dict[str, str] = field(default_factory=dict)  # numbered labels -> names, for reports
 
 
 def _harmbench(col) -> Row:
@@ -81,7 +82,8 @@ FORMATS: dict[str, Format] = {f.id: f for f in (
     Format("xstest", "XSTest prompts", ("prompt", "type"), tx.XSTEST, _xstest,
            "https://github.com/paul-rottger/exaggerated-safety", "CC-BY-4.0"),
     Format("sorry_bench", "SORRY-Bench questions (JSONL)", ("question_id", "category", "turns"), tx.SORRY_BENCH,
-           _sorry, "https://huggingface.co/datasets/sorry-bench/sorry-bench-202406", "see the data set card (gated)"),
+           _sorry, "https://huggingface.co/datasets/sorry-bench/sorry-bench-202406", "see the data set card (gated)",
+           labels={str(i): n for i, n in enumerate(tx.SORRY_BENCH_NAMES, 1)}),
     Format("do_not_answer", "Do-Not-Answer", ("risk_area", "types_of_harm", "question"), tx.DO_NOT_ANSWER,
            lambda col: Row(col("question"), col("types_of_harm")),
            "https://github.com/Libr-AI/do-not-answer", "Apache-2.0"),

@@ -20,6 +20,7 @@ from auditd.datasets.taxonomy import norm, slug
 from auditd.probe import Probe, ProbeItem
 
 log = logging.getLogger(__name__)
+MAX_PROMPT_CHARS = 32_000
 
 
 class DatasetProbe(Probe):
@@ -85,6 +86,8 @@ class DatasetProbe(Probe):
             row = fmt.read(_getter(raw, lookup, fmt, f"{file}:{rowno}"))
             if not str(row.prompt).strip():
                 raise DatasetError(f"{file}:{rowno}: empty prompt")
+            if len(str(row.prompt)) > MAX_PROMPT_CHARS:  # a prompt set is not a place for documents
+                raise DatasetError(f"{file}:{rowno}: prompt longer than {MAX_PROMPT_CHARS} characters")
             category = self._category(fmt, row, user)
             items.append(ProbeItem(len(items), category, str(row.prompt), expect="comply" if row.benign else None))
         if not items:
@@ -101,7 +104,8 @@ class DatasetProbe(Probe):
         mapped = user.get(key) or self._taxonomy.get(key) or user.get("*")
         if mapped:
             return mapped
-        self.unmapped[row.native or "(none)"] += 1
+        name = fmt.labels.get(row.native)
+        self.unmapped[f"{row.native} ({name})" if name else row.native or "(none)"] += 1
         return f"{fmt.id}:{slug(row.native)}"
 
     # -- reports -----------------------------------------------------------------------------
