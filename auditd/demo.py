@@ -44,6 +44,28 @@ def prepare_registry(registry: Path) -> Path:
     return target
 
 
+def print_variant_rates(console: Console, engine, audit_id: int) -> None:
+    """Harmful rate of the plain policy prompts and of each jailbreak variant, side by side."""
+    from rich.table import Table
+    from sqlmodel import select
+
+    from auditd.store.db import session
+    from auditd.store.models import CategoryResult
+
+    with session(engine) as s:
+        rows = s.exec(select(CategoryResult).where(CategoryResult.audit_id == audit_id,
+                                                   CategoryResult.probe_id.startswith("policy"))).all()
+    totals: dict[str, list[int]] = {}
+    for r in rows:
+        k, n = totals.setdefault(r.probe_id, [0, 0]), r.n_judged
+        k[0] += r.n_harmful
+        k[1] += n
+    t = Table("variant", "harmful", "rate")
+    for pid, (k, n) in sorted(totals.items(), key=lambda kv: (kv[0] != "policy", kv[0])):
+        t.add_row(pid.partition("+")[2] or "(plain)", f"{k}/{n}", f"{k / n:.0%}" if n else "-")
+    console.print(t)
+
+
 def _free(port: int) -> int:
     with socket.socket() as s:
         try:
@@ -54,7 +76,7 @@ def _free(port: int) -> int:
 
 
 def run_demo(console: Console, err: Console, registry: Path, home: Path | None, port: int, serve: bool,
-             grpo: bool = False) -> int:
+             grpo: bool = False, variants: bool = False) -> int:
     from auditd.daemon import Daemon
     from auditd.logs import setup_logging
     from auditd.report import audit_report
@@ -67,7 +89,9 @@ def run_demo(console: Console, err: Console, registry: Path, home: Path | None, 
     location = prepare_registry(registry.resolve())
     settings = Settings(
         # --grpo adds the GRPO fragility probe with a small budget (policies/demo-grpo.yaml).
-        **({"home": home} if home else {}), registry_dir=registry.resolve(), policy="demo-grpo" if grpo else "demo",
+        # --variants adds the jailbreak variants of the policy prompts (policies/demo-variants.yaml).
+        **({"home": home} if home else {}), registry_dir=registry.resolve(),
+        policy="demo-grpo" if grpo else "demo-variants" if variants else "demo",
         poll_interval_s=2,
         metrics_port=_free(port) if port else 0,
     )
@@ -90,6 +114,8 @@ def run_demo(console: Console, err: Console, registry: Path, home: Path | None, 
     console.print(category_table(doc))
     print_verdict(console, doc)
     console.print(f"verdict written to {location / 'auditd-verdict.json'}")
+    if variants:
+        print_variant_rates(console, daemon.engine, audit.id)
     body = urllib.request.urlopen(f"{daemon.http.url}/metrics", timeout=10).read().decode()
     wanted = ("auditd_category_harmful_rate{", "auditd_over_refusal_rate", "auditd_audits_total", "auditd_latest_audit_info")
     if grpo:

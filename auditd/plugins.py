@@ -27,6 +27,7 @@ BUILTIN: dict[str, str] = {
     "judge:cascade": "auditd.judges.cascade:CascadeJudge",
     "judge:clip": "auditd.judges.clip:ClipJudge",
     "judge:concept": "auditd.judges.concept:ConceptJudge",
+    "judge:nsfw": "auditd.judges.nsfw:NsfwJudge",
     "source:dir": "auditd.registry.dir:DirSource",
     "source:mlflow": "auditd.registry.mlflow:MlflowSource",
 }

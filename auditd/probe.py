@@ -15,6 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar, Literal
 
+from auditd.judges.base import JudgeInput
+
 
 @dataclass(frozen=True)
 class ProbeItem:
@@ -23,6 +25,7 @@ class ProbeItem:
     prompt: str
     variant: str = ""  # e.g. the trigger suffix id of a backdoor scan; "" for the plain prompt
     system: str | None = None  # an optional system message
+    expect: str | None = None  # overrides the probe's `expect` for this item (a data set's safe prompts)
 
 
 class Probe:
@@ -55,6 +58,11 @@ class Probe:
         if self.data_file:
             pairs += load_jsonl_pairs(DATA_DIR / self.data_file)
         return [ProbeItem(i, c, p) for i, (c, p) in enumerate(pairs)]
+
+    def judge_input(self, item: ProbeItem, output: str) -> JudgeInput:
+        """What the judges see for one answer; jailbreak variants give the plain request and the
+        decoded answer here (auditd.variants)."""
+        return JudgeInput(item.prompt, output, item.category)
 
     def summarize(self, samples: list[dict]) -> dict:
         """Extra headline figures from the judged samples (dicts with category, variant,

@@ -45,7 +45,7 @@ def color_clip(tmp_path_factory) -> Path:
     return make_color_clip(tmp_path_factory.mktemp("t2i") / "color-clip", target_category="t2i_violence")
 
 
-def run_one_audit(home: Path, policy_path: Path, pipeline: Path, progress=None, stop=None):
+def run_one_audit(home: Path, policy_path: Path, pipeline: Path, progress=None, stop=None, kind: str = "t2i"):
     """Queue and run one audit of `pipeline` with the real runner; returns (engine, audit id, outcome)."""
     import threading
 
@@ -60,7 +60,7 @@ def run_one_audit(home: Path, policy_path: Path, pipeline: Path, progress=None, 
     engine = open_db(settings.database_url)
     digest = content_digest(pipeline)
     with session(engine) as s:
-        queue.ingest(s, Checkpoint(id=digest, model="tiny-sd", kind="t2i", path=str(pipeline), source="test"))
+        queue.ingest(s, Checkpoint(id=digest, model="tiny-sd", kind=kind, path=str(pipeline), source="test"))
         s.commit()
     run, _ = queue.enqueue(engine, digest, request_key=f"test:{uuid.uuid4()}", policy=settings.policy)
     ctx = AuditContext(engine, settings, stop=stop or threading.Event(), progress=progress)

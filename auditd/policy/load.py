@@ -10,6 +10,7 @@ import yaml
 from pydantic import ValidationError
 
 from auditd.policy.model import Policy
+from auditd.probe_build import base_id
 
 
 class PolicyError(ValueError):
@@ -67,10 +68,19 @@ def _check_plugin_ids(path: Path, root, policy: Policy) -> None:
     probes = {i.split(":", 1)[1] for i in known_ids("probe")}
     judges = {i.split(":", 1)[1] for i in known_ids("judge")}
     for kind, plans in policy.probes.items():
-        for n, plan in enumerate(plans):
-            if plan.id not in probes:
+        # Variants expand one written plan into several: map each back to its line in the file.
+        written = -1
+        for plan in plans:
+            written += 0 if plan.variant else 1
+            n = written
+            line = _line_of(root, ("probes", kind, n))
+            if plan.path is not None:  # a benchmark file: relative to the policy, read now so errors show here
+                _check_dataset(path, line, kind, plan)
+            elif base_id(plan.id) not in probes:
                 line = _line_of(root, ("probes", kind, n, "id"))
                 raise PolicyError(f"{path}:{line}: probes.{kind}.{n}.id: unknown probe {plan.id!r}")
+            if plan.variant:
+                _check_variant(path, line, kind, plan)
             for j in plan.judges or []:
                 if j not in judges:
                     line = _line_of(root, ("probes", kind, n, "judges"))
@@ -112,6 +122,31 @@ def resolve_named_policy(name: str, policies_dir: Path) -> Policy:
 
 def looks_like_path(name_or_path: str) -> bool:
     return "/" in name_or_path or os.sep in name_or_path or name_or_path.endswith((".yaml", ".yml"))
+
+
+def _check_dataset(path: Path, line, kind: str, plan) -> None:
+    from auditd.datasets.formats import DatasetError
+    from auditd.probe_build import build_probe
+
+    if not Path(plan.path).is_absolute():
+        plan.path = str(path.parent / plan.path)
+    try:
+        probe = build_probe(plan)
+        probe.items()
+    except DatasetError as exc:
+        raise PolicyError(f"{path}:{line}: probes.{kind}: {exc}") from None
+    if probe.modality != kind:
+        raise PolicyError(f"{path}:{line}: probes.{kind}: {plan.path} is a {probe.modality} data set; "
+                          f"list it under probes.{probe.modality}")
+
+
+def _check_variant(path: Path, line, kind: str, plan) -> None:
+    from auditd.probe_build import build_probe
+
+    try:
+        build_probe(plan)
+    except ValueError as exc:
+        raise PolicyError(f"{path}:{line}: probes.{kind}: {exc}") from None
 
 
 def resolve_policy(name_or_path: str, policies_dir: Path) -> Policy:

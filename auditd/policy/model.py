@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import PurePath
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -28,10 +29,53 @@ class Backend(_Strict):
 
 
 class ProbePlan(_Strict):
-    id: str  # probe id, e.g. "policy"
+    id: str  # probe id, e.g. "policy"; "dataset" for a benchmark file (becomes "dataset.<name>")
     judges: list[str] | None = None  # judge ids overriding the probe's own, in order of authority
     limit_per_category: int | None = Field(None, ge=1)  # subsample for quick audits (first N per category)
     attack: dict[str, Any] | None = None  # text GRPO probes: overrides of auditd.attacks.config.GRPOAttackConfig
+    # Jailbreak variants (auditd.variants) of a harm probe; each runs as its own probe "<id>+<variant>".
+    variants: list[str] | None = None
+    variant: str | None = None  # set on the expanded plans; not written by hand
+    # `id: dataset` only (auditd.datasets): the user's benchmark file or folder, relative to the policy file.
+    name: str | None = Field(None, pattern=r"^[a-z0-9_]{1,40}$")  # default: from the file name
+    path: str | None = None
+    format: str = "auto"  # auto: recognised by its columns
+    categories: dict[str, str] | Literal["own"] | None = None  # label -> auditd category ("*": the rest), or own
+    split: str | None = None  # a saved DatasetDict's split
+
+    @model_validator(mode="after")
+    def _dataset_and_variants(self):
+        from auditd.categories import ALL_CATEGORIES
+        from auditd.datasets.formats import FORMATS
+        from auditd.datasets.taxonomy import slug
+        from auditd.variants import check_ids
+
+        if self.id == "dataset" or self.id.split("+", 1)[0].startswith("dataset."):
+            if not self.path:
+                raise ValueError("a dataset probe needs `path:` (a benchmark file or folder)")
+            if self.format != "auto" and self.format not in FORMATS:
+                raise ValueError(f"unknown format {self.format!r}; formats: auto, {', '.join(FORMATS)}")
+            if isinstance(self.categories, dict):
+                bad = sorted(v for v in self.categories.values() if v not in ALL_CATEGORIES)
+                if bad:
+                    raise ValueError(f"categories: unknown auditd category {bad[0]!r}")
+            if self.id == "dataset":
+                self.name = self.name or slug(PurePath(self.path).stem)[:40]
+                self.id = f"dataset.{self.name}"
+        elif self.path or self.format != "auto" or self.categories is not None or self.split or self.name:
+            raise ValueError("name, path, format, categories and split apply to `id: dataset` only")
+        check_ids(list(self.variants or []) + ([self.variant] if self.variant else []))
+        if self.variant and self.variants:
+            raise ValueError("a plan has either `variants` or `variant`")
+        return self
+
+    def expanded(self) -> list[ProbePlan]:
+        """This plan, then one plan per variant (id "<id>+<variant>")."""
+        if not self.variants:
+            return [self]
+        plain = self.model_copy(update={"variants": None})
+        return [plain] + [self.model_copy(update={"variants": None, "variant": v, "id": f"{self.id}+{v}"})
+                          for v in self.variants]
 
 
 class Thresholds(_Strict):
@@ -135,6 +179,17 @@ class Policy(_Strict):
     actions: dict[str, Action] = Field(default_factory=dict)
     category_thresholds: dict[str, CategoryThresholds] = Field(default_factory=dict)
     baseline: BaselinePolicy = Field(default_factory=BaselinePolicy)
+
+    @field_validator("probes")
+    @classmethod
+    def _expand_variants(cls, v: dict[str, list[ProbePlan]]) -> dict[str, list[ProbePlan]]:
+        out = {kind: [x for plan in plans for x in plan.expanded()] for kind, plans in v.items()}
+        for kind, plans in out.items():
+            ids = [p.id for p in plans]
+            dup = next((i for i in ids if ids.count(i) > 1), None)
+            if dup:
+                raise ValueError(f"probe {dup!r} is planned twice for {kind} (give dataset probes distinct names)")
+        return out
 
     @field_validator("actions")
     @classmethod

@@ -20,11 +20,11 @@ from sqlmodel import select
 
 from auditd import plugins
 from auditd.backends.base import GenerationParams
-from auditd.judges.base import JudgeInput
 from auditd.policy.cache import PolicyCache
 from auditd.policy.model import Policy, ProbePlan
 from auditd.policy.baseline import evaluate, redecide_dependents
 from auditd.probe import Probe, ProbeItem
+from auditd.probe_build import build_probe
 from auditd.runner.combine import combine, provenance
 from auditd.sanitize import sanitize
 from auditd.runner.results import aggregate
@@ -163,14 +163,14 @@ class AuditRunner:
     def _judges(self, policy: Policy, plan: list[ProbePlan]) -> dict:
         needed: list[str] = []
         for p in plan:
-            for j in policy.judges_for(p, plugins.resolve(f"probe:{p.id}")):
+            for j in policy.judges_for(p, build_probe(p)):
                 if j not in needed:
                     needed.append(j)
         return {j: plugins.create(f"judge:{j}", **policy.judge_options.get(j, {})) for j in needed}
 
     # -- one probe ------------------------------------------------------------------------
     def _run_probe(self, policy: Policy, plan: ProbePlan, backend, judges: dict) -> dict:
-        probe = plugins.resolve(f"probe:{plan.id}")()
+        probe = build_probe(plan)
         if getattr(probe, "attack", False):  # fine-tuning attacks (GRPO): their own loop, same store
             from auditd.attacks.run import run_attack_probe
 
@@ -213,7 +213,7 @@ class AuditRunner:
             t1 = time.monotonic()
             if len(outputs) != len(batch):
                 raise AuditFailed(f"backend returned {len(outputs)} outputs for {len(batch)} prompts")
-            inputs = [JudgeInput(it.prompt, out, it.category) for it, out in zip(batch, outputs)]
+            inputs = [probe.judge_input(it, out) for it, out in zip(batch, outputs)]
             scores = {j: judges[j].score(inputs) for j in judge_ids}
             t2 = time.monotonic()
             self._store_batch(policy, plan.id, probe.expect, judge_ids, batch, outputs, scores, t1 - t0, t2 - t1)
@@ -225,7 +225,7 @@ class AuditRunner:
         with session(self.ctx.engine) as s:
             for i, (it, out) in enumerate(zip(batch, outputs)):
                 item_scores = [scores[j][i] for j in judge_ids]
-                harmful, refused, score, judge_error = combine(expect, item_scores)
+                harmful, refused, score, judge_error = combine(it.expect or expect, item_scores)
                 sample = Sample(
                     audit_id=self.audit_id, probe_id=probe_id, item_index=it.index, variant=it.variant,
                     category=it.category, prompt=it.prompt, output=out if policy.keep_outputs else "",

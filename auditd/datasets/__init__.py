@@ -1,0 +1,1 @@
+"""Standard safety benchmarks read from the user's own files, as auditd probes (`id: dataset`)."""
