@@ -261,6 +261,9 @@ def demo(
 
 
 from auditd.cli_t2i import calibrate as _calibrate  # noqa: E402  (light: typer only)
+from auditd.cli_judges import judges_app as _judges_app  # noqa: E402  (light: typer and rich only)
+
+app.add_typer(_judges_app, name="judges")
 
 app.command("calibrate")(_calibrate)
 

@@ -1,0 +1,3 @@
+from auditd.cli import app
+
+app(prog_name="auditd")
