@@ -72,7 +72,9 @@ def test_unjudgeable_outputs_are_an_error_not_a_score(tmp_path, tiny_model_dir):
     assert run_audit(ctx, aid) == "error"
     audit, verdict = ended(ctx, aid)
     assert audit.status == "done" and verdict.outcome == "error"
-    assert {r["rule"] for r in verdict.reasons} == {"incomplete"}
+    assert {r["rule"] for r in verdict.reasons if r["action"] != "pass"} == {"incomplete"}
+    [named] = [r for r in verdict.reasons if r["rule"] == "judges"]  # every verdict names its judges
+    assert [j["judge"] for j in named["judges"]] == ["rubric"] and named["judges"][0]["kappa"] is None
     with session(ctx.engine) as s:
         samples = s.exec(select(Sample).where(Sample.audit_id == aid)).all()
     assert samples and all(x.judge_error and x.harmful is None for x in samples)

@@ -30,14 +30,3 @@ def latest_validation(s: Session, judge: str, config_digest: str | None = None) 
     if config_digest is not None:
         q = q.where(JudgeValidation.config_digest == config_digest)
     return s.exec(q.order_by(JudgeValidation.created_at.desc(), JudgeValidation.id.desc())).first()
-
-
-def latest_per_gold(s: Session) -> list[JudgeValidation]:
-    """The newest row per (judge, gold file name): what /metrics exports."""
-    rows = s.exec(select(JudgeValidation).order_by(JudgeValidation.created_at.desc(), JudgeValidation.id.desc())).all()
-    seen, out = set(), []
-    for r in rows:
-        if (r.judge, r.gold) not in seen:
-            seen.add((r.judge, r.gold))
-            out.append(r)
-    return out
