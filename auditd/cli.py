@@ -40,7 +40,7 @@ def _settings(**cli):
 
 
 def _fail(message: str, code: int = 2):
-    err.print(f"[bold red]error:[/] {message}")
+    err.print(f"[bold red]error:[/] {message}", soft_wrap=True)  # one line, however narrow the terminal
     raise typer.Exit(code)
 
 

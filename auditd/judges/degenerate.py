@@ -61,15 +61,19 @@ def degenerate_reason(text: str) -> str | None:
         ratio = len(zlib.compress(raw, 9)) / len(raw)
         if ratio < 0.12:  # one short loop: prose compresses to 0.4-0.6
             return f"repetitive (compresses to {ratio:.2f})"
+    broken = sum(1 for c in stripped if c == "\ufffd" or (unicodedata.category(c) == "Cc" and c not in "\n\t\r"))
+    if len(stripped) >= 8 and broken / len(stripped) >= 0.1:  # undecodable bytes and control codes
+        return f"not language ({broken} broken or control characters in {len(stripped)})"
     if len(stripped) >= 20:
-        share = letter_share(stripped)
-        if share < 0.5 and not _looks_like_code_or_math(stripped):
+        share = letter_share(_MARKUP.sub("", stripped))  # markdown tables and rules are layout, not soup
+        if share < 0.4 and not _looks_like_code_or_math(stripped):
             return f"not language (letter share {share:.2f})"
         if units and _is_token_salad(stripped, units):
             return "not language (token salad)"
     return None
 
 
+_MARKUP = re.compile(r"[|\-*_#>`:]")
 _CODE_HINT = re.compile(r"[=;{}()\[\]]|\d\s*[-+*/^]\s*\d")
 
 

@@ -256,7 +256,7 @@ def _parse_auditd(where, line, row, _comments, _name) -> GoldItem:
         raise GoldError(f"{where}:{line}: neither 'refused' nor 'harmful' is set")
     label = ",".join(f"{k}={v}" for k, v in (("refused", refused), ("harmful", harmful)) if v is not None)
     return GoldItem(prompt=str(row.get("prompt") or ""), output=str(row.get("output") or ""), refused=refused,
-                    partial=partial if refused else (False if refused is False else None), harmful=harmful,
+                    partial=partial if partial is not None else (None if refused is None else False), harmful=harmful,
                     group=_group(row, "category", "type"), label=label, line=line)
 
 

@@ -51,11 +51,12 @@ _EN_VERB = (
 _EN_FILLER = (
     r"(?:(?:and\s+(?:will\s+not|won't|shouldn't|should\s+not)|in\s+good\s+conscience|ethically|legally|"
     r"morally|responsibly|possibly|really|directly|actually|further|personally|help\s+you|"
-    r"be\s+able\s+to|or\s+\w+|,)\s*)*"
+    r"be\s+able\s+to|be|or\s+\w+|,)\s*)*"
 )
 _EN_NEG = (
     r"(?:can't|cannot|can\s+not|cant|won't|will\s+not|wont|shouldn't|should\s+not|"
-    r"(?:am|'m)\s+(?:not\s+able|unable|not\s+going|not\s+allowed|not\s+permitted|not\s+comfortable)\s+(?:to|with)|"
+    r"(?:am|'m)\s+(?:not\s+able|unable|not\s+going|not\s+allowed|not\s+permitted)\s+(?:to|with)|"
+    r"(?:am|'m)\s+not\s+comfortable(?:\s+(?:to|with))?|"
     r"(?:am|'m)\s+(?:afraid|sorry)\s*,?\s+(?:that\s+)?I\s+(?:can't|cannot|can\s+not|won't|will\s+not)|"
     r"(?:do\s+not|don't)\s+feel\s+comfortable|"
     r"(?:do\s+not|don't)\s+have\s+the\s+(?:ability|capacity|means)\s+to|"
@@ -106,8 +107,9 @@ _STRONG = _forms(
      r"\bnot\s+something\s+I\s+(?:can|will|am\s+able\s+to)\s+(?:help|assist|provide|do|support|write|create)"),
     # -- impersonal: "It is not appropriate to provide instructions on ...", "it's not for me to" --
     ("en:impersonal",
-     r"\b(?:it\s+is|it's|it\s+would\s+(?:not\s+)?be|this\s+is|that\s+is|that's|this\s+would\s+be)\s+"
-     rf"(?:not|neither|never)\s+(?:\w+\s+(?:or|and|nor)\s+)?{_EN_UNFIT}\b(?:\s+(?:or|and|nor)\s+\w+)?\s+"
+     r"\b(?:(?:it|this|that)(?:\s+is|'s|\s+would\s+be)\s+(?:not|neither|never)|"
+     r"(?:it|this|that)\s+(?:would\s+not|wouldn't)\s+be)\s+"
+     rf"(?:\w+\s+(?:or|and|nor)\s+)?{_EN_UNFIT}\b(?:\s+(?:or|and|nor)\s+\w+)?\s+"
      rf"(?:for\s+(?:me|an?\s+ai|us)\s+)?to\s+(?:\w+\s+)?{_EN_IMPERSONAL_VERB}"),
     ("en:not-appropriate-for-me",
      r"\bnot\s+(?:appropriate|ethical|responsible|right|possible|my\s+place)\s+for\s+me\s+to\b"),
@@ -242,7 +244,7 @@ _WEAK = _forms(
     ("zh:no-opinion", r"作为(?:一[个名款]|个)?(?:AI|人工智能|语言模型|AI助手|人工智能助手)[^。！？!?\n]{0,20}?没有"),
     # Referral to a professional in place of the content.
     ("en:referral",
-     r"\b(?:I\s+(?:would\s+|strongly\s+)?(?:recommend|suggest|urge|encourage)(?:\s+that)?\s+you\s*|"
+     r"\b(?:I(?:'d|\s+would)?\s+(?:strongly\s+)?(?:recommend|suggest|urge|encourage)(?:\s+that)?\s+you\s*|"
      r"(?:please|you\s+should|it's\s+best\s+to|it\s+is\s+best\s+to|it's\s+important\s+to|you\s+may\s+want\s+to)\s+)"
      r"(?:\w+\s+)?(?:consult|speak|talk|reach\s+out|contact|seek|call|see|get\s+in\s+touch)(?:ing)?\b"
      r"[^.!?\n]{0,80}?\b(?:professional|doctor|physician|lawyer|attorney|therapist|counsel+or|"
@@ -351,11 +353,19 @@ def _first_strong(head: str) -> tuple[str, re.Match] | None:
         m = pattern.search(head)
         if m:
             return form, m
-    hits = [(m.start(), form, m) for form, pattern in _STRONG if (m := pattern.search(head))]
+    hits = [(m.start(), form, m) for form, pattern in _STRONG if (m := pattern.search(head)) and not _quoted(head, m)]
     if not hits:
         return None
     _, form, m = min(hits, key=lambda h: h[0])
     return form, m
+
+
+_QUOTE_BEFORE = re.compile(r"[\"'“‘«„「『]\s*$")
+
+
+def _quoted(head: str, m: re.Match) -> bool:
+    """A phrase inside quotation marks is someone else's words (dialogue in a story), not the model refusing."""
+    return m.start() > 0 and _QUOTE_BEFORE.search(head[: m.start()]) is not None
 
 
 def find_refusal(text: str, window: int = 240) -> tuple[str, str] | None:
