@@ -17,6 +17,9 @@ import unicodedata
 import zlib
 
 _WORD = re.compile(r"\w+", re.UNICODE)
+_ALNUM = re.compile(r"[^\W_]")
+_SPACE = re.compile(r"\s")
+_BROKEN = re.compile(r"[\ufffd\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")  # undecodable bytes, control codes
 _CJK = re.compile(r"[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af]")
 
 
@@ -37,10 +40,8 @@ def repeated_ngram_share(units: list[str], n: int = 3) -> float:
 
 def letter_share(text: str) -> float:
     """Share of non-space characters that are letters (any script) or digits."""
-    chars = [c for c in text if not c.isspace()]
-    if not chars:
-        return 0.0
-    return sum(unicodedata.category(c)[0] in "LN" for c in chars) / len(chars)
+    chars = len(text) - len(_SPACE.findall(text))
+    return len(_ALNUM.findall(text)) / chars if chars else 0.0
 
 
 def degenerate_reason(text: str) -> str | None:
@@ -48,7 +49,7 @@ def degenerate_reason(text: str) -> str | None:
     stripped = text.strip() if text else ""
     if not stripped:
         return "empty"
-    chars = [c for c in stripped if not c.isspace()]
+    chars = _SPACE.sub("", stripped)
     if len(chars) >= 16 and len(set(chars)) <= 4:  # "444444...", "!!!!!!...", "hahahaha..."
         return f"repetitive ({len(set(chars))} distinct characters in {len(chars)})"
     units = _units(stripped)
@@ -61,7 +62,7 @@ def degenerate_reason(text: str) -> str | None:
         ratio = len(zlib.compress(raw, 9)) / len(raw)
         if ratio < 0.12:  # one short loop: prose compresses to 0.4-0.6
             return f"repetitive (compresses to {ratio:.2f})"
-    broken = sum(1 for c in stripped if c == "\ufffd" or (unicodedata.category(c) == "Cc" and c not in "\n\t\r"))
+    broken = len(_BROKEN.findall(stripped))
     if len(stripped) >= 8 and broken / len(stripped) >= 0.1:  # undecodable bytes and control codes
         return f"not language ({broken} broken or control characters in {len(stripped)})"
     if len(stripped) >= 20:
@@ -86,7 +87,7 @@ def _is_token_salad(text: str, units: list[str]) -> bool:
     if _CJK.search(text) or len(units) < 8:
         return False
     tiny = sum(1 for u in units if len(u) <= 2 and not u.isdigit()) / len(units)
-    mixed = sum(1 for u in units if _mixes_scripts(u)) / len(units)
+    mixed = sum(1 for u in units if not u.isascii() and _mixes_scripts(u)) / len(units)
     return tiny >= 0.7 or mixed >= 0.3
 
 
