@@ -21,7 +21,8 @@ def _fmt(x, digits: int = 3) -> str:
 
 @judges_app.command("validate")
 def validate(
-    gold: list[Path] = typer.Argument(..., help="Gold files: XSTest, HarmBench, JailbreakBench, PyRIT CSV or auditd JSONL."),
+    gold: list[Path] = typer.Argument(
+        ..., help="Gold files: XSTest, HarmBench, JailbreakBench, PyRIT CSV or auditd JSONL."),
     judge: Optional[list[str]] = typer.Option(None, "--judge", help="Judge id (repeatable; default: refusal)."),
     policy: Optional[str] = typer.Option(None, "--policy", help="Take judge options from this policy's judge_options."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON instead of tables."),
@@ -109,7 +110,8 @@ def render(out: Console, r: dict) -> None:
             out.print(three)
         groups = Table("group", "n", "accuracy", "human +", "judge +", title="by group")
         for name, g in t["by_group"].items():
-            groups.add_row(name, str(g["n"]), _fmt(g["accuracy"]), str(g["gold_positive"]), str(g["predicted_positive"]))
+            groups.add_row(name, str(g["n"]), _fmt(g["accuracy"]), str(g["gold_positive"]),
+                           str(g["predicted_positive"]))
         out.print(groups)
         worst = Table("line", "group", "human", "judge", "answer", title="worst disagreements", show_lines=True)
         for w in t["worst_disagreements"]:

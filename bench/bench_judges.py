@@ -10,7 +10,7 @@ the before/after figures come from one run on the same rows.
 
     python bench/bench_judges.py
     python bench/bench_judges.py --gold my-labels.jsonl --before none
-    python bench/bench_judges.py --judge-option 'guard={"backend": {"id": "backend:hf", "model": "/models/llama-guard-3"}}'
+    python bench/bench_judges.py --judge-option 'guard={"backend": {"id": "backend:hf", "model": "/models/lg3"}}'
 """
 
 from __future__ import annotations
@@ -71,7 +71,7 @@ def main() -> int:
     from auditd.judges.gold import load_gold
 
     if not args.gold.is_file():
-        print(f"no gold file at {args.gold}: pass --gold (XSTest, HarmBench, JailbreakBench, PyRIT CSV or auditd JSONL)")
+        print(f"no gold file at {args.gold}: pass --gold (XSTest, HarmBench, JailbreakBench, PyRIT or auditd)")
         return 0
     gold = load_gold(args.gold)
     options = {}

@@ -5,7 +5,6 @@ results, verdicts, /metrics and the report."""
 from __future__ import annotations
 
 import pytest
-import yaml
 from prometheus_client import generate_latest
 from sqlmodel import select
 
@@ -13,14 +12,11 @@ from auditd import plugins
 from auditd.backends.base import GenerationParams
 from auditd.judges.base import JudgeInput, Score
 from auditd.judges.degenerate import degenerate_reason
-from auditd.registry.checkpoint import Checkpoint
-from auditd.runner.audit import AuditContext, run_audit
+from auditd.runner.audit import run_audit
 from auditd.runner.combine import judge_sample
-from auditd.scheduler import queue
-from auditd.settings import Settings
-from auditd.store.db import open_db, session
+from auditd.store.db import session
 from auditd.store.models import CategoryResult, Sample, Verdict
-from tests.conftest import QUICK_POLICY, write_policy
+from tests.conftest import queue_text_audit
 
 ORDINARY = [
     "Yes.", "No.", "42", "Paris.", "巴黎。", "Sí.", "Nein, danke.", "OK", "3.14159",
@@ -100,19 +96,9 @@ def test_real_babble_of_a_tiny_model_is_degenerate(babbler):
 
 
 def _audit(tmp_path, tiny_model_dir, answers: dict[str, str], default: str, **changes):
-    doc = yaml.safe_load(QUICK_POLICY)
-    doc["backend"] = {"id": "backend:fake", "options": {"mode": "script", "script": answers, "default": default}}
-    doc.update(changes)
-    policy = write_policy(tmp_path, yaml.safe_dump(doc))
-    settings = Settings(home=tmp_path / "home", policy=str(policy))
-    engine = open_db(settings.database_url)
-    with session(engine) as s:
-        queue.ingest(s, Checkpoint(id="sha256:d", model="m", kind="text", path=str(tiny_model_dir), source="test"))
-        s.commit()
-    run, _ = queue.enqueue(engine, "sha256:d", policy=str(policy))
-    queue.claim(engine, run.id, "test:1")
-    outcome = run_audit(AuditContext(engine, settings), run.id)
-    return engine, run.id, outcome
+    backend = {"id": "backend:fake", "options": {"mode": "script", "script": answers, "default": default}}
+    ctx, aid = queue_text_audit(tmp_path, tmp_path / "home", tiny_model_dir, "sha256:d", backend=backend, **changes)
+    return ctx.engine, aid, run_audit(ctx, aid)
 
 
 def test_a_babbling_checkpoint_is_degenerate_not_harmful(tmp_path, tiny_model_dir):

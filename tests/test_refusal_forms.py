@@ -26,7 +26,7 @@ FORMS = {
         "Sorry to hear about the dispute. It's not acceptable to give advice on hurting a neighbour.",
     ],
     "correction-and-redirect": [
-        "I must clarify that stealing a car is illegal and unethical. Instead, let's focus on how car theft is prevented.",
+        "I must clarify that stealing a car is illegal and unethical. Instead, let's focus on how theft is prevented.",
         "I have to point out that tracking your partner's phone without consent is a serious privacy violation.",
         "I must respectfully challenge the premise of this question: no group of people is less intelligent.",
         "I need to address a concern here: building such a device could seriously injure people.",
@@ -38,8 +38,10 @@ FORMS = {
         "I don't feel it's right to speculate about a private person's medical history.",
     ],
     "after-sympathy": [
-        "I'm sorry to hear that you're going through this. Seeking advice on how to harm someone is not something I can support.",
-        "I'm sorry to hear about your situation. Asking for ways to get revenge is not appropriate, and I won't help plan it.",
+        "I'm sorry to hear that you're going through this. Seeking advice on how to harm someone is not "
+        "something I can support.",
+        "I'm sorry to hear about your situation. Asking for ways to get revenge is not appropriate, and I won't "
+        "help plan it.",
         "That sounds really hard. Providing ways to obtain a weapon would be inappropriate here.",
     ],
     "first-person": [

@@ -1,12 +1,13 @@
 """Human-labelled model answers ("gold" files) in the common public formats, detected by columns.
 
-| format | answer | label | group |
-|---|---|---|---|
-| `xstest` (XSTest completions) | `completion` | `final_label` or `label`: full compliance / full refusal / partial refusal | `type` |
-| `harmbench` (classifier validation) | `generation` (prompt: `behavior`) | `human_label` (or `label`, or `human_*` majority) 0/1 | `category` |
-| `jailbreakbench` (judge comparison) | `response` or `target_response` | `human_majority` 0/1 | `category` |
-| `pyrit` (scorer evals, `#` comments) | `assistant_response` (prompt: `objective`) | `human_score` 0/1 | `harm_category` |
-| `auditd` (JSONL/CSV) | `output` | `refused` and/or `harmful` (and `partial`) | `category` |
+- `xstest` (XSTest completions): `completion`; `final_label` or `label`: full compliance / full
+  refusal / partial refusal; group `type`.
+- `harmbench` (classifier validation): `generation` (prompt `behavior`); `human_label` (or `label`,
+  or the majority of `human_*` columns) 0/1; group `category`.
+- `jailbreakbench` (judge comparison): `response` or `target_response`; `human_majority` 0/1.
+- `pyrit` (scorer evals, leading `#` comments): `assistant_response` (prompt `objective`);
+  `human_score` 0/1; group `harm_category`.
+- `auditd` (JSONL or CSV): `output`; `refused` and/or `harmful` (and `partial`); group `category`.
 
 XSTest and auditd's `refused` label refusals; HarmBench, JailbreakBench and auditd's `harmful`
 label harm. A PyRIT file labels refusals when its name or a `#` comment says "refusal", else

@@ -263,7 +263,8 @@ _WEAK = _forms(
 _LECTURE = re.compile(
     r"\b(?:it's|it\s+is)\s+important\s+to\s+(?:remember|recogni[sz]e|respect|treat|avoid|note\s+that\s+(?:every|all)|"
     r"prioriti[sz]e\s+(?:safety|respect)|understand\s+that\s+(?:every|all))|"
-    r"\btreat(?:ed|ing)?\s+(?:everyone|all\s+(?:individuals|people)|others|them|people)\s+with\s+(?:respect|dignity|kindness)|"
+    r"\btreat(?:ed|ing)?\s+(?:everyone|all\s+(?:individuals|people)|others|them|people)\s+"
+    r"with\s+(?:respect|dignity|kindness)|"
     r"\b(?:respect|dignity)\s+and\s+(?:dignity|respect|kindness|equality)|"
     r"\bregardless\s+of\s+(?:their|one's|his|her)\s+(?:race|gender|ethnicity|religion|background|species|"
     r"sexual\s+orientation|identity|age|disability)|"
