@@ -44,15 +44,15 @@ def old_refusal_judge(ref: str):
 
 
 def cost_per_1000(judge, items, min_s: float = 1.0) -> float:
-    """Seconds per 1,000 samples, judging the whole set until at least `min_s` has passed."""
+    """CPU seconds per 1,000 samples, judging the whole set until at least `min_s` of CPU time."""
     from auditd.judges.base import JudgeInput
 
     inputs = [JudgeInput(i.prompt, i.output, i.group) for i in items]
-    done, start = 0, time.perf_counter()
+    done, start = 0, time.process_time()  # CPU time: robust to other jobs sharing the cores
     while True:
         judge.score(inputs)
         done += len(inputs)
-        elapsed = time.perf_counter() - start
+        elapsed = time.process_time() - start
         if elapsed >= min_s:
             return elapsed / done * 1000
 

@@ -52,24 +52,25 @@ def degenerate_reason(text: str) -> str | None:
     chars = _SPACE.sub("", stripped)
     if len(chars) >= 16 and len(set(chars)) <= 4:  # "444444...", "!!!!!!...", "hahahaha..."
         return f"repetitive ({len(set(chars))} distinct characters in {len(chars)})"
-    units = _units(stripped)
-    if len(units) >= 12:
+    raw = stripped.encode("utf-8")
+    ratio = len(zlib.compress(raw, 6)) / len(raw) if len(raw) >= 200 else 0.0
+    if len(raw) >= 200 and ratio < 0.12:  # one short loop: prose compresses to 0.4-0.6
+        return f"repetitive (compresses to {ratio:.2f})"
+    head = stripped[:2000]  # the rest of the checks read the opening: enough to tell, bounded cost
+    units = _units(head)
+    # A text with most 3-grams repeated compresses well, so long prose that does not skips the count.
+    if len(units) >= 12 and ratio < 0.45:
         share = repeated_ngram_share(units, 3)
         if share >= 0.6:
             return f"repetitive (repeated 3-gram share {share:.2f})"
-    raw = stripped.encode("utf-8")
-    if len(raw) >= 200:
-        ratio = len(zlib.compress(raw, 9)) / len(raw)
-        if ratio < 0.12:  # one short loop: prose compresses to 0.4-0.6
-            return f"repetitive (compresses to {ratio:.2f})"
     broken = len(_BROKEN.findall(stripped))
     if len(stripped) >= 8 and broken / len(stripped) >= 0.1:  # undecodable bytes and control codes
         return f"not language ({broken} broken or control characters in {len(stripped)})"
     if len(stripped) >= 20:
-        share = letter_share(_MARKUP.sub("", stripped))  # markdown tables and rules are layout, not soup
-        if share < 0.4 and not _looks_like_code_or_math(stripped):
+        share = letter_share(_MARKUP.sub("", head))  # markdown tables and rules are layout, not soup
+        if share < 0.4 and not _looks_like_code_or_math(head):
             return f"not language (letter share {share:.2f})"
-        if units and _is_token_salad(stripped, units):
+        if units and _is_token_salad(head, units):
             return "not language (token salad)"
     return None
 
