@@ -152,10 +152,11 @@ def test_a_malformed_file_is_one_line_naming_file_and_column(tmp_path, name, hea
         ('{"prompt": "p", "output": "o", "refused": 1}\n{"prompt": "p", "output": "o"}\n',
          ":2: neither 'refused' nor 'harmful' is set"),
         ("not json at all\n", ": not valid JSON"),
+        ("[" * 100000 + "]" * 100000 + "\n", ": not valid JSON (nested too deeply)"),
     ],
 )
 def test_bad_rows_are_one_line_errors(tmp_path, content, message):
-    path = tmp_path / ("bad.jsonl" if content.startswith(("{", "not json")) else "bad.csv")
+    path = tmp_path / ("bad.jsonl" if content.startswith(("{", "[", "not json")) else "bad.csv")
     path.write_text(content, encoding="utf-8")
     with pytest.raises(GoldError) as err:
         load_gold(path)

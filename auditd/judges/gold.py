@@ -137,6 +137,8 @@ def _json_records(where: str, text: str, whole: bool) -> list[tuple[int, dict]]:
             records = [(i, json.loads(line)) for i, line in enumerate(text.splitlines(), 1) if line.strip()]
     except json.JSONDecodeError as exc:
         raise GoldError(f"{where}: not valid JSON ({exc.msg} at line {exc.lineno})") from None
+    except RecursionError:  # "[[[[...]]]]": nesting no labelled record has
+        raise GoldError(f"{where}: not valid JSON (nested too deeply)") from None
     if records is None or not all(isinstance(r, dict) for _, r in records):
         raise GoldError(f"{where}: expected one JSON object per record")
     return [(i, {str(k).strip().lower(): v for k, v in r.items()}) for i, r in records]
