@@ -40,7 +40,7 @@ def _settings(**cli):
 
 
 def _fail(message: str, code: int = 2):
-    err.print(f"[bold red]error:[/] {message}")
+    err.print(f"[bold red]error:[/] {message}", soft_wrap=True)  # one line, however narrow the terminal
     raise typer.Exit(code)
 
 
@@ -335,6 +335,9 @@ def demo(
 
 
 from auditd.cli_t2i import calibrate as _calibrate  # noqa: E402  (light: typer only)
+from auditd.cli_judges import judges_app as _judges_app  # noqa: E402  (light: typer and rich only)
+
+app.add_typer(_judges_app, name="judges")
 
 app.command("calibrate")(_calibrate)
 

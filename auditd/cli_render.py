@@ -18,11 +18,12 @@ def category_table(doc: dict) -> Table:
     # Ids are what users grep for, so nothing is cut; the counts are in the fractions (80 columns fit).
     t.add_column("probe", no_wrap=True)
     t.add_column("category", no_wrap=True)
-    for col in ("harmful", "refused", "errors"):
+    for col in ("harmful", "refused", "degenerate", "errors"):
         t.add_column(col, justify="right", no_wrap=True)
     for r in doc.get("categories", []):
         t.add_row(r["probe"], r["category"], f"{pct(r['harmful_rate'])} ({r['harmful']}/{r['judged']})",
-                  f"{pct(r['refusal_rate'])} ({r['refused']}/{r['n']})", str(r["judge_errors"]))
+                  f"{pct(r['refusal_rate'])} ({r['refused']}/{r['n']})", str(r.get("degenerate") or 0),
+                  str(r["judge_errors"]))
     return t
 
 

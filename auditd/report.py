@@ -51,7 +51,8 @@ def audit_report(engine: Engine, checkpoint_id: str, audit_id: int | None = None
         doc["categories"] = [
             {"probe": r.probe_id, "category": r.category, "n": r.n, "judged": r.n_judged, "harmful": r.n_harmful,
              "refused": r.n_refused, "judge_errors": r.n_judge_errors, "harmful_rate": r.harmful_rate,
-             "refusal_rate": r.refusal_rate} for r in results
+             "refusal_rate": r.refusal_rate, "degenerate": r.n_degenerate, "degenerate_rate": r.degenerate_rate}
+            for r in results
         ]
         doc["probes"] = [{"probe": p.probe_id, "status": p.status, "items": p.n_items, "summary": p.summary}
                          for p in probes]

@@ -57,3 +57,28 @@ probes:
       limit_per_category: 4
 generation: {max_new_tokens: 8, batch_size: 8}
 """
+
+
+def queue_text_audit(policy_dir: Path, home: Path, model_path: Path, checkpoint_id: str = "sha256:t",
+                     model: str = "m", **policy_changes):
+    """QUICK_POLICY with `policy_changes`, written to `policy_dir`; one text checkpoint ingested,
+    queued and claimed in `home`'s database. Returns (AuditContext, audit id)."""
+    import yaml
+
+    from auditd.registry.checkpoint import Checkpoint
+    from auditd.runner.audit import AuditContext
+    from auditd.scheduler import queue
+    from auditd.settings import Settings
+    from auditd.store.db import open_db, session
+
+    doc = yaml.safe_load(QUICK_POLICY)
+    doc.update(policy_changes)
+    policy = write_policy(policy_dir, yaml.safe_dump(doc))
+    settings = Settings(home=home, policy=str(policy))
+    engine = open_db(settings.database_url)
+    with session(engine) as s:
+        queue.ingest(s, Checkpoint(id=checkpoint_id, model=model, kind="text", path=str(model_path), source="test"))
+        s.commit()
+    run, _ = queue.enqueue(engine, checkpoint_id, policy=str(policy))
+    queue.claim(engine, run.id, "test:1")
+    return AuditContext(engine, settings), run.id

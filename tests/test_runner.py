@@ -3,30 +3,17 @@ verdict and a one-line reason — never pass. Uses the real runner and store wit
 
 from __future__ import annotations
 
-import yaml
 from sqlmodel import select
 
-from auditd.registry.checkpoint import Checkpoint
-from auditd.runner.audit import AuditContext, run_audit
+from auditd.runner.audit import run_audit
 from auditd.scheduler import queue
-from auditd.settings import Settings
-from auditd.store.db import open_db, session
+from auditd.store.db import session
 from auditd.store.models import AuditRun, Sample, Verdict
-from tests.conftest import QUICK_POLICY, write_policy
+from tests.conftest import queue_text_audit
 
 
 def setup_audit(tmp_path, tiny_model_dir, **policy_changes):
-    doc = yaml.safe_load(QUICK_POLICY)
-    doc.update(policy_changes)
-    policy = write_policy(tmp_path, yaml.safe_dump(doc))
-    settings = Settings(home=tmp_path / "home", policy=str(policy))
-    engine = open_db(settings.database_url)
-    with session(engine) as s:
-        queue.ingest(s, Checkpoint(id="sha256:t", model="m", kind="text", path=str(tiny_model_dir), source="test"))
-        s.commit()
-    run, _ = queue.enqueue(engine, "sha256:t", policy=str(policy))
-    queue.claim(engine, run.id, "test:1")
-    return AuditContext(engine, settings), run.id
+    return queue_text_audit(tmp_path, tmp_path / "home", tiny_model_dir, **policy_changes)
 
 
 def ended(ctx, audit_id):
@@ -72,7 +59,9 @@ def test_unjudgeable_outputs_are_an_error_not_a_score(tmp_path, tiny_model_dir):
     assert run_audit(ctx, aid) == "error"
     audit, verdict = ended(ctx, aid)
     assert audit.status == "done" and verdict.outcome == "error"
-    assert {r["rule"] for r in verdict.reasons} == {"incomplete"}
+    assert {r["rule"] for r in verdict.reasons if r["action"] != "pass"} == {"incomplete"}
+    [named] = [r for r in verdict.reasons if r["rule"] == "judges"]  # every verdict names its judges
+    assert [j["judge"] for j in named["judges"]] == ["rubric"] and named["judges"][0]["kappa"] is None
     with session(ctx.engine) as s:
         samples = s.exec(select(Sample).where(Sample.audit_id == aid)).all()
     assert samples and all(x.judge_error and x.harmful is None for x in samples)

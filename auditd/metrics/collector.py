@@ -72,13 +72,17 @@ class ModelResultsCollector:
                                     labels=["model", "probe", "category"])
         count = GaugeMetricFamily("auditd_category_samples", "judged samples behind the rates",
                                   labels=["model", "probe", "category"])
+        degenerate = GaugeMetricFamily("auditd_category_degenerate_rate",
+                                       "share of answers that were empty, repetitive or not language",
+                                       labels=["model", "probe", "category"])
         over = GaugeMetricFamily("auditd_over_refusal_rate", "share of benign prompts refused", labels=["model"])
         if model_of:
             # Columns, not ORM entities: building thousands of model objects per scrape cost more than
             # the query itself (bench/bench_scrape.py).
             cr = CategoryResult
             results = s.exec(select(cr.audit_id, cr.probe_id, cr.category, cr.harmful_rate, cr.refusal_rate, cr.n,
-                                    cr.n_judged, cr.n_refused).where(cr.audit_id.in_(model_of))).all()
+                                    cr.n_judged, cr.n_refused, cr.degenerate_rate)
+                             .where(cr.audit_id.in_(model_of))).all()
             over_acc: dict[str, list[int]] = {}
             for r in results:
                 labels = [model_of[r.audit_id], r.probe_id, r.category]
@@ -86,6 +90,8 @@ class ModelResultsCollector:
                     harm.add_metric(labels, r.harmful_rate)
                 if r.refusal_rate is not None:
                     refusal.add_metric(labels, r.refusal_rate)
+                if r.degenerate_rate is not None:
+                    degenerate.add_metric(labels, r.degenerate_rate)
                 count.add_metric(labels, r.n_judged if r.category != BENIGN else r.n)
                 if r.category == BENIGN:
                     acc = over_acc.setdefault(model_of[r.audit_id], [0, 0])
@@ -97,6 +103,7 @@ class ModelResultsCollector:
         yield harm
         yield refusal
         yield count
+        yield degenerate
         yield over
         yield from _drift(s, model_of)
         yield from _cascade(s, model_of)
@@ -150,6 +157,7 @@ class FleetCollector:
                                .group_by(JudgeErrorCount.judge)).all():
             errs.add_metric([judge], n or 0)
         yield errs
+        yield from _judge_validations(s)
 
 
 def _drift(s, model_of: dict[int, str]) -> Iterator:
@@ -202,6 +210,28 @@ def _cascade(s, model_of: dict[int, str]) -> Iterator:
     yield escalated
     yield disagree
     yield compared
+
+
+def _judge_validations(s) -> Iterator:
+    """Each judge's latest measured agreement with each gold file (`auditd judges validate`)."""
+    from auditd.store.judge_models import JudgeValidation as jv
+
+    agreement = GaugeMetricFamily("auditd_judge_agreement", "judge accuracy against human labels (latest validation)",
+                                  labels=["judge", "gold"])
+    kappa = GaugeMetricFamily("auditd_judge_kappa", "judge Cohen's kappa against human labels (latest validation)",
+                              labels=["judge", "gold"])
+    seen = set()
+    for judge, gold, acc, k in s.exec(select(jv.judge, jv.gold, jv.accuracy, jv.kappa)
+                                      .order_by(jv.created_at.desc(), jv.id.desc())).all():
+        if (judge, gold) in seen:
+            continue
+        seen.add((judge, gold))
+        if acc is not None:
+            agreement.add_metric([judge, gold], acc)
+        if k is not None:
+            kappa.add_metric([judge, gold], k)
+    yield agreement
+    yield kappa
 
 
 def _one(name, doc, labelnames, labels, value):

@@ -16,6 +16,7 @@ import os
 from sqlalchemy import delete
 from sqlmodel import Session, select
 
+from auditd.policy.judge_trust import apply_judge_trust
 from auditd.policy.model import Policy
 from auditd.policy.verdict import Baseline, Decision, decide
 from auditd.runner.results import latest_results
@@ -89,6 +90,7 @@ def evaluate(s: Session, policy: Policy, audit_id: int, checkpoint: CheckpointRo
     """Decide an audit against its baseline and store its per-category drift (the caller commits)."""
     baseline = resolve_baseline(s, policy, checkpoint)
     decision = decide(policy, latest_results(s, audit_id), summaries, baseline=baseline)
+    apply_judge_trust(s, policy, checkpoint.kind, audit_id, decision)
     s.exec(delete(CategoryDrift).where(CategoryDrift.audit_id == audit_id))
     if baseline.audit_id is not None:
         for row in decision.drift:

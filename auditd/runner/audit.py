@@ -25,7 +25,7 @@ from auditd.policy.model import Policy, ProbePlan
 from auditd.policy.baseline import evaluate, redecide_dependents
 from auditd.probe import Probe, ProbeItem
 from auditd.probe_build import build_probe
-from auditd.runner.combine import combine, provenance
+from auditd.runner.combine import judge_sample, provenance
 from auditd.sanitize import sanitize
 from auditd.runner.results import aggregate
 from auditd.settings import Settings
@@ -225,11 +225,12 @@ class AuditRunner:
         with session(self.ctx.engine) as s:
             for i, (it, out) in enumerate(zip(batch, outputs)):
                 item_scores = [scores[j][i] for j in judge_ids]
-                harmful, refused, score, judge_error = combine(it.expect or expect, item_scores)
+                j = judge_sample(it.expect or expect, item_scores)
                 sample = Sample(
                     audit_id=self.audit_id, probe_id=probe_id, item_index=it.index, variant=it.variant,
                     category=it.category, prompt=it.prompt, output=out if policy.keep_outputs else "",
-                    harmful=harmful, refused=refused, score=score, judge_error=judge_error,
+                    harmful=j.harmful, refused=j.refused, score=j.score, judge_error=j.judge_error,
+                    degenerate=j.degenerate, decided_by=j.decided_by,
                     **provenance(item_scores),
                 )
                 s.add(sample)

@@ -15,15 +15,16 @@ def aggregate(s: Session, audit_id: int, probe_id: str) -> None:
     one = lambda cond: func.sum(case((cond, 1), else_=0))  # noqa: E731
     rows = s.exec(
         select(Sample.category, func.count(), one(Sample.harmful.is_not(None)), one(Sample.harmful.is_(True)),
-               one(Sample.refused.is_(True)), one(Sample.judge_error.is_(True)))
+               one(Sample.refused.is_(True)), one(Sample.judge_error.is_(True)), one(Sample.degenerate.is_(True)))
         .where(Sample.audit_id == audit_id, Sample.probe_id == probe_id)
         .group_by(Sample.category)
     ).all()
-    for category, n, judged, harmful, refused, errors in rows:
+    for category, n, judged, harmful, refused, errors, degenerate in rows:
         s.add(CategoryResult(
             audit_id=audit_id, probe_id=probe_id, category=category, n=n, n_judged=judged or 0,
             n_harmful=harmful or 0, n_refused=refused or 0, n_judge_errors=errors or 0,
-            harmful_rate=(harmful / judged) if judged else None, refusal_rate=(refused / n) if n else None,
+            n_degenerate=degenerate or 0, harmful_rate=(harmful / judged) if judged else None,
+            refusal_rate=(refused / n) if n else None, degenerate_rate=((degenerate or 0) / n) if n else None,
         ))
     errs = s.exec(
         select(JudgeScoreRow.judge, func.count()).join(Sample, Sample.id == JudgeScoreRow.sample_id)

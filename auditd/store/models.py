@@ -136,8 +136,10 @@ class CategoryResult(SQLModel, table=True):
     n_harmful: int = 0
     n_refused: int = 0
     n_judge_errors: int = 0
+    n_degenerate: int = 0  # empty/repetitive/non-language answers: neither harmful nor refused
     harmful_rate: Optional[float] = None  # n_harmful / n_judged
     refusal_rate: Optional[float] = None  # n_refused / n
+    degenerate_rate: Optional[float] = None  # n_degenerate / n
 
 
 class JudgeErrorCount(SQLModel, table=True):

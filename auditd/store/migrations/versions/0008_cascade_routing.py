@@ -1,14 +1,14 @@
 """samples: whether judge:cascade escalated, and whether its two judges agreed
 
 Revision ID: 0008_cascade_routing
-Revises: 0004_sample_judgement
+Revises: 0007_judge_validations
 """
 from alembic import op
 import sqlalchemy as sa
 
 
 revision = "0008_cascade_routing"
-down_revision = "0004_sample_judgement"
+down_revision = "0007_judge_validations"
 branch_labels = None
 depends_on = None
 
