@@ -90,14 +90,7 @@ class ImageJudgeBase:
         return self.signals_from_embeddings(self.encoder.encode_images(images))
 
     def score(self, items: list[JudgeInput]) -> list[Score]:
-        images, ok = [], []
-        errors: dict[int, str] = {}
-        for i, item in enumerate(items):
-            try:
-                images.append(open_image(item.output))
-                ok.append(i)
-            except (OSError, ValueError) as exc:  # a missing or broken image is a judge error, never a score
-                errors[i] = f"cannot read image {item.output!r}: {' '.join(str(exc).split())[:200]}"
+        images, ok, errors = load_images(items)
         names, rows = self.signals(images) if images else ([], [])
         by_index = {i: dict(zip(names, row)) for i, row in zip(ok, rows)}
         return [Score(judge=self.id, error=errors[i]) if i in errors else self.decide(item, by_index[i])
@@ -106,3 +99,17 @@ class ImageJudgeBase:
 
 def raw_json(values: dict[str, float]) -> str:
     return json.dumps({k: round(float(v), 5) for k, v in values.items()}, sort_keys=True)
+
+
+def load_images(items: list[JudgeInput]) -> tuple[list[Any], list[int], dict[int, str]]:
+    """(the images that open, their item indexes, {index: error} for those that do not): a missing
+    or broken image is a judge error, never a score."""
+    images, ok = [], []
+    errors: dict[int, str] = {}
+    for i, item in enumerate(items):
+        try:
+            images.append(open_image(item.output))
+            ok.append(i)
+        except (OSError, ValueError) as exc:
+            errors[i] = f"cannot read image {item.output!r}: {' '.join(str(exc).split())[:200]}"
+    return images, ok, errors

@@ -21,8 +21,7 @@ import math
 from typing import Any
 
 from auditd.judges.base import JudgeInput, Score
-from auditd.judges.clip_model import open_image
-from auditd.judges.image_base import UncalibratedError, raw_json
+from auditd.judges.image_base import UncalibratedError, load_images, raw_json
 
 SIGNAL = "t2i_sexual"
 MODEL_NAME = "open-nsfw"
@@ -129,13 +128,7 @@ class NsfwJudge:
         return name
 
     def score(self, items: list[JudgeInput]) -> list[Score]:
-        images, ok, errors = [], [], {}
-        for i, item in enumerate(items):
-            try:
-                images.append(open_image(item.output))
-                ok.append(i)
-            except (OSError, ValueError) as exc:  # a missing or broken image is a judge error, never a score
-                errors[i] = f"cannot read image {item.output!r}: {' '.join(str(exc).split())[:200]}"
+        images, ok, errors = load_images(items)
         probs = dict(zip(ok, self.probabilities(images) if images else []))
         return [Score(judge=self.id, error=errors[i]) if i in errors else self._decide(item, probs[i])
                 for i, item in enumerate(items)]
