@@ -26,6 +26,20 @@ from auditd.store.db import open_db
 log = logging.getLogger(__name__)
 
 
+def build_sources(settings: Settings, engine) -> list:
+    """The registry sources the settings name (the daemon polls them; audit children write back to them)."""
+    sources: list = []
+    if settings.registry_dir:
+        sources.append(DirSource(settings.registry_dir, settle_s=settings.registry_settle_s,
+                                 verdict_dir=settings.verdict_dir))
+    if settings.mlflow_tracking_uri:
+        from auditd.registry.mlflow import MlflowSource
+
+        sources.append(MlflowSource(settings.mlflow_tracking_uri, settings.home / "mlflow", engine=engine,
+                                    models=settings.mlflow_models, alias_on_pass=settings.mlflow_alias_on_pass))
+    return sources
+
+
 def make_write_back(sources: list):
     by_id = {s.id: s for s in sources}
 
@@ -54,15 +68,7 @@ class Daemon:
     def __init__(self, settings: Settings):
         self.settings = settings
         self.engine = open_db(settings.database_url)
-        self.sources = []
-        if settings.registry_dir:
-            self.sources.append(DirSource(settings.registry_dir, settle_s=settings.registry_settle_s,
-                                          verdict_dir=settings.verdict_dir))
-        if settings.mlflow_tracking_uri:
-            from auditd.registry.mlflow import MlflowSource
-
-            self.sources.append(MlflowSource(settings.mlflow_tracking_uri, settings.home / "mlflow", engine=self.engine,
-                                             models=settings.mlflow_models, alias_on_pass=settings.mlflow_alias_on_pass))
+        self.sources = build_sources(settings, self.engine)
         self.ctx = AuditContext(self.engine, settings, on_verdict=make_write_back(self.sources))
         self.ctx.policies.get(settings.policy)  # a bad policy stops start-up, clearly
         self.service = AuditService(self.engine, settings, self.sources, self.ctx)
@@ -73,10 +79,19 @@ class Daemon:
         self.stopping_requested = threading.Event()
 
     def state(self) -> dict:
-        return {"tick": self.service.last_tick, "polls": dict(self.service.last_poll)}
+        return {"tick": self.service.last_tick, "polls": dict(self.service.last_poll),
+                "errors": self.service.health.error_counts()}
 
-    def ready(self) -> bool:
-        return self.service.scheduler.running and not self.stopping.is_set()
+    def ready(self) -> list[str]:
+        """Why the daemon is not ready (empty when it is): /readyz answers 503 with these."""
+        reasons = []
+        if self.stopping.is_set() or self.stopping_requested.is_set():
+            reasons.append("stopping")
+        if not self.service.scheduler.running:
+            reasons.append("scheduler not running")
+        elif not self.scheduler_alive():
+            reasons.append(f"scheduler has not completed a cycle for {time.time() - self.service.last_tick:.0f} s")
+        return reasons + self.service.health.reasons()
 
     def start(self) -> None:
         self.http.start()
@@ -119,7 +134,8 @@ class Daemon:
         return self.settings.watchdog_stale_s or max(60.0, 3 * self.settings.poll_interval_s)
 
     def scheduler_alive(self) -> bool:
-        # The dispatch job ticks every 2 s (maintain every 30 s); a paused, dead or wedged scheduler stops both.
+        # A cycle completes every 2 s (the dispatch job, with no job failing); a paused, dead or wedged
+        # scheduler, or a database that stays locked, full or unreachable, stops it.
         return time.time() - self.service.last_tick < self.stale_after_s
 
     def watch(self) -> None:
@@ -137,8 +153,8 @@ class Daemon:
                 stalled = False
             elif not stalled:
                 stalled = True
-                log.error("scheduler loop has not run for %.0f s; no longer feeding the watchdog, systemd will "
-                          "restart auditd", time.time() - self.service.last_tick)
+                log.error("scheduler loop has not completed a cycle for %.0f s; no longer feeding the watchdog, "
+                          "systemd will restart auditd", time.time() - self.service.last_tick)
 
 
 def _redact(url: str) -> str:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from datetime import timedelta
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -395,3 +396,20 @@ def write_back(ctx: AuditContext, checkpoint: CheckpointRow, verdict: Verdict) -
             s.commit()
     except Exception as exc:  # written, but not marked: it is written again later (same content)
         log.warning("marking the verdict of %s written back failed: %s", checkpoint.id, one_line(exc))
+
+
+
+def flush_write_backs(ctx: AuditContext, limit: int = 50, max_age_s: float = 86400.0) -> int:
+    """Write back the verdicts still pending (decided in an audit child, re-decided, given up, or
+    left by a crash or a failed write); those older than `max_age_s` are left alone. Returns how
+    many were written."""
+    if ctx.on_verdict is None:
+        return 0
+    since = utcnow() - timedelta(seconds=max_age_s)
+    with session(ctx.engine) as s:
+        pending = s.exec(select(Verdict, CheckpointRow).join(CheckpointRow, CheckpointRow.id == Verdict.checkpoint_id)
+                         .where(Verdict.written_back_at.is_(None), Verdict.created_at >= since)
+                         .order_by(Verdict.id).limit(limit)).all()
+    for verdict, checkpoint in pending:
+        write_back(ctx, checkpoint, verdict)
+    return len(pending)
