@@ -16,52 +16,14 @@ from auditd.api.app import create_app
 from auditd.api.server import HTTPServer
 from auditd.metrics.collector import build_registry
 from auditd.notify import sd_notify, watchdog_interval_s
-from auditd.registry.dir import DirSource
 from auditd.registry.webhook import resume_deliveries
 from auditd.runner.audit import AuditContext
 from auditd.scheduler.service import AuditService
 from auditd.settings import Settings
 from auditd.store.db import open_db
+from auditd.writeback import build_sources, make_write_back, verdict_document  # noqa: F401  (re-exported)
 
 log = logging.getLogger(__name__)
-
-
-def build_sources(settings: Settings, engine) -> list:
-    """The registry sources the settings name (the daemon polls them; audit children write back to them)."""
-    sources: list = []
-    if settings.registry_dir:
-        sources.append(DirSource(settings.registry_dir, settle_s=settings.registry_settle_s,
-                                 verdict_dir=settings.verdict_dir))
-    if settings.mlflow_tracking_uri:
-        from auditd.registry.mlflow import MlflowSource
-
-        sources.append(MlflowSource(settings.mlflow_tracking_uri, settings.home / "mlflow", engine=engine,
-                                    models=settings.mlflow_models, alias_on_pass=settings.mlflow_alias_on_pass))
-    return sources
-
-
-def make_write_back(sources: list):
-    by_id = {s.id: s for s in sources}
-
-    def write_back(checkpoint, verdict) -> None:
-        src = by_id.get(checkpoint.source)
-        if src is not None and hasattr(src, "write_verdict"):
-            src.write_verdict(checkpoint.path, checkpoint.id, verdict_document(checkpoint, verdict))
-
-    return write_back
-
-
-def verdict_document(checkpoint, verdict) -> dict:
-    return {
-        "checkpoint": checkpoint.id,
-        "model": checkpoint.model,
-        "outcome": verdict.outcome,
-        "policy": verdict.policy,
-        "reasons": verdict.reasons,
-        "audit_id": verdict.audit_id,
-        "decided_at": verdict.created_at.isoformat(),
-        "auditd": "https://github.com/auditd (see docs/)",
-    }
 
 
 class Daemon:
