@@ -36,6 +36,7 @@ from auditd.store.models import AuditRun, CheckpointRow
 log = logging.getLogger(__name__)
 
 SECRETS = ("api_token", "webhook_secret", "hf_webhook_secret", "mlflow_webhook_secret")  # the child needs none
+SECRET_ENV = {f"AUDITD_{name.upper()}" for name in SECRETS}
 DEFAULT_TIMEOUT_S = 3600.0  # when the policy does not load (the child then fails with the reason)
 
 
@@ -69,7 +70,8 @@ class ChildAudit:
 
     def _spawn(self, job: dict) -> None:
         read_fd, write_fd = os.pipe()
-        env = dict(os.environ, **{STAGE_FD_ENV: str(write_fd)})
+        env = {k: v for k, v in os.environ.items() if k not in SECRET_ENV}
+        env[STAGE_FD_ENV] = str(write_fd)
         if job["memory_limit"]:
             env.setdefault("MALLOC_ARENA_MAX", "2")  # glibc's per-thread arenas reserve address space, not memory
         try:
