@@ -63,7 +63,8 @@ class Settings(BaseSettings):
         "deadline (the daemon never loads a model); inline: in the daemon's own process (tests, debugging).")
     child_memory_mb: int | None = Field(
         None, description="Address-space limit (RLIMIT_AS) of an audit child, MiB; default 80% of the machine's RAM "
-        "on CPU devices and none on CUDA devices (CUDA reserves huge address ranges); 0 disables.", ge=0)
+        "(at least 8 GiB) on CPU devices and none on CUDA devices (CUDA reserves huge address ranges); 0 disables.",
+        ge=0)
     child_cpu_s: int | None = Field(
         None, description="CPU-time limit (RLIMIT_CPU) of an audit child, seconds; default the policy's "
         "audit_timeout_s x CPU cores + 60; 0 disables.", ge=0)
@@ -130,7 +131,8 @@ class Settings(BaseSettings):
             return self.child_memory_mb * 2**20 or None
         if device.startswith("cuda"):
             return None
-        return int(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") * 0.8)
+        # Address space, not memory: torch alone maps ~4 GB, so never below 8 GiB on small machines.
+        return max(int(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") * 0.8), 8 * 2**30)
 
     def child_cpu_seconds(self, audit_timeout_s: float) -> int | None:
         if self.child_cpu_s is not None:

@@ -28,7 +28,7 @@ from auditd.probe import Probe, ProbeItem
 from auditd.runner.combine import combine
 from auditd.runner.results import aggregate
 from auditd.runner.stage import current as current_stage
-from auditd.runner.stage import stage
+from auditd.runner.stage import stage, stage_of
 from auditd.settings import Settings
 from auditd.store.db import session
 from auditd.store.errors import retry_storage
@@ -135,7 +135,7 @@ class AuditRunner:
             log.info("audit %s interrupted; it will resume on the next start", self.audit_id)
             return None
         except Exception as exc:  # fail closed: whatever went wrong, the verdict is error
-            where = current_stage()
+            where = stage_of(exc)
             status = "cancelled" if isinstance(exc, _Cancelled) else "error"
             message = memory_message(self.ctx.memory_limit, where) if is_memory_error(exc) else one_line(exc)
             log.warning("audit %s ended in %s: %s", self.audit_id, status, message)

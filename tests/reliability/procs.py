@@ -64,7 +64,8 @@ class Daemon:
         self.env = dict(os.environ, AUDITD_HOME=str(root / "home"), AUDITD_REGISTRY_DIR=str(registry),
                         AUDITD_POLICY=str(policy), AUDITD_METRICS_PORT=str(self.port), AUDITD_POLL_INTERVAL_S="0.5",
                         AUDITD_REGISTRY_SETTLE_S="0", AUDITD_LOG_LEVEL="DEBUG", AUDITD_CHILD_STOP_GRACE_S="3",
-                        OMP_NUM_THREADS="1", **env)
+                        OMP_NUM_THREADS="1")
+        self.env.update(env)
         self.env.pop("NOTIFY_SOCKET", None)
         self.proc: subprocess.Popen | None = None
         self._engine = None
