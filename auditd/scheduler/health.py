@@ -11,7 +11,7 @@ from collections import Counter
 from typing import Callable
 
 from auditd.runner.audit import one_line
-from auditd.store.errors import error_kind
+from auditd.store.errors import error_kind, short_message
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +47,7 @@ class JobHealth:
             delay = min(self.first_backoff_s * 2 ** (self._streak[job] - 1), self.max_backoff_s)
             self._retry_at[job] = now + delay
             previous = self.failing.get(job)
-            self.failing[job] = (kind, one_line(exc), previous[2] if previous else time.time())
+            self.failing[job] = (kind, short_message(exc), previous[2] if previous else time.time())
         if previous is None or previous[0] != kind:
             log.error("scheduler job %s failed (%s): %s; retrying with backoff", job, kind, one_line(exc),
                       exc_info=kind == type(exc).__name__)  # a traceback only for what is not a storage error
@@ -63,6 +63,13 @@ class JobHealth:
             self._retry_at.pop(job, None)
         if previous:
             log.info("scheduler job %s recovered after %.1f s of %s", job, time.time() - previous[2], previous[0])
+
+    def due_retries(self) -> list[str]:
+        """Failing jobs whose backoff has elapsed: run them again now rather than at their next
+        interval (maintain runs every 30 s), so recovery is seen within the backoff."""
+        now = time.monotonic()
+        with self._lock:
+            return [job for job in self.failing if self._retry_at.get(job, 0.0) <= now]
 
     def reasons(self) -> list[str]:
         with self._lock:

@@ -98,9 +98,15 @@ class AuditService:
 
     # -- jobs (each guarded: a failure is logged, counted, retried with backoff) ----------------
     def run_job(self, job: str) -> None:
-        fn = {"registry-poll": self.poll_sources, "dispatch": self.dispatch, "maintain": self.maintain}[job]
-        if self.health.run(job, fn) and job == "dispatch" and not self.health.failing:
-            self.last_tick = time.time()  # a whole cycle: dispatch ran, and no job is failing now
+        jobs = {"registry-poll": self.poll_sources, "dispatch": self.dispatch, "maintain": self.maintain,
+                "write-back": lambda: flush_write_backs(self.ctx)}
+        ok = self.health.run(job, jobs[job])
+        if job == "dispatch":  # every 2 s: also retry failing jobs whose backoff is over
+            for failing in self.health.due_retries():
+                if failing != "dispatch":
+                    self.health.run(failing, jobs[failing])
+            if ok and not self.health.failing:
+                self.last_tick = time.time()  # a whole cycle: dispatch ran, and no job is failing now
 
     def poll_sources(self) -> int:
         found = 0

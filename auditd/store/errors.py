@@ -68,7 +68,7 @@ def retry_storage(fn: Callable[[], T], what: str, *, deadline: float | None = No
             attempt += 1
             failing_since = failing_since or now
             if attempt == 1:
-                log.warning("%s: storage %s (%s); retrying with backoff", what, kind, _short(exc))
+                log.warning("%s: storage %s (%s); retrying with backoff", what, kind, short_message(exc))
             time.sleep(delay)
             delay = min(delay * 2, max_delay)
             continue
@@ -77,6 +77,7 @@ def retry_storage(fn: Callable[[], T], what: str, *, deadline: float | None = No
         return result
 
 
-def _short(exc: BaseException) -> str:
+def short_message(exc: BaseException) -> str:
+    """The driver's own message, without SQLAlchemy's statement and parameters."""
     orig = getattr(exc, "orig", None)
     return " ".join(str(orig if orig is not None else exc).split())[:200]

@@ -78,13 +78,13 @@ def test_disk_full_under_the_state_dir_then_recovery_without_restart(tmp_path, t
     try:
         d.start()
         filler = state / "filler"
-        with open(filler, "wb") as f:  # fill the disk to the last byte
-            try:
-                while True:
-                    f.write(b"\0" * 65536)
-                    f.flush()
-            except OSError as exc:
-                assert exc.errno == errno.ENOSPC
+        with open(filler, "wb", buffering=0) as f:  # fill the disk to the last byte
+            for size in (1 << 20, 4096, 1):
+                try:
+                    while True:
+                        f.write(b"\0" * size)
+                except OSError as exc:
+                    assert exc.errno == errno.ENOSPC
         add_checkpoint(tiny_model_dir, d.registry, "m")  # the registry has room; the database has none
         wait_for(lambda: d.readyz()[0] == 503, 60, interval=0.2, what="/readyz to turn 503")
         code, body = d.readyz()
