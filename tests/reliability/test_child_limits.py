@@ -92,6 +92,8 @@ def test_child_over_its_memory_limit_is_an_error_and_the_next_checkpoint_is_audi
         good = wait_for(lambda: (r := by_model(d).get("good")) and r.status not in ("queued", "running") and r, 180,
                         interval=0.3, what="the next checkpoint's audit")
         assert good.status == "done" and good.outcome == "block", good.error
+        maps = open(f"/proc/{d.proc.pid}/maps").read()
+        assert "libtorch" not in maps, "the daemon itself loaded torch"  # models live in audit children only
     finally:
         d.close()
 
