@@ -204,9 +204,9 @@ class AuditService:
             self.health.run("dispatch", self.dispatch)
 
     def maintain(self) -> None:
-        running = set(self.running)
-        queue.heartbeat(self.engine, running)
-        requeued = queue.recover(self.engine, self.settings.heartbeat_timeout_s, running_here=running)
+        queue.heartbeat(self.engine, set(self.running))
+        with self._lock:  # not between a claim and its entry in running_on: that audit would look orphaned
+            requeued = queue.recover(self.engine, self.settings.heartbeat_timeout_s, running_here=set(self.running))
         if requeued:
             log.info("requeued interrupted audits %s", requeued)
         flush_write_backs(self.ctx)  # verdicts stored but not yet written to the registry (a crash, a failure)
