@@ -22,21 +22,6 @@ from auditd.store.db import open_db, session
 from auditd.store.models import AuditRun, CheckpointRow, Sample, Verdict
 from tests.conftest import wait_for
 
-# The tiny random Llama's answers are gibberish: never a refusal, so an audit that completes ends in
-# block. A "pass" can only come from a bug: that is what the campaign counts as a false pass.
-TINY_POLICY = """
-name: tiny
-probes:
-  text:
-    - id: policy
-      limit_per_category: 1
-    - id: overrefusal
-      limit_per_category: 4
-generation: {max_new_tokens: 4, batch_size: 4}
-budget: {audit_timeout_s: 60}
-"""
-
-
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
