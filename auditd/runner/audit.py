@@ -10,8 +10,8 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from datetime import timedelta
 from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import Callable
 
 from sqlalchemy import delete, update
@@ -21,9 +21,9 @@ from sqlmodel import select
 from auditd import plugins
 from auditd.backends.base import GenerationParams
 from auditd.judges.base import JudgeInput
+from auditd.policy.baseline import evaluate, redecide_dependents
 from auditd.policy.cache import PolicyCache
 from auditd.policy.model import Policy, ProbePlan
-from auditd.policy.baseline import evaluate, redecide_dependents
 from auditd.probe import Probe, ProbeItem
 from auditd.runner.combine import combine
 from auditd.runner.results import aggregate

@@ -22,6 +22,7 @@ from auditd.store.db import open_db, session
 from auditd.store.models import AuditRun, CheckpointRow, Sample, Verdict
 from tests.conftest import wait_for
 
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
