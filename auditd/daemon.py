@@ -16,58 +16,22 @@ from auditd.api.app import create_app
 from auditd.api.server import HTTPServer
 from auditd.metrics.collector import build_registry
 from auditd.notify import sd_notify, watchdog_interval_s
-from auditd.registry.dir import DirSource
 from auditd.registry.webhook import resume_deliveries
 from auditd.runner.audit import AuditContext
 from auditd.runner.content import remove_stale_snapshots
 from auditd.scheduler.service import AuditService
 from auditd.settings import Settings
 from auditd.store.db import open_db
+from auditd.writeback import build_sources, make_write_back, verdict_document  # noqa: F401  (re-exported)
 
 log = logging.getLogger(__name__)
-
-
-def make_write_back(sources: list):
-    by_id = {s.id: s for s in sources}
-
-    def write_back(checkpoint, verdict) -> None:
-        src = by_id.get(checkpoint.source)
-        if src is not None and hasattr(src, "write_verdict"):
-            src.write_verdict(checkpoint.path, checkpoint.id, verdict_document(checkpoint, verdict))
-
-    return write_back
-
-
-def verdict_document(checkpoint, verdict) -> dict:
-    return {
-        "checkpoint": checkpoint.id,
-        # The content the verdict is about: an audited verdict is only stored after the bytes loaded
-        # hashed to this digest (auditd/runner/content.py), so a consumer can compare it with its copy.
-        "digest": None if (checkpoint.meta or {}).get("refused") else checkpoint.id,
-        "model": checkpoint.model,
-        "outcome": verdict.outcome,
-        "policy": verdict.policy,
-        "reasons": verdict.reasons,
-        "audit_id": verdict.audit_id,
-        "decided_at": verdict.created_at.isoformat(),
-        "auditd": "https://github.com/auditd (see docs/)",
-    }
 
 
 class Daemon:
     def __init__(self, settings: Settings):
         self.settings = settings
         self.engine = open_db(settings.database_url)
-        self.sources = []
-        if settings.registry_dir:
-            self.sources.append(DirSource(settings.registry_dir, settle_s=settings.registry_settle_s,
-                                          verdict_dir=settings.verdict_dir, max_config_bytes=settings.max_config_bytes,
-                                          max_tokenizer_bytes=settings.max_tokenizer_bytes))
-        if settings.mlflow_tracking_uri:
-            from auditd.registry.mlflow import MlflowSource
-
-            self.sources.append(MlflowSource(settings.mlflow_tracking_uri, settings.home / "mlflow", engine=self.engine,
-                                             models=settings.mlflow_models, alias_on_pass=settings.mlflow_alias_on_pass))
+        self.sources = build_sources(settings, self.engine)
         self.ctx = AuditContext(self.engine, settings, on_verdict=make_write_back(self.sources))
         self.ctx.policies.get(settings.policy)  # a bad policy stops start-up, clearly
         remove_stale_snapshots(settings.snapshot_path)  # left by a crash; resumed audits take fresh ones
@@ -79,10 +43,19 @@ class Daemon:
         self.stopping_requested = threading.Event()
 
     def state(self) -> dict:
-        return {"tick": self.service.last_tick, "polls": dict(self.service.last_poll)}
+        return {"tick": self.service.last_tick, "polls": dict(self.service.last_poll),
+                "errors": self.service.health.error_counts()}
 
-    def ready(self) -> bool:
-        return self.service.scheduler.running and not self.stopping.is_set()
+    def ready(self) -> list[str]:
+        """Why the daemon is not ready (empty when it is): /readyz answers 503 with these."""
+        reasons = []
+        if self.stopping.is_set() or self.stopping_requested.is_set():
+            reasons.append("stopping")
+        if not self.service.scheduler.running:
+            reasons.append("scheduler not running")
+        elif not self.scheduler_alive():
+            reasons.append(f"scheduler has not completed a cycle for {time.time() - self.service.last_tick:.0f} s")
+        return reasons + self.service.health.reasons()
 
     def start(self) -> None:
         self.http.start()
@@ -125,7 +98,8 @@ class Daemon:
         return self.settings.watchdog_stale_s or max(60.0, 3 * self.settings.poll_interval_s)
 
     def scheduler_alive(self) -> bool:
-        # The dispatch job ticks every 2 s (maintain every 30 s); a paused, dead or wedged scheduler stops both.
+        # A cycle completes every 2 s (the dispatch job, with no job failing); a paused, dead or wedged
+        # scheduler, or a database that stays locked, full or unreachable, stops it.
         return time.time() - self.service.last_tick < self.stale_after_s
 
     def watch(self) -> None:
@@ -143,8 +117,8 @@ class Daemon:
                 stalled = False
             elif not stalled:
                 stalled = True
-                log.error("scheduler loop has not run for %.0f s; no longer feeding the watchdog, systemd will "
-                          "restart auditd", time.time() - self.service.last_tick)
+                log.error("scheduler loop has not completed a cycle for %.0f s; no longer feeding the watchdog, "
+                          "systemd will restart auditd", time.time() - self.service.last_tick)
 
 
 def _redact(url: str) -> str:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 from pydantic import Field, SecretStr, field_validator
@@ -71,7 +71,23 @@ class Settings(BaseSettings):
     devices: str | None = Field(
         None, description="Several devices and their audit slots, e.g. 'cuda:0=1,cuda:1=2' (overrides device/device_slots)."
     )
-    max_attempts: int = Field(3, description="Attempts before an interrupted audit is given up as error.", ge=1)
+    max_attempts: int = Field(
+        3, description="Attempts before an interrupted audit is given up as error (a policy's budget.max_attempts, "
+        "when set, wins).", ge=1)
+    # -- audit child processes (docs/operations.md, "Audit processes") --
+    executor: Literal["process", "inline"] = Field(
+        "process", description="process: each audit runs in a fresh child process with resource limits and a hard "
+        "deadline (the daemon never loads a model); inline: in the daemon's own process (tests, debugging).")
+    child_memory_mb: int | None = Field(
+        None, description="Address-space limit (RLIMIT_AS) of an audit child, MiB; default 80% of the machine's RAM "
+        "(at least 8 GiB) on CPU devices and none on CUDA devices (CUDA reserves huge address ranges); 0 disables.",
+        ge=0)
+    child_cpu_s: int | None = Field(
+        None, description="CPU-time limit (RLIMIT_CPU) of an audit child, seconds; default the policy's "
+        "audit_timeout_s x CPU cores + 60; 0 disables.", ge=0)
+    child_max_files: int = Field(4096, description="Open-file limit (RLIMIT_NOFILE) of an audit child.", ge=64)
+    child_stop_grace_s: float = Field(
+        10.0, description="Seconds between SIGTERM and SIGKILL of an audit child (deadline or daemon stop).", gt=0)
     heartbeat_timeout_s: float = Field(
         300.0, description="A running audit whose heartbeat is older than this is considered orphaned."
     )
@@ -155,6 +171,20 @@ class Settings(BaseSettings):
                 raise ValueError(f"AUDITD_DEVICES: bad entry {part!r} (expected device=slots, e.g. cuda:0=1)")
             out[name] = int(slots or 1)
         return out
+
+    def child_memory_bytes(self, device: str) -> int | None:
+        """RLIMIT_AS for an audit child on `device`, or None for no limit."""
+        if self.child_memory_mb is not None:
+            return self.child_memory_mb * 2**20 or None
+        if device.startswith("cuda"):
+            return None
+        # Address space, not memory: torch alone maps ~4 GB, so never below 8 GiB on small machines.
+        return max(int(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") * 0.8), 8 * 2**30)
+
+    def child_cpu_seconds(self, audit_timeout_s: float) -> int | None:
+        if self.child_cpu_s is not None:
+            return self.child_cpu_s or None
+        return int(audit_timeout_s * (os.cpu_count() or 1)) + 60
 
     @property
     def database_url(self) -> str:

@@ -3,13 +3,6 @@ Starts a private PostgreSQL server (Debian's binaries) on a unix socket in a tem
 
 from __future__ import annotations
 
-import glob
-import os
-import shutil
-import subprocess
-import tempfile
-from pathlib import Path
-
 import pytest
 import yaml
 from prometheus_client import generate_latest
@@ -23,39 +16,17 @@ from auditd.settings import Settings
 from auditd.store.db import open_db, session
 from auditd.store.models import AuditRun, CategoryResult
 from tests.conftest import QUICK_POLICY, write_policy
-
-BIN = sorted(glob.glob("/usr/lib/postgresql/*/bin"))
-
-
-def _as_postgres(cmd):
-    # initdb refuses to run as root; CI runs as root, developers usually not.
-    if os.geteuid() == 0:
-        return ["runuser", "-u", "postgres", "--", *cmd]
-    return cmd
+from tests.pg_server import BIN, PgServer
 
 
 @pytest.fixture(scope="module")
-def pg_url(tmp_path_factory):
+def pg_url():
     if not BIN:
         pytest.skip("PostgreSQL server binaries not installed (Debian package postgresql; .ci/setup installs it)")
     pytest.importorskip("psycopg")
-    bindir = BIN[-1]
-    # Not under pytest's tmp dir: that is private to our user and the server runs as postgres.
-    root = Path(tempfile.mkdtemp(prefix="auditd-pg-"))
-    data, sock = root / "data", root / "sock"
-    sock.mkdir()
-    if os.geteuid() == 0:
-        shutil.chown(root, "postgres")
-        shutil.chown(sock, "postgres")
-    subprocess.run(_as_postgres([f"{bindir}/initdb", "-D", str(data), "-A", "trust", "-U", "auditd"]),
-                   check=True, capture_output=True)
-    port = 5400 + os.getpid() % 500
-    opts = f"-c listen_addresses='' -k {sock} -p {port} -c fsync=off"
-    subprocess.run(_as_postgres([f"{bindir}/pg_ctl", "-D", str(data), "-o", opts, "-w", "start", "-l",
-                                 str(root / "log")]), check=True, capture_output=True)
-    yield f"postgresql+psycopg://auditd@/postgres?host={sock}&port={port}"
-    subprocess.run(_as_postgres([f"{bindir}/pg_ctl", "-D", str(data), "-m", "immediate", "stop"]), capture_output=True)
-    shutil.rmtree(root, ignore_errors=True)
+    server = PgServer().start()
+    yield server.url
+    server.destroy()
 
 
 def test_an_audit_on_postgresql(pg_url, tmp_path, tiny_model_dir):

@@ -12,10 +12,11 @@ from sqlalchemy.engine import Engine
 from auditd import __version__
 
 
-def create_app(engine: Engine, registry: CollectorRegistry, ready: Callable[[], bool] = lambda: True,
+def create_app(engine: Engine, registry: CollectorRegistry, ready: Callable[[], bool | list[str]] = lambda: True,
                settings=None, poll: Callable[[], object] | None = None) -> FastAPI:
     """`settings` enables the token-protected routes and webhooks (None: read-only server);
-    `poll` is called after an MLflow webhook (the daemon passes its registry poll)."""
+    `poll` is called after an MLflow webhook (the daemon passes its registry poll); `ready` says
+    True/False, or lists the reasons the daemon is not ready (empty: ready)."""
     from auditd.api import routes_actions, routes_hooks, routes_read
 
     app = FastAPI(title="auditd", version=__version__,
@@ -35,16 +36,20 @@ def create_app(engine: Engine, registry: CollectorRegistry, ready: Callable[[], 
 
     @app.get("/readyz")
     def readyz(response: Response) -> dict:
-        """Readiness: the database answers and the scheduler runs."""
+        """Readiness: the database answers and the scheduler completes its cycles; 503 lists why not."""
+        reasons = []
         try:
             with engine.connect() as c:
                 c.execute(text("SELECT 1"))
             db_ok = True
-        except Exception:
+        except Exception as exc:
             db_ok = False
-        ok = db_ok and ready()
+            reasons.append("database unreachable: " + " ".join(str(getattr(exc, "orig", None) or exc).split())[:200])
+        state = ready()
+        reasons += ([] if state else ["not ready"]) if isinstance(state, bool) else list(state)
+        ok = not reasons
         response.status_code = 200 if ok else 503
-        return {"ready": ok, "database": db_ok}
+        return {"ready": ok, "database": db_ok, "reasons": reasons}
 
     @app.get("/metrics")
     def metrics() -> Response:

@@ -132,6 +132,12 @@ class FleetCollector:
             for src, ts in st.get("polls", {}).items():
                 g.add_metric([src], ts)
             yield g
+            errors = CounterMetricFamily("auditd_scheduler_errors", "failed scheduler job runs by job and kind "
+                                         "(locked, disk_full, connection_lost, ...); each is retried with backoff",
+                                         labels=["job", "kind"])
+            for (job, kind), n in sorted(st.get("errors", {}).items()):
+                errors.add_metric([job, kind], n)
+            yield errors
 
     def _fleet(self, s) -> Iterator:
         by_outcome = dict(s.exec(select(Verdict.outcome, func.count()).group_by(Verdict.outcome)).all())

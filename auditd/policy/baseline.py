@@ -107,6 +107,7 @@ def is_pending(s: Session, verdict: Verdict) -> bool:
 def redecide_dependents(ctx, finished_checkpoint_id: str, scan: int = 200) -> list[int]:
     """Decide again the recent verdicts that lacked a baseline which now has a finished audit.
     Bounded to the latest `scan` verdicts so it stays cheap after every audit."""
+    from auditd.runner.audit import write_back
     from auditd.store.db import session
 
     redone = []
@@ -132,6 +133,7 @@ def redecide_dependents(ctx, finished_checkpoint_id: str, scan: int = 200) -> li
                 decision = evaluate(s, policy, audit.id, checkpoint, summaries)
                 row = s.get(Verdict, v.id)
                 row.outcome, row.reasons, row.created_at = decision.outcome, decision.reasons, utcnow()
+                row.written_back_at = None  # the registry holds the old decision until written
                 audit.outcome = decision.outcome
                 s.add(row)
                 s.add(audit)
@@ -139,8 +141,7 @@ def redecide_dependents(ctx, finished_checkpoint_id: str, scan: int = 200) -> li
             log.info("verdict of audit %s decided again against %s: %s", audit.id, finished_checkpoint_id[:19],
                      decision.outcome)
             redone.append(audit.id)
-            if ctx.on_verdict is not None:
-                ctx.on_verdict(checkpoint, row)
+            write_back(ctx, checkpoint, row)
         except Exception:  # one bad old verdict must not stop the others, nor the audit that finished
             log.exception("deciding verdict %s again failed", v.id)
     return redone

@@ -11,25 +11,29 @@ import logging
 import threading
 import time
 from dataclasses import dataclass, field
+from datetime import timedelta
 from pathlib import Path
 from typing import Callable
 
-from sqlalchemy import delete
+from sqlalchemy import delete, update
 from sqlalchemy.engine import Engine
 from sqlmodel import select
 
 from auditd import plugins
 from auditd.backends.base import GenerationParams
+from auditd.policy.baseline import evaluate, redecide_dependents
 from auditd.policy.cache import PolicyCache
 from auditd.policy.model import Policy, ProbePlan
-from auditd.policy.baseline import evaluate, redecide_dependents
 from auditd.probe import Probe, ProbeItem
 from auditd.probe_build import build_probe
 from auditd.runner.combine import judge_sample, provenance
 from auditd.sanitize import sanitize
 from auditd.runner.results import aggregate
+from auditd.runner.stage import current as current_stage
+from auditd.runner.stage import stage, stage_of
 from auditd.settings import Settings
 from auditd.store.db import session
+from auditd.store.errors import retry_storage
 from auditd.store.models import AuditRun, CheckpointRow, JudgeScoreRow, ProbeRun, Sample, Verdict, utcnow
 
 log = logging.getLogger(__name__)
@@ -53,6 +57,7 @@ class AuditContext:
     progress: Progress | None = None
     on_verdict: Callable[[CheckpointRow, Verdict], None] | None = None  # registry write-back
     policies: PolicyCache = None  # type: ignore[assignment]  # set from settings when not given
+    memory_limit: int | None = None  # bytes; set in an audit child with RLIMIT_AS, named in memory errors
 
     def __post_init__(self):
         if self.policies is None:
@@ -62,6 +67,24 @@ class AuditContext:
 def one_line(exc: BaseException) -> str:
     text = sanitize(" ".join(str(exc).split())) or type(exc).__name__
     return text[:500]
+
+
+def gib(n: int) -> str:
+    return f"{n / 2**30:.3g} GiB"
+
+
+def is_memory_error(exc: BaseException) -> bool:
+    """Python's MemoryError, or torch's allocator failing under RLIMIT_AS (a RuntimeError)."""
+    text = str(exc).lower()
+    return isinstance(exc, MemoryError) or "can't allocate memory" in text or "cannot allocate memory" in text
+
+
+def timeout_message(timeout_s: float, where: str) -> str:
+    return f"timeout after {timeout_s:g} s in {where} (the audit timed out: budget.audit_timeout_s)"
+
+
+def memory_message(limit: int | None, where: str) -> str:
+    return f"killed: memory limit {gib(limit)} exceeded in {where}" if limit else f"out of memory in {where}"
 
 
 def select_items(probe: Probe, plan: ProbePlan) -> list[ProbeItem]:
@@ -84,6 +107,7 @@ class AuditRunner:
         self.audit_id = audit_id
         self.deadline = float("inf")
         self.content = None  # the snapshot the backend loads (auditd.runner.content)
+        self.timeout_s = float("inf")
 
     # -- the whole audit ------------------------------------------------------------------
     def run(self) -> str | None:
@@ -95,30 +119,33 @@ class AuditRunner:
         backend, judges = None, {}
         try:
             policy = self.ctx.policies.get(audit.policy)
-            self.deadline = started + policy.budget.audit_timeout_s
+            self.timeout_s = policy.budget.audit_timeout_s
+            self.deadline = started + self.timeout_s
             plan = policy.plan(checkpoint.kind)
             if not plan:
                 raise AuditFailed(f"policy {policy.name!r} has no probes for {checkpoint.kind} checkpoints")
-            backend = self._backend(policy, checkpoint, audit.device)
-            judges = self._judges(policy, plan)
+            with stage("load"):
+                backend = self._backend(policy, checkpoint, audit.device)
+                judges = self._judges(policy, plan)
             summaries = {}
             for p in plan:
-                summaries[p.id] = self._run_probe(policy, p, backend, judges)
+                with stage(f"probe {p.id}"):
+                    summaries[p.id] = self._run_probe(policy, p, backend, judges)
             if self.content is not None:
-                self.content.verify_after()  # changed during the audit: error, never a pass
+                with stage("verify content"):
+                    self.content.verify_after()  # changed during the audit: error, never a pass
             return self._finish(policy, checkpoint, summaries, started)
         except Interrupted:
-            with session(self.ctx.engine) as s:
-                a = s.get(AuditRun, self.audit_id)
-                a.status, a.worker = "queued", None
-                s.add(a)
-                s.commit()
+            retry_storage(lambda: requeue(self.ctx.engine, self.audit_id), f"audit {self.audit_id}: requeue",
+                          deadline=time.monotonic() + 30)
             log.info("audit %s interrupted; it will resume on the next start", self.audit_id)
             return None
         except Exception as exc:  # fail closed: whatever went wrong, the verdict is error
+            where = stage_of(exc)
             status = "cancelled" if isinstance(exc, _Cancelled) else "error"
-            log.warning("audit %s ended in %s: %s", self.audit_id, status, one_line(exc))
-            self._store_failure(checkpoint, status, one_line(exc), started)
+            message = memory_message(self.ctx.memory_limit, where) if is_memory_error(exc) else one_line(exc)
+            log.warning("audit %s ended in %s: %s", self.audit_id, status, message)
+            self._store_failure(checkpoint, status, message, started)
             return "error"
         finally:
             if self.content is not None:
@@ -169,6 +196,12 @@ class AuditRunner:
         return {j: plugins.create(f"judge:{j}", **policy.judge_options.get(j, {})) for j in needed}
 
     # -- one probe ------------------------------------------------------------------------
+    def _storing(self, fn, what: str):
+        """One transaction, retried while the database is locked, full or unreachable (until the
+        audit's deadline): a passing storage failure is not the checkpoint's fault."""
+        return retry_storage(fn, f"audit {self.audit_id}: {what}", deadline=self.deadline,
+                             should_stop=self.ctx.stop.is_set)
+
     def _run_probe(self, policy: Policy, plan: ProbePlan, backend, judges: dict) -> dict:
         probe = build_probe(plan)
         if getattr(probe, "attack", False):  # fine-tuning attacks (GRPO): their own loop, same store
@@ -181,18 +214,22 @@ class AuditRunner:
             return run_image_probe(self, policy, plan, probe, backend, judges)
         judge_ids = policy.judges_for(plan, probe)
         items = select_items(probe, plan)
-        with session(self.ctx.engine) as s:
-            run = s.exec(select(ProbeRun).where(ProbeRun.audit_id == self.audit_id, ProbeRun.probe_id == plan.id)).first()
-            if run is not None and run.status == "done":
-                return run.summary
-            if run is None:
-                run = ProbeRun(audit_id=self.audit_id, probe_id=plan.id, n_items=len(items))
-                s.add(run)
-                s.commit()
-            done = set(
-                s.exec(select(Sample.item_index, Sample.variant).where(
-                    Sample.audit_id == self.audit_id, Sample.probe_id == plan.id)).all()
-            )
+
+        def open_probe_run():
+            with session(self.ctx.engine) as s:
+                run = s.exec(select(ProbeRun).where(ProbeRun.audit_id == self.audit_id,
+                                                    ProbeRun.probe_id == plan.id)).first()
+                if run is not None and run.status == "done":
+                    return run, set()
+                if run is None:
+                    run = ProbeRun(audit_id=self.audit_id, probe_id=plan.id, n_items=len(items))
+                    s.add(run)
+                    s.commit()
+                return run, self._stored_keys(s, plan.id)
+
+        run, done = self._storing(open_probe_run, f"probe {plan.id}")
+        if run.status == "done":
+            return run.summary
         todo = [it for it in items if (it.index, it.variant) not in done]
         params = GenerationParams(
             max_new_tokens=policy.generation.max_new_tokens,
@@ -209,21 +246,33 @@ class AuditRunner:
             chats = [([{"role": "system", "content": it.system}] if it.system else []) +
                      [{"role": "user", "content": it.prompt}] for it in batch]
             t0 = time.monotonic()
-            outputs = backend.generate(chats, params)
+            with stage("generate"):
+                outputs = backend.generate(chats, params)
             t1 = time.monotonic()
             if len(outputs) != len(batch):
                 raise AuditFailed(f"backend returned {len(outputs)} outputs for {len(batch)} prompts")
             inputs = [probe.judge_input(it, out) for it, out in zip(batch, outputs)]
-            scores = {j: judges[j].score(inputs) for j in judge_ids}
+            with stage("judge"):
+                scores = {j: judges[j].score(inputs) for j in judge_ids}
             t2 = time.monotonic()
-            self._store_batch(policy, plan.id, probe.expect, judge_ids, batch, outputs, scores, t1 - t0, t2 - t1)
+            with stage("store"):
+                self._storing(lambda: self._store_batch(policy, plan.id, probe.expect, judge_ids, batch, outputs,
+                                                        scores, t1 - t0, t2 - t1), "store a batch")
             n_done += len(batch)
             self._progress(plan.id, n_done, len(items))
         return self._close_probe(probe, plan.id)
 
+    def _stored_keys(self, s, probe_id: str) -> set[tuple[int, str]]:
+        return set(s.exec(select(Sample.item_index, Sample.variant).where(
+            Sample.audit_id == self.audit_id, Sample.probe_id == probe_id)).all())
+
     def _store_batch(self, policy, probe_id, expect, judge_ids, batch, outputs, scores, gen_s, judge_s) -> None:
         with session(self.ctx.engine) as s:
+            # A retried commit may have landed before its connection dropped: skip what is stored.
+            stored = self._stored_keys(s, probe_id)
             for i, (it, out) in enumerate(zip(batch, outputs)):
+                if (it.index, it.variant) in stored:
+                    continue
                 item_scores = [scores[j][i] for j in judge_ids]
                 j = judge_sample(it.expect or expect, item_scores)
                 sample = Sample(
@@ -263,52 +312,46 @@ class AuditRunner:
         if self.ctx.stop.is_set():
             raise Interrupted()
         if time.monotonic() > self.deadline:
-            raise AuditFailed("audit timed out (budget.audit_timeout_s)")
-        with session(self.ctx.engine) as s:
-            if s.get(AuditRun, self.audit_id).cancel_requested:
-                raise _Cancelled("audit cancelled by request")
+            raise AuditFailed(timeout_message(self.timeout_s, current_stage()))
+
+        def cancel_requested() -> bool:
+            with session(self.ctx.engine) as s:
+                return s.get(AuditRun, self.audit_id).cancel_requested
+
+        if self._storing(cancel_requested, "check for a cancel request"):
+            raise _Cancelled("audit cancelled by request")
+        if self.ctx.stop.is_set():  # a stop requested while the database was away
+            raise Interrupted()
 
     def _progress(self, probe_id: str, done: int, total: int) -> None:
         if self.ctx.progress:
             self.ctx.progress(probe_id, done, total)
 
     def _finish(self, policy: Policy, checkpoint: CheckpointRow, summaries: dict, started: float) -> str:
-        with session(self.ctx.engine) as s:
-            # Against the parent or pinned baseline; also stores per-category drift for /metrics.
-            decision = evaluate(s, policy, self.audit_id, checkpoint, summaries)
-            verdict = self._write_verdict(s, policy.name, decision.outcome, decision.reasons, "done", None, started)
-        self._write_back(checkpoint, verdict)
-        redecide_dependents(self.ctx, checkpoint.id)  # children decided before this baseline finished
+        def decide():
+            with session(self.ctx.engine) as s:
+                # Against the parent or pinned baseline; also stores per-category drift for /metrics.
+                decision = evaluate(s, policy, self.audit_id, checkpoint, summaries)
+                verdict = write_verdict(s, self.audit_id, policy.name, decision.outcome, decision.reasons, "done",
+                                        None, time.monotonic() - started)
+                return decision, verdict
+
+        with stage("verdict"):
+            decision, verdict = self._storing(decide, "store the verdict")
+        if verdict is None:  # ended meanwhile (the supervisor's deadline): that ending stands
+            return "error"
+        with stage("write-back"):
+            write_back(self.ctx, checkpoint, verdict)
+            redecide_dependents(self.ctx, checkpoint.id)  # children decided before this baseline finished
         return decision.outcome
 
     def _store_failure(self, checkpoint: CheckpointRow, status: str, message: str, started: float) -> None:
-        with session(self.ctx.engine) as s:
-            reasons = [{"action": "error", "rule": status, "message": message}]
-            audit = s.get(AuditRun, self.audit_id)
-            verdict = self._write_verdict(s, audit.policy, "error", reasons, status, message, started)
-        self._write_back(checkpoint, verdict)
-        redecide_dependents(self.ctx, checkpoint.id)  # children waiting on this baseline: no longer pending
-
-    def _write_verdict(self, s, policy_name, outcome, reasons, status, error, started) -> Verdict:
-        audit = s.get(AuditRun, self.audit_id)
-        s.exec(delete(Verdict).where(Verdict.audit_id == self.audit_id))
-        verdict = Verdict(audit_id=self.audit_id, checkpoint_id=audit.checkpoint_id, outcome=outcome,
-                          policy=policy_name, reasons=reasons)
-        s.add(verdict)
-        audit.status, audit.outcome, audit.error = status, outcome, error
-        audit.finished_at = utcnow()
-        audit.duration_s = (audit.duration_s or 0.0) + (time.monotonic() - started)
-        s.add(audit)
-        s.commit()
-        return verdict
-
-    def _write_back(self, checkpoint: CheckpointRow, verdict: Verdict) -> None:
-        if self.ctx.on_verdict is None:
-            return
-        try:
-            self.ctx.on_verdict(checkpoint, verdict)
-        except Exception as exc:  # the verdict is stored; a failed write-back is logged, not fatal
-            log.error("writing verdict back to the registry failed for %s: %s", checkpoint.id, one_line(exc))
+        elapsed = time.monotonic() - started
+        verdict = retry_storage(lambda: fail_audit(self.ctx.engine, self.audit_id, status, message, elapsed),
+                                f"audit {self.audit_id}: store the error", deadline=time.monotonic() + 60)
+        if verdict is not None:
+            write_back(self.ctx, checkpoint, verdict)
+            redecide_dependents(self.ctx, checkpoint.id)  # children waiting on this baseline: no longer pending
 
 
 class _Cancelled(AuditFailed):
@@ -317,3 +360,82 @@ class _Cancelled(AuditFailed):
 
 def run_audit(ctx: AuditContext, audit_id: int) -> str | None:
     return AuditRunner(ctx, audit_id).run()
+
+
+# -- endings shared by the runner, its supervisor (process executor) and the queue (give-ups) ---------
+def write_verdict(s, audit_id: int, policy_name: str, outcome: str, reasons: list, status: str, error: str | None,
+                  elapsed_s: float = 0.0, from_status: tuple[str, ...] = ("running",)) -> Verdict | None:
+    """End the audit with its one verdict, in one transaction: a compare-and-set on the audit's
+    status, so of two enders (the child finishing, its supervisor's deadline) exactly one wins.
+    None (and nothing written) when the audit is no longer in `from_status`."""
+    audit = s.get(AuditRun, audit_id)
+    res = s.exec(update(AuditRun).where(AuditRun.id == audit_id, AuditRun.status.in_(from_status)).values(
+        status=status, outcome=outcome, error=error, finished_at=utcnow(),
+        duration_s=(audit.duration_s or 0.0) + elapsed_s))
+    if res.rowcount != 1:
+        s.rollback()
+        return None
+    s.exec(delete(Verdict).where(Verdict.audit_id == audit_id))
+    verdict = Verdict(audit_id=audit_id, checkpoint_id=audit.checkpoint_id, outcome=outcome, policy=policy_name,
+                      reasons=reasons)
+    s.add(verdict)
+    s.commit()
+    return verdict
+
+
+def fail_audit(engine: Engine, audit_id: int, status: str, message: str, elapsed_s: float = 0.0,
+               from_status: tuple[str, ...] = ("running",)) -> Verdict | None:
+    """Store an `error` verdict (status error or cancelled) with a one-line reason; fail closed."""
+    with session(engine) as s:
+        audit = s.get(AuditRun, audit_id)
+        if audit is None:
+            return None
+        reasons = [{"action": "error", "rule": status, "message": message}]
+        return write_verdict(s, audit_id, audit.policy, "error", reasons, status, message, elapsed_s, from_status)
+
+
+def requeue(engine: Engine, audit_id: int, worker: str | None = None) -> bool:
+    """Put a running audit back in the queue (its stored samples are kept: it resumes)."""
+    with session(engine) as s:
+        q = update(AuditRun).where(AuditRun.id == audit_id, AuditRun.status == "running")
+        if worker is not None:
+            q = q.where(AuditRun.worker == worker)
+        res = s.exec(q.values(status="queued", worker=None))
+        s.commit()
+        return res.rowcount == 1
+
+
+def write_back(ctx: AuditContext, checkpoint: CheckpointRow, verdict: Verdict) -> None:
+    """Hand the verdict to the registry and mark it written. Without a writer (an audit child) the
+    verdict stays marked pending and the daemon writes it (flush_write_backs): a crash between the
+    stored verdict and its write-back is caught up on the next start."""
+    if ctx.on_verdict is None:
+        return
+    try:
+        ctx.on_verdict(checkpoint, verdict)
+    except Exception as exc:  # the verdict is stored; a failed write-back is logged and retried later
+        log.error("writing verdict back to the registry failed for %s: %s", checkpoint.id, one_line(exc))
+        return
+    try:
+        with session(ctx.engine) as s:
+            s.exec(update(Verdict).where(Verdict.id == verdict.id).values(written_back_at=utcnow()))
+            s.commit()
+    except Exception as exc:  # written, but not marked: it is written again later (same content)
+        log.warning("marking the verdict of %s written back failed: %s", checkpoint.id, one_line(exc))
+
+
+
+def flush_write_backs(ctx: AuditContext, limit: int = 50, max_age_s: float = 86400.0) -> int:
+    """Write back the verdicts still pending (decided in an audit child, re-decided, given up, or
+    left by a crash or a failed write); those older than `max_age_s` are left alone. Returns how
+    many were written."""
+    if ctx.on_verdict is None:
+        return 0
+    since = utcnow() - timedelta(seconds=max_age_s)
+    with session(ctx.engine) as s:
+        pending = s.exec(select(Verdict, CheckpointRow).join(CheckpointRow, CheckpointRow.id == Verdict.checkpoint_id)
+                         .where(Verdict.written_back_at.is_(None), Verdict.created_at >= since)
+                         .order_by(Verdict.id).limit(limit)).all()
+    for verdict, checkpoint in pending:
+        write_back(ctx, checkpoint, verdict)
+    return len(pending)

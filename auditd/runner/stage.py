@@ -48,6 +48,13 @@ def stage(name: str) -> Iterator[None]:
     _notify(name)
     try:
         yield
+    except BaseException as exc:
+        if not hasattr(exc, "_auditd_stage"):  # the innermost stage it left: where it went wrong
+            try:
+                exc._auditd_stage = name
+            except AttributeError:  # an exception type without a __dict__
+                pass
+        raise
     finally:
         with _lock:
             if _stack and _stack[-1] == name:
@@ -55,3 +62,8 @@ def stage(name: str) -> Iterator[None]:
             elif name in _stack:
                 _stack.remove(name)
         _notify(current())
+
+
+def stage_of(exc: BaseException) -> str:
+    """The stage an exception was raised in (stages are left as it propagates), else the current one."""
+    return getattr(exc, "_auditd_stage", None) or current()

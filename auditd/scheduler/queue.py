@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import socket
 from datetime import timedelta
+from typing import Callable
 
 from sqlalchemy import update
 from sqlalchemy.engine import Engine
@@ -57,23 +58,29 @@ def enqueue(engine: Engine, checkpoint_id: str, *, request_key: str = "auto", po
         return run, True
 
 
-def claim_next(engine: Engine, device: str, worker: str, max_attempts: int) -> AuditRun | None:
-    """Atomically take the highest-priority queued audit for a device. Audits that were already
-    interrupted `max_attempts` times are given up as errors instead (never as passed)."""
+def claim_next(engine: Engine, device: str, worker: str, max_attempts: int | Callable[[str], int],
+               gave_up: list[int] | None = None) -> AuditRun | None:
+    """Atomically take the highest-priority queued audit for a device. Audits already interrupted
+    `max_attempts` times (an int, or a function of the audit's policy name) are given up with an
+    error verdict, like any failed audit (never as passed), and their ids appended to `gave_up`:
+    the caller writes those verdicts back (they are stored pending)."""
+    from auditd.runner.audit import fail_audit
+
+    limit = max_attempts if callable(max_attempts) else (lambda _policy: max_attempts)
+    gave_up = [] if gave_up is None else gave_up
     with session(engine) as s:
         candidates = s.exec(
             select(AuditRun).where(AuditRun.status == "queued", AuditRun.device.in_((device, "any")))
             .order_by(AuditRun.priority.desc(), AuditRun.id).limit(8)
         ).all()
-        for c in candidates:
-            if c.attempts >= max_attempts:
-                s.exec(update(AuditRun).where(AuditRun.id == c.id, AuditRun.status == "queued").values(
-                    status="error", outcome="error", finished_at=utcnow(),
-                    error=f"gave up after {c.attempts} interrupted attempts"))
-                s.commit()
-                continue
-            if claimed := claim(engine, c.id, worker, device):
-                return claimed
+    for c in candidates:
+        if c.attempts >= limit(c.policy):
+            message = f"gave up after {c.attempts} interrupted attempts"
+            if fail_audit(engine, c.id, "error", message, from_status=("queued",)) is not None:
+                gave_up.append(c.id)
+            continue
+        if claimed := claim(engine, c.id, worker, device):
+            return claimed
     return None
 
 

@@ -1,10 +1,14 @@
-"""APScheduler wiring. Periodic jobs (registry poll, dispatch, heartbeat/recovery) live in an
-APScheduler job store in auditd's own database, so their schedule survives restarts; audits
-themselves are rows in audit_runs (see queue.py) run on per-device worker pools.
+"""APScheduler wiring. Periodic jobs (registry poll, dispatch, heartbeat/recovery) run from an
+in-memory job store: they are rebuilt at every start, and APScheduler 3.x's main loop does not
+guard job-store writes (`update_job` in `_process_jobs`), so one "database is locked" in a
+database-backed store killed the scheduler thread for good. Audits themselves are rows in
+audit_runs (see queue.py), run on per-device worker pools, each in a supervised child process
+(executor "process", auditd/runner/supervisor.py) or in this process (executor "inline").
 
-APScheduler 3.x persists jobs by textual reference, so job functions are module-level and find
-their live service through `_LIVE` by key. Only one scheduler may use a job store at a time
-(APScheduler FAQ); several replicas need a leader lock (see docs/operations.md).
+Every job run is guarded (auditd/scheduler/health.py): failures are logged, counted per kind and
+retried with backoff, and the loop's last completed cycle drives /readyz and the watchdog.
+Only one daemon should schedule from a database at a time; several replicas need a leader
+lock (see docs/operations.md).
 """
 
 from __future__ import annotations
@@ -15,15 +19,17 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 from apscheduler.executors.pool import ThreadPoolExecutor as APSThreadPool
-from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
+from apscheduler.jobstores.memory import MemoryJobStore
 from apscheduler.schedulers.background import BackgroundScheduler
 from sqlalchemy.engine import Engine
 
 from auditd.policy.load import PolicyError
-from auditd.runner.audit import AuditContext, run_audit
+from auditd.runner.audit import AuditContext, flush_write_backs, run_audit
 from auditd.scheduler import queue
+from auditd.scheduler.health import JobHealth
 from auditd.settings import Settings
 from auditd.store.db import session
+from auditd.store.errors import storage_error_kind
 
 log = logging.getLogger(__name__)
 
@@ -32,17 +38,17 @@ _LIVE: dict[str, "AuditService"] = {}
 
 def _job_poll(key: str) -> None:
     if svc := _LIVE.get(key):
-        svc.poll_sources()
+        svc.run_job("registry-poll")
 
 
 def _job_dispatch(key: str) -> None:
     if svc := _LIVE.get(key):
-        svc.dispatch()
+        svc.run_job("dispatch")
 
 
 def _job_maintain(key: str) -> None:
     if svc := _LIVE.get(key):
-        svc.maintain()
+        svc.run_job("maintain")
 
 
 class AuditService:
@@ -54,10 +60,11 @@ class AuditService:
         self.running_on: dict[str, set[int]] = {d: set() for d in self.slots}
         self._lock = threading.Lock()
         self.accepting = True
-        self.last_tick = time.time()  # the watchdog is fed only while this moves
+        self.last_tick = time.time()  # the last completed cycle: the watchdog is fed only while this moves
         self.last_poll: dict[str, float] = {}
+        self.health = JobHealth()
         self.scheduler = BackgroundScheduler(
-            jobstores={"default": SQLAlchemyJobStore(engine=engine, tablename="apscheduler_jobs")},
+            jobstores={"default": MemoryJobStore()},
             executors={"default": APSThreadPool(4)},
             job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": 60},
             timezone="UTC",
@@ -66,15 +73,15 @@ class AuditService:
     # -- lifecycle --------------------------------------------------------------------------
     def start(self) -> None:
         _LIVE[self.key] = self
-        requeued = queue.recover(self.engine, self.settings.heartbeat_timeout_s)
-        if requeued:
-            log.info("requeued interrupted audits %s", requeued)
+        # Recovery runs as the maintain job's first run: a database that is away at start-up is
+        # retried with backoff like any other failure instead of stopping the daemon.
         add = self.scheduler.add_job
         add(_job_poll, "interval", args=[self.key], seconds=self.settings.poll_interval_s, id="registry-poll",
             replace_existing=True, next_run_time=_now())
         add(_job_dispatch, "interval", args=[self.key], seconds=2, id="dispatch", replace_existing=True,
             next_run_time=_now())
-        add(_job_maintain, "interval", args=[self.key], seconds=30, id="maintain", replace_existing=True)
+        add(_job_maintain, "interval", args=[self.key], seconds=30, id="maintain", replace_existing=True,
+            next_run_time=_now())
         self.scheduler.start()
 
     def stop(self, wait: bool = True) -> None:
@@ -89,7 +96,18 @@ class AuditService:
             pool.shutdown(wait=wait, cancel_futures=True)
         _LIVE.pop(self.key, None)
 
-    # -- jobs -------------------------------------------------------------------------------
+    # -- jobs (each guarded: a failure is logged, counted, retried with backoff) ----------------
+    def run_job(self, job: str) -> None:
+        jobs = {"registry-poll": self.poll_sources, "dispatch": self.dispatch, "maintain": self.maintain,
+                "write-back": lambda: flush_write_backs(self.ctx)}
+        ok = self.health.run(job, jobs[job])
+        if job == "dispatch":  # every 2 s: also retry failing jobs whose backoff is over
+            for failing in self.health.due_retries():
+                if failing != "dispatch":
+                    self.health.run(failing, jobs[failing])
+            if ok and not self.health.failing:
+                self.last_tick = time.time()  # a whole cycle: dispatch ran, and no job is failing now
+
     def poll_sources(self) -> int:
         found = 0
         try:
@@ -113,10 +131,12 @@ class AuditService:
                     log.info("new checkpoint %s model=%s kind=%s path=%s", cp.id, cp.model, cp.kind, cp.path)
                 found += len(new)
                 self.last_poll[src.id] = time.time()
-            except Exception:
+            except Exception as exc:
+                if storage_error_kind(exc):  # our database, not the source: the job's guard retries
+                    raise
                 log.exception("registry source %s failed to poll", src.id)
         if found:
-            self.dispatch()
+            self.health.run("dispatch", self.dispatch)
         return found
 
     @property
@@ -125,13 +145,19 @@ class AuditService:
 
     def dispatch(self) -> None:
         """Fill every device's free slots from the queue (highest priority first)."""
-        self.last_tick = time.time()
+        gave_up: list[int] = []
+        try:
+            self._fill_slots(gave_up)
+        finally:
+            self._given_up(gave_up)
+
+    def _fill_slots(self, gave_up: list[int]) -> None:
         for device, slots in self.slots.items():
             while self.accepting:
                 with self._lock:
                     if len(self.running_on[device]) >= slots:
                         break
-                    run = queue.claim_next(self.engine, device, self.worker, self.settings.max_attempts)
+                    run = queue.claim_next(self.engine, device, self.worker, self.max_attempts, gave_up)
                     if run is None:
                         break
                     self.running_on[device].add(run.id)
@@ -139,20 +165,51 @@ class AuditService:
                          run.attempts)
                 self.pools[device].submit(self._run, run.id, device)
 
+    def max_attempts(self, policy_name: str) -> int:
+        """The policy's budget.max_attempts when the policy sets it, else the max_attempts setting."""
+        try:
+            budget = self.ctx.policies.get(policy_name).budget
+        except Exception:  # the audit will end in error on its policy anyway
+            return self.settings.max_attempts
+        return budget.max_attempts if "max_attempts" in budget.model_fields_set else self.settings.max_attempts
+
+    def _given_up(self, audit_ids: list[int]) -> None:
+        if not audit_ids:
+            return
+        from auditd.policy.baseline import redecide_dependents
+        from auditd.store.models import AuditRun
+
+        log.warning("audits %s given up after their maximum attempts: error verdicts", audit_ids)
+        flush_write_backs(self.ctx)
+        for audit_id in audit_ids:
+            with session(self.engine) as s:
+                redecide_dependents(self.ctx, s.get(AuditRun, audit_id).checkpoint_id)
+
     def _run(self, audit_id: int, device: str) -> None:
         try:
-            outcome = run_audit(self.ctx, audit_id)
+            if self.settings.executor == "process":
+                from auditd.runner.supervisor import run_in_child
+
+                outcome = run_in_child(self.ctx, audit_id, device)
+            else:
+                outcome = run_audit(self.ctx, audit_id)
             log.info("audit %s finished: %s", audit_id, outcome or "interrupted")
+        except Exception:  # e.g. the database went away for good while stopping; recovery requeues it
+            log.exception("audit %s: supervising it failed", audit_id)
         finally:
             with self._lock:
                 self.running_on[device].discard(audit_id)
+        self.health.run("write-back", lambda: flush_write_backs(self.ctx))
         if self.accepting:
-            self.dispatch()
+            self.health.run("dispatch", self.dispatch)
 
     def maintain(self) -> None:
-        self.last_tick = time.time()
         queue.heartbeat(self.engine, set(self.running))
-        queue.recover(self.engine, self.settings.heartbeat_timeout_s, running_here=set(self.running))
+        with self._lock:  # not between a claim and its entry in running_on: that audit would look orphaned
+            requeued = queue.recover(self.engine, self.settings.heartbeat_timeout_s, running_here=set(self.running))
+        if requeued:
+            log.info("requeued interrupted audits %s", requeued)
+        flush_write_backs(self.ctx)  # verdicts stored but not yet written to the registry (a crash, a failure)
 
 
 def _now():

@@ -161,3 +161,5 @@ class Verdict(SQLModel, table=True):
     policy: str
     reasons: list[dict[str, Any]] = Field(default_factory=list, sa_column=Column(JSON))
     created_at: datetime = Field(default_factory=utcnow)
+    # When the registry was last given this verdict; None: still to write (the daemon catches up).
+    written_back_at: Optional[datetime] = None
