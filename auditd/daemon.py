@@ -12,6 +12,7 @@ import signal
 import threading
 import time
 
+from auditd import __version__
 from auditd.api.app import create_app
 from auditd.api.server import HTTPServer
 from auditd.metrics.collector import build_registry
@@ -46,7 +47,7 @@ def verdict_document(checkpoint, verdict) -> dict:
         "reasons": verdict.reasons,
         "audit_id": verdict.audit_id,
         "decided_at": verdict.created_at.isoformat(),
-        "auditd": "https://github.com/auditd (see docs/)",
+        "auditd": f"auditd {__version__}",  # which release decided (docs/api.md)
     }
 
 
