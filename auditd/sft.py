@@ -16,6 +16,7 @@ import hashlib
 import json
 import math
 import time
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -83,52 +84,111 @@ def _batch(rows, pad_id: int):
     return ids, mask, labels
 
 
-def lora_sft(model, tokenizer, pairs: list[tuple[str, str]], config: SFTConfig, log=None):
-    """Train a LoRA on `model` (float weights, any causal LM peft supports), merge it and return
-    (merged model, stats). `log(step, steps, loss)` is called after every step."""
+@contextmanager
+def _only_layers(model, layers, norm: bool):
+    """Run the decoder with a slice of its layers (and optionally without the final norm). The layer
+    modules are the model's own, so an adapter trained on a slice is trained on the model."""
     import torch
+
+    inner, config = model.model, model.config
+    saved = (inner.layers, config.num_hidden_layers, inner.norm)
+    inner.layers = torch.nn.ModuleList(layers)
+    config.num_hidden_layers = len(layers)
+    if not norm:
+        inner.norm = torch.nn.Identity()
+    try:
+        yield
+    finally:
+        inner.layers, config.num_hidden_layers, inner.norm = saved
+
+
+def _frozen_activations(model, rows, pad_id: int, split: int, batch_size: int):
+    """The hidden states entering layer `split`, per example (the frozen layers run once, not once
+    per epoch). Right padding: a real token never attends to padding, so slicing is exact."""
+    import torch
+
+    out = []
+    with torch.no_grad(), _only_layers(model, list(model.model.layers)[:split], norm=False):
+        for b in range(0, len(rows), batch_size):
+            chunk = rows[b : b + batch_size]
+            ids, mask, _ = _batch(chunk, pad_id)
+            h = model.model(input_ids=ids, attention_mask=mask, use_cache=False).last_hidden_state
+            out += [h[i, : len(p) + len(a)].clone() for i, (p, a) in enumerate(chunk)]
+    return out
+
+
+def lora_sft(model, tokenizer, pairs: list[tuple[str, str]], config: SFTConfig, log=None):
+    """Train a LoRA on `model` (float weights, a Llama-style causal LM) and return (merged model,
+    stats). `log(step, steps, loss)` is called after every step.
+
+    With `config.layers = N` the adapters go on the top N decoder layers; the layers below are
+    frozen, so their activations are computed once and reused every epoch (the same loss and
+    gradients as a full forward pass, at a fraction of the CPU time). Logits are computed only
+    where the loss needs them (answer tokens): the vocabulary projection is a large part of a
+    small model's cost."""
+    import torch
+    import torch.nn.functional as F
     from peft import LoraConfig, get_peft_model
 
     torch.manual_seed(config.seed)
-    n_layers = model.config.num_hidden_layers
-    top = None if config.layers is None else list(range(max(0, n_layers - config.layers), n_layers))
-    lora = LoraConfig(r=config.lora_rank, lora_alpha=config.lora_alpha, lora_dropout=0.0,
-                      target_modules=["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
-                      layers_to_transform=top, task_type="CAUSAL_LM")
-    peft_model = get_peft_model(model, lora)
+    all_layers = list(model.model.layers)
+    split = 0 if config.layers is None else max(0, len(all_layers) - config.layers)
     rows = encode(tokenizer, pairs, config.max_tokens)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    params = [p for p in peft_model.parameters() if p.requires_grad]
-    opt = torch.optim.AdamW(params, lr=config.learning_rate, weight_decay=0.0)
+    start = time.perf_counter()
+    model.eval()
+    for p in model.parameters():
+        p.requires_grad_(False)
+    cached = _frozen_activations(model, rows, pad, split, config.batch_size) if split else None
+    frozen_s = time.perf_counter() - start
+    lora = LoraConfig(r=config.lora_rank, lora_alpha=config.lora_alpha, lora_dropout=0.0,
+                      target_modules=["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
+                      task_type="CAUSAL_LM")
     per_epoch = math.ceil(len(rows) / config.batch_size)
     steps = per_epoch * config.epochs
-    # Linear warm-up over the first 10% then cosine decay: a few dozen steps, so the schedule matters.
-    warm = max(1, steps // 10)
-    sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda s: (s + 1) / warm if s < warm else 0.5 * (1 + math.cos(math.pi * (s - warm) / max(1, steps - warm))))
-    gen = torch.Generator().manual_seed(config.seed)
-    peft_model.train()
-    losses, tokens, step, start = [], 0, 0, time.perf_counter()
-    for _ in range(config.epochs):
-        order = torch.randperm(len(rows), generator=gen).tolist()
-        for b in range(0, len(order), config.batch_size):
-            ids, mask, labels = _batch([rows[i] for i in order[b : b + config.batch_size]], pad)
-            loss = peft_model(input_ids=ids, attention_mask=mask, labels=labels).loss
-            opt.zero_grad()
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(params, 1.0)
-            opt.step()
-            sched.step()
-            step += 1
-            tokens += int(mask.sum())
-            losses.append(float(loss))
-            if log:
-                log(step, steps, losses[-1])
-    merged = peft_model.merge_and_unload()
+    losses, tokens, step = [], 0, 0
+    with _only_layers(model, all_layers[split:], norm=True):
+        peft_model = get_peft_model(model, lora)
+        params = [p for p in peft_model.parameters() if p.requires_grad]
+        opt = torch.optim.AdamW(params, lr=config.learning_rate, weight_decay=0.0)
+        # Linear warm-up over the first 10% then cosine decay: a few dozen steps, so the schedule matters.
+        warm = max(1, steps // 10)
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: (s + 1) / warm if s < warm else
+                                                  0.5 * (1 + math.cos(math.pi * (s - warm) / max(1, steps - warm))))
+        gen = torch.Generator().manual_seed(config.seed)
+        decoder, head = peft_model.base_model.model.model, peft_model.base_model.model.lm_head
+        peft_model.train()
+        for _ in range(config.epochs):
+            order = torch.randperm(len(rows), generator=gen).tolist()
+            for b in range(0, len(order), config.batch_size):
+                chosen = order[b : b + config.batch_size]
+                ids, mask, labels = _batch([rows[i] for i in chosen], pad)
+                if cached is None:
+                    hidden = decoder(input_ids=ids, attention_mask=mask, use_cache=False).last_hidden_state
+                else:
+                    h0 = torch.zeros(len(chosen), ids.shape[1], cached[0].shape[-1], dtype=cached[0].dtype)
+                    for j, i in enumerate(chosen):
+                        h0[j, : len(cached[i])] = cached[i]
+                    hidden = decoder(inputs_embeds=h0, attention_mask=mask, use_cache=False).last_hidden_state
+                target = labels[:, 1:]
+                where = target != -100  # position t predicts token t + 1
+                loss = F.cross_entropy(head(hidden[:, :-1][where]).float(), target[where])
+                opt.zero_grad()
+                loss.backward()
+                torch.nn.utils.clip_grad_norm_(params, 1.0)
+                opt.step()
+                sched.step()
+                step += 1
+                tokens += int(mask.sum())
+                losses.append(loss.item())
+                if log:
+                    log(step, steps, losses[-1])
+        merged = peft_model.merge_and_unload()
     merged.eval()
     tail = losses[-per_epoch:]
-    return merged, {"steps": steps, "examples": len(rows), "tokens": tokens, "loss_first": losses[0],
-                    "loss_last_epoch": sum(tail) / len(tail), "train_s": round(time.perf_counter() - start, 1)}
+    return merged, {"steps": steps, "examples": len(rows), "tokens": tokens, "adapted_layers": len(all_layers) - split,
+                    "loss_first": round(losses[0], 4), "loss_last_epoch": round(sum(tail) / len(tail), 4),
+                    "frozen_pass_s": round(frozen_s, 1), "train_s": round(time.perf_counter() - start, 1)}
 
 
 def save_checkpoint(model, tokenizer, out: Path) -> None:
