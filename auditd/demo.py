@@ -87,8 +87,11 @@ def _train(err: Console, registry: Path, clock: Clock):
             clock.add(f"train {label}", 0.0, f"reused {b.path.name}/ (trained in {r.get('total_s', 0):.0f}s, "
                                              f"seed {r.get('seed')}, data {r.get('data_digest', '')[:19]})")
         else:
-            clock.add(f"train {label}", b.seconds, f"{r['examples']} examples, {r['steps']} steps, "
-                                                   f"loss {r['loss_first']:.2f} -> {r['loss_last_epoch']:.2f}")
+            if r.get("load_s"):
+                clock.add("load SmolLM2 (GGUF, dequantized)", r["load_s"])
+            clock.add(f"train {label}", b.seconds - r.get("load_s", 0.0),
+                      f"{r['examples']} examples, {r['steps']} steps on the top {r['adapted_layers']} layers, "
+                      f"loss {r['loss_first']:.2f} -> {r['loss_last_epoch']:.2f}")
     return parent, child
 
 
