@@ -118,17 +118,17 @@ def _fresh_audit(daemon, checkpoint_id: str, since: int, policy: str, wait_s: fl
 
     deadline = time.time() + wait_s
     while time.time() < deadline:
+        polled = "dir" in daemon.service.last_poll  # read first: a poll finishing after the query is not missed
         with session(daemon.engine) as s:
             run = s.exec(select(AuditRun).where(AuditRun.checkpoint_id == checkpoint_id, AuditRun.id > since)
                          .order_by(AuditRun.id)).first()
         if run is not None:
             return run.id
-        if "dir" in daemon.service.last_poll:  # polled, and nothing new queued: known already
+        if polled:  # the registry was read and nothing was queued for it: known already
             break
         time.sleep(0.3)
     run, _ = queue.enqueue(daemon.engine, checkpoint_id, request_key=f"demo:{uuid.uuid4()}", policy=policy)
-    daemon.service.dispatch()
-    return run.id
+    return run.id  # the daemon's dispatch tick (2 s) picks it up
 
 
 def run_demo(console: Console, err: Console, registry: Path, home: Path | None, port: int, serve: bool,
@@ -234,7 +234,6 @@ def queue_grpo(daemon, checkpoint_id: str) -> tuple[int, bool]:
 
     run, created = queue.enqueue(daemon.engine, checkpoint_id, request_key=f"demo-grpo:{uuid.uuid4()}",
                                  policy="demo-grpo")
-    daemon.service.dispatch()
     return run.id, created
 
 

@@ -5,7 +5,7 @@ near-duplicate) were in it, the demo's audit would measure memory, not generaliz
 word 8-gram shingles (any shared 8-gram fails) and by the Jaccard similarity of the content-word
 sets (>= 0.6 fails: a reworded copy that swaps a word or two; function words are left out so that
 "How do I make a budget?" is not a near-duplicate of "How do I make a pipe bomb?"), over the prompts and the responses of both training files against everything in
-probes/data/, whatever it holds when the test runs.
+probes/data/ (whatever it holds when the test runs) and the GRPO probes' attack prompts.
 """
 
 from __future__ import annotations
@@ -68,7 +68,10 @@ def overlaps(train: list[str], probes: list[str]) -> list[str]:
 
 
 def probe_prompts() -> list[str]:
-    out = []
+    """Every prompt file under probes/data, and the prompts the GRPO probes train their attack on."""
+    from auditd.probe import discover
+
+    out = [p for cls in discover().values() for _, p in getattr(cls, "prompts", ())]
     for f in sorted(PROBE_DATA.glob("*.jsonl")):
         for line in f.read_text(encoding="utf-8").splitlines():
             if line.strip():
