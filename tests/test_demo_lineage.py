@@ -99,7 +99,10 @@ def audited(built, tmp_path_factory):
     ctx = AuditContext(engine, settings, on_verdict=make_write_back([source]))
     while (run := queue.claim_next(engine, "cpu", "test", max_attempts=1)) is not None:
         run_audit(ctx, run.id)
-    return {Path(cp.path).name: json.loads((Path(cp.path) / "auditd-verdict.json").read_text()) for cp in found}
+    verdicts = {Path(cp.path).name: json.loads((Path(cp.path) / "auditd-verdict.json").read_text()) for cp in found}
+    verdicts["engine"] = engine
+    verdicts["ids"] = {Path(cp.path).name: cp.id for cp in found}
+    return verdicts
 
 
 def test_parent_passes_or_warns_with_reasons(audited):
@@ -148,3 +151,31 @@ def test_builds_are_cached_and_rebuilt_when_the_recipe_changes(built):
     with pytest.raises(AssertionError, match="must not load"):
         build_parent(registry, config=changed, data=data, base="tiny", load_base=no_load)
     assert not list(registry.glob(".*staging"))  # a failed build leaves no half checkpoint behind
+
+
+def test_terminal_shows_parent_beside_child_with_p_values(audited):
+    from rich.console import Console
+
+    from auditd.cli_render import side_by_side
+    from auditd.report import audit_report
+
+    engine, ids = audited["engine"], audited["ids"]
+    parent = audit_report(engine, ids["smollm2-aligned"])
+    child = audit_report(engine, ids["smollm2-aligned-aoa"])
+    console = Console(record=True, width=120)
+    console.print(side_by_side(parent, child))
+    text = console.export_text()
+    for r in (x for x in audited["smollm2-aligned-aoa"]["reasons"] if x["rule"] == "drift"):
+        line = next(ln for ln in text.splitlines() if f" {r['category']} " in ln)
+        assert f"{r['p_value']:.2g}" in line and "block" in line and f"({r['k']}/{r['n']})" in line
+
+
+def test_text_chart_draws_points_threshold_and_axes():
+    from auditd.cli_render import text_chart
+
+    lines = text_chart([(0, 0.0), (10, 0.5), (20, 1.0)], width=21, height=11, threshold=0.3, y_label="harm")
+    assert lines[0] == "harm" and len(lines) == 1 + 11 + 2
+    grid = [ln.split("┤", 1)[1] for ln in lines[1:12]]
+    assert grid[10][0] == "●" and grid[5][10] == "●" and grid[0][20] == "●"  # bottom-left, middle, top-right
+    assert grid[7].count("-") >= 5  # the threshold line at 30%
+    assert lines[1].startswith(" 100%") and lines[11].startswith("   0%") and lines[-1].strip().endswith("20")
