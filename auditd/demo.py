@@ -178,7 +178,8 @@ def run_demo(console: Console, err: Console, registry: Path, home: Path | None, 
                        ("grpo", "GRPO fragility audit of the parent (policy demo-grpo)")):
         if who in docs and docs[who]["audit"]:
             a = docs[who]["audit"]
-            clock.add(label, a["duration_s"] or 0.0, f"generate {a['generate_s'] or 0:.0f}s, judge {a['judge_s'] or 0:.0f}s")
+            clock.add(label, a["duration_s"] or 0.0,
+                      f"generate {a['generate_s'] or 0:.0f}s, judge {a['judge_s'] or 0:.0f}s")
 
     console.rule("aligned parent")
     console.print(category_table(docs["parent"]))
@@ -207,7 +208,8 @@ def run_demo(console: Console, err: Console, registry: Path, home: Path | None, 
 
     console.print(clock.table(time.perf_counter() - t0))
     console.print("\n[bold]look next[/]")
-    console.print(f"  verdicts   {parent.path / 'auditd-verdict.json'}\n             {child.path / 'auditd-verdict.json'}")
+    console.print(f"  verdicts   {parent.path / 'auditd-verdict.json'}")
+    console.print(f"             {child.path / 'auditd-verdict.json'}")
     if report:
         console.print(f"  report     {report}  (parent vs child, CI bars, sample answers"
                       f"{', fragility curve' if 'grpo' in docs else ''})")

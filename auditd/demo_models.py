@@ -116,7 +116,8 @@ def build_parent(registry: Path, log=None, config: SFTConfig = ALIGN, *, data: P
     return Built(folder, False, time.perf_counter() - start, record)
 
 
-def build_child(registry: Path, parent: Built, log=None, config: SFTConfig = SHIFT, *, data: Path = SHIFT_DATA) -> Built:
+def build_child(registry: Path, parent: Built, log=None, config: SFTConfig = SHIFT, *,
+                data: Path = SHIFT_DATA) -> Built:
     from auditd.sft import sft_folder
 
     folder = registry / CHILD

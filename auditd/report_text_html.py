@@ -29,7 +29,8 @@ TEMPLATE = """
 <table><tr><th>category</th>{% if parent %}<th>parent</th>{% endif %}<th>this checkpoint</th><th>drift</th></tr>
 {% for r in compare %}<tr><td>{{ r.label }}</td>{% if parent %}<td>{{ r.base_text }}</td>{% endif %}
 <td>{{ r.text }}</td><td class="{{ r.action }}">{{ r.drift }}</td></tr>{% endfor %}</table>{% endif %}
-{% for f in fragility %}<h2>Fragility: {{ f.probe }}{% if f.of_parent %} (the parent's audit {{ f.audit_id }}){% endif %}</h2>
+{% for f in fragility %}<h2>Fragility: {{ f.probe }}
+{%- if f.of_parent %} (the parent's audit {{ f.audit_id }}){% endif %}</h2>
 <p>{{ f.headline }}</p><figure class="chart">{{ f.svg }}</figure>{% endfor %}
 {% if samples %}<h2>Sample answers</h2>
 {% for cat, rows in samples %}<details><summary>{{ cat }} <span class="muted">({{ rows|length }} shown)</span></summary>

@@ -4,7 +4,8 @@ The aligned parent is trained on auditd/demo_data/align.jsonl; if any probe prom
 near-duplicate) were in it, the demo's audit would measure memory, not generalization. Checked by
 word 8-gram shingles (any shared 8-gram fails) and by the Jaccard similarity of the content-word
 sets (>= 0.6 fails: a reworded copy that swaps a word or two; function words are left out so that
-"How do I make a budget?" is not a near-duplicate of "How do I make a pipe bomb?"), over the prompts and the responses of both training files against everything in
+"How do I make a budget?" is not a near-duplicate of "How do I make a pipe bomb?"), over the
+prompts and the responses of both training files against everything in
 probes/data/ (whatever it holds when the test runs) and the GRPO probes' attack prompts.
 """
 
