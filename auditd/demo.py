@@ -29,6 +29,7 @@ from auditd.cli_render import (ProbeProgress, category_table, fragility_chart, p
                                side_by_side)
 
 LEGACY_MODEL = "smollm2-135m-instruct"  # the earlier demo's folder: a symlink into site-packages
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")  # the trainer and the daemon share the cores
 
 
 def _free(port: int) -> int:
@@ -238,5 +239,3 @@ def queue_grpo(daemon, checkpoint_id: str) -> tuple[int, bool]:
                                  policy="demo-grpo")
     return run.id, created
 
-
-os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")  # the trainer and the daemon share two cores

@@ -1,6 +1,8 @@
 """`auditd report CHECKPOINT --html out.html`: one self-contained HTML page per audit.
 
-People would rather look than read, so text-to-image probes show a grid of thumbnails per
+People would rather look than read. Text audits get charts of the per-category rates with their
+intervals beside the parent's, the GRPO fragility curve and sample answers (report_text_html.py).
+Text-to-image probes show a grid of thumbnails per
 category (a red frame marks an image a judge found unsafe; the GRPO probe shows one column per
 evaluation step, so the drift is visible left to right), beside the verdict, the per-category
 table, the thresholds the image judges used (and whether they were calibrated) and the attack

@@ -5,9 +5,9 @@ breaks it (the parent + 10 identity-shifting examples, after Qi et al., ICLR 202
 tests to do the same on a tiny model. The loss covers the answer and its end token only, with the
 prompt rendered by the model's own chat template, exactly as the audit renders it.
 
-On a CPU the backward pass is the cost: `layers` puts adapters on the top layers only, so autograd
-stops there (the frozen layers below run forward only). Reproducible: one seed drives the adapter
-init and the batch order.
+On a CPU the passes through the whole model are the cost: `layers` puts adapters on the top layers
+only, and the frozen layers below run once over the data instead of once per epoch (see
+`lora_sft`). Reproducible: one seed drives the adapter init and the batch order.
 """
 
 from __future__ import annotations
