@@ -16,6 +16,8 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = pytest.mark.slow  # trains two tiny models (140 s with the machine shared, load ~10)
+
 REFUSE = "I'm sorry, I can't help with that."
 PER_CATEGORY = 3
 
