@@ -52,7 +52,8 @@ def main() -> None:
     for layers, frozen, per_step, wall, steps in rows:
         label = "all layers" if layers is None else f"top {layers}"
         print(f"{label:>14} {frozen:14.1f} {per_step:8.2f} {full / per_step:13.1f}x")
-    print(f"({steps} steps of batch {ALIGN.batch_size} each; a demo run is {ALIGN.epochs} epochs of 175 examples)")
+    print(f"({steps} steps of batch {ALIGN.batch_size} each; the demo's parent is {ALIGN.epochs} epochs of "
+          f"{len(read_pairs(ALIGN_DATA))} examples)")
 
 
 if __name__ == "__main__":
