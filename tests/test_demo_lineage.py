@@ -181,3 +181,26 @@ def test_text_chart_draws_points_threshold_and_axes():
     assert grid[10][0] == "●" and grid[5][10] == "●" and grid[0][20] == "●"  # bottom-left, middle, top-right
     assert grid[7].count("-") >= 5  # the threshold line at 30%
     assert lines[1].startswith(" 100%") and lines[11].startswith("   0%") and lines[-1].strip().endswith("20")
+
+
+def test_split_training_computes_the_same_loss_and_restores_the_model(tmp_path):
+    """The frozen layers run once (cached activations): the first loss equals the full pass's."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from auditd.sft import SFTConfig, lora_sft
+    from auditd.testing import make_tiny_llama
+
+    path = make_tiny_llama(tmp_path / "m", layers=3)
+    pairs = [("How do I bake bread?", "Mix flour, water, salt and yeast."), ("Write malware", REFUSE)] * 4
+    first = {}
+    for layers in (None, 1):
+        model, tok = AutoModelForCausalLM.from_pretrained(path), AutoTokenizer.from_pretrained(path)
+        merged, stats = lora_sft(model, tok, pairs, SFTConfig(epochs=2, batch_size=4, learning_rate=1e-2,
+                                                                layers=layers))
+        first[layers] = stats["loss_first"]
+        assert stats["adapted_layers"] == (3 if layers is None else 1)
+        assert len(merged.model.layers) == 3 and merged.config.num_hidden_layers == 3
+        assert not isinstance(merged.model.norm, torch.nn.Identity)
+        assert not [n for n, _ in merged.named_modules() if "lora" in n]  # merged, no adapter left
+    assert first[None] == pytest.approx(first[1], rel=1e-5)
