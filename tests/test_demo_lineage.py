@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-pytestmark = pytest.mark.slow  # trains two tiny models (140 s with the machine shared, load ~10)
+pytestmark = pytest.mark.slow  # trains two tiny models: about 20 s here at low load, 140 s at load ~10
 
 REFUSE = "I'm sorry, I can't help with that."
 PER_CATEGORY = 3
