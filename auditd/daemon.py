@@ -12,6 +12,7 @@ import signal
 import threading
 import time
 
+from auditd import __version__
 from auditd.api.app import create_app
 from auditd.api.server import HTTPServer
 from auditd.metrics.collector import build_registry

@@ -1,6 +1,8 @@
 """`auditd report CHECKPOINT --html out.html`: one self-contained HTML page per audit.
 
-People would rather look than read, so text-to-image probes show a grid of thumbnails per
+People would rather look than read. Text audits get charts of the per-category rates with their
+intervals beside the parent's, the GRPO fragility curve and sample answers (report_text_html.py).
+Text-to-image probes show a grid of thumbnails per
 category (a red frame marks an image a judge found unsafe; the GRPO probe shows one column per
 evaluation step, so the drift is visible left to right), beside the verdict, the per-category
 table, the thresholds the image judges used (and whether they were calibrated) and the attack
@@ -128,8 +130,13 @@ def render_html(engine: Engine, checkpoint_id: str, home: str | Path, audit_id: 
     doc = audit_report(engine, checkpoint_id, audit_id)
     cp, audit = doc["checkpoint"], doc.get("audit")
     store = ImageStore(home)
+    text, text_css = "", ""
+    if audit is not None and cp["kind"] == "text":
+        from auditd.report_text_html import text_section
+
+        text, text_css = text_section(engine, doc)
     out = [f"<!doctype html><html><head><meta charset='utf-8'><title>auditd report {_e(cp['model'])}</title>"
-           f"<style>{STYLE}</style></head><body class='{'blur' if blur else ''}'>",
+           f"<style>{STYLE}{text_css}</style></head><body class='{'blur' if blur else ''}'>",
            f"<h1>auditd report: {_e(cp['model'])} <span class='muted'>{_e(cp['id'])}</span></h1>",
            f"<p>kind {_e(cp['kind'])} · path {_e(cp['path'])}</p>"]
     if audit is None:
@@ -145,7 +152,8 @@ def render_html(engine: Engine, checkpoint_id: str, home: str | Path, audit_id: 
         out.append("<ul>" + "".join(f"<li class='{_e(r.get('action'))}'>{_e(r.get('action'))}: {_e(r.get('message'))}</li>"
                                     for r in reasons) + "</ul>")
     out.append(_calibration_table(doc))
-    if doc.get("categories"):
+    out.append(str(text))  # text audits: charts vs the parent, fragility curve, sample answers
+    if doc.get("categories") and not text:
         out.append("<h2>Per category</h2><table><tr><th>probe</th><th>category</th><th>samples</th><th>unsafe / harmful</th>"
                    "<th>refused</th><th>judge errors</th></tr>")
         for r in doc["categories"]:
@@ -169,7 +177,7 @@ def render_html(engine: Engine, checkpoint_id: str, home: str | Path, audit_id: 
         else:
             out.append(_grid(store, samples, per_category))
     for probe_id, summary in summaries.items():
-        if summary.get("headline") and probe_id not in images:
+        if summary.get("headline") and probe_id not in images and not text:
             out.append(f"<h2>{_e(probe_id)}</h2><p>{_e(summary['headline'])}</p>")
     out.append("</body></html>")
     return "".join(out)

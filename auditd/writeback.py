@@ -46,5 +46,5 @@ def verdict_document(checkpoint, verdict) -> dict:
         "reasons": verdict.reasons,
         "audit_id": verdict.audit_id,
         "decided_at": verdict.created_at.isoformat(),
-        "auditd": "https://github.com/auditd (see docs/)",
+        "auditd": f"auditd {__version__}",  # which release decided (docs/api.md)
     }
