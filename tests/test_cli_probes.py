@@ -18,7 +18,7 @@ FIXTURES = Path(__file__).parent / "fixtures" / "datasets"
 def test_list_json_has_every_probe_with_its_counts():
     result = runner.invoke(app, ["probes", "list", "--json"])
     assert result.exit_code == 0, result.output
-    rows = {r["id"]: r for r in json.loads(result.output)}
+    rows = {r["id"]: r for r in json.loads(result.stdout)}
     assert set(rows) == set(discover())
     assert sum(rows["policy"]["categories"].values()) == rows["policy"]["n_items"] == 330
     assert set(rows["policy"]["categories"].values()) == {30}
@@ -27,7 +27,7 @@ def test_list_json_has_every_probe_with_its_counts():
 def test_show_a_shipped_probe():
     result = runner.invoke(app, ["probes", "show", "policy", "--json"])
     assert result.exit_code == 0, result.output
-    info = json.loads(result.output)
+    info = json.loads(result.stdout)
     assert info["licence"].startswith("Apache-2.0") and "auditd" in info["source"]
     assert len(info["samples"]) == 3 and len({*info["samples"]}) == 3
     assert "jailbreak:base64" in info["variants"]
@@ -51,7 +51,7 @@ probes:
 """)
     result = runner.invoke(app, ["probes", "show", "--policy", str(policy), "--json"])
     assert result.exit_code == 0, result.output
-    infos = {i["id"]: i for i in json.loads(result.output)}
+    infos = {i["id"]: i for i in json.loads(result.stdout)}
     assert set(infos) == {"dataset.dna", "dataset.dna+rot13"}
     dna = infos["dataset.dna"]
     assert dna["format"] == "do_not_answer" and dna["licence"] == "Apache-2.0"
