@@ -25,6 +25,7 @@ from rich.console import Console
 from sqlmodel import select
 
 from auditd.registry.checkpoint import Checkpoint
+from auditd.registry.digest import content_digest
 from auditd.runner.audit import AuditContext, run_audit
 from auditd.scheduler import queue
 from auditd.settings import Settings
@@ -111,7 +112,8 @@ def digest(folder: Path) -> str:
 def queue_audit(home: Path, model: Path, policy: Path):
     settings = Settings(home=home, policy=str(policy))
     engine = open_db(settings.database_url)
-    cp = Checkpoint(id=f"sha256:{uuid.uuid4().hex}", model="tiny", kind="text", path=str(model), source="test")
+    # The real digest: the runner audits only content that hashes to the checkpoint's id.
+    cp = Checkpoint(id=content_digest(model), model="tiny", kind="text", path=str(model), source="test")
     with session(engine) as s:
         queue.ingest(s, cp)
         s.commit()
