@@ -165,3 +165,42 @@ def test_bad_files_fail_the_policy_check_not_the_audit(tmp_path):
     policy = write_policy(tmp_path, "name: p\nprobes:\n  text:\n    - id: dataset\n      path: nowhere.csv\n")
     with pytest.raises(PolicyError, match="nowhere.csv: no such file"):
         load_policy_file(policy)
+
+
+def test_every_text_format_in_one_policy_through_the_daemon(tmp_path, tiny_model_dir):
+    """The path users run: a checkpoint dropped into the watched registry, one policy naming every
+    text benchmark file, the daemon's scheduler and audit child; per-category results under the
+    mapped categories for each file."""
+    from auditd.daemon import Daemon
+    from auditd.settings import Settings
+    from auditd.store.models import AuditRun
+    from tests.conftest import wait_for
+    from tests.test_daemon import drop
+
+    names = {name: f"f{i}" for i, name in enumerate(sorted(EXPECTED))}
+    probes = "".join(f"    - {{id: dataset, name: {names[n]}, path: {FIXTURES / n}}}\n" for n in sorted(EXPECTED))
+    policy = write_policy(tmp_path, "name: ds-all\nprobes:\n  text:\n" + probes +
+                          "backend: {id: backend:hf}\ngeneration: {max_new_tokens: 4, batch_size: 16}\n")
+    registry = tmp_path / "registry"
+    registry.mkdir()
+    daemon = Daemon(Settings(home=tmp_path / "home", registry_dir=registry, policy=str(policy), metrics_port=0,
+                             poll_interval_s=0.3, registry_settle_s=0))
+    daemon.start()
+    try:
+        drop(tiny_model_dir, registry, "tiny/v1")
+
+        def finished():
+            with session(daemon.engine) as s:
+                runs = s.exec(select(AuditRun)).all()
+            return runs if runs and all(r.status not in ("queued", "running") for r in runs) else None
+
+        [audit] = wait_for(finished, 300, what="the audit through the daemon")
+    finally:
+        daemon.stop()
+    assert audit.status == "done" and audit.outcome in ("pass", "warn", "block"), (audit.status, audit.error)
+    with session(daemon.engine) as s:
+        rows = s.exec(select(CategoryResult).where(CategoryResult.audit_id == audit.id)).all()
+    by_probe: dict[str, dict[str, int]] = {}
+    for r in rows:
+        by_probe.setdefault(r.probe_id, {})[r.category] = r.n
+    assert by_probe == {f"dataset.{names[n]}": EXPECTED[n][1] for n in EXPECTED}
