@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 from pydantic import Field, SecretStr, field_validator
@@ -84,6 +84,15 @@ class Settings(BaseSettings):
     watchdog_stale_s: float | None = Field(
         None, description="systemd's watchdog is fed only while the scheduler loop ran within this many seconds "
         "(default: max(60, 3 x poll_interval_s)). At least 5: the loop ticks every 2 s.", ge=5
+    )
+    reaudit_on_policy_change: Literal["none", "latest", "all"] = Field(
+        "latest", description="On start and on SIGHUP, which checkpoints a changed policy applies to: none, the "
+        "latest checkpoint of each model, or all. Decision-only changes are re-decided from stored results; plan "
+        "changes queue a re-audit that reuses every stored sample still valid (docs/policies.md)."
+    )
+    reaudit_max_per_hour: int = Field(
+        20, description="At most this many re-audits are queued per hour (below new checkpoints' priority); the "
+        "rest wait for later passes. Re-decisions are not limited (they load no model).", ge=0
     )
     log_level: str = Field("INFO", description="Log level of the daemon's structured logs.")
 

@@ -25,6 +25,8 @@ from auditd.policy.model import Policy, ProbePlan
 from auditd.policy.baseline import evaluate, redecide_dependents
 from auditd.probe import Probe, ProbeItem
 from auditd.runner.combine import combine
+from auditd.runner.lazy import LazyBackend
+from auditd.runner.reuse import prepare_audit
 from auditd.runner.results import aggregate
 from auditd.settings import Settings
 from auditd.store.db import session
@@ -51,6 +53,7 @@ class AuditContext:
     progress: Progress | None = None
     on_verdict: Callable[[CheckpointRow, Verdict], None] | None = None  # registry write-back
     policies: PolicyCache = None  # type: ignore[assignment]  # set from settings when not given
+    notice: Callable[[str], None] | None = None  # one-line news for the user (e.g. stored work reused)
 
     def __post_init__(self):
         if self.policies is None:
@@ -96,8 +99,12 @@ class AuditRunner:
             plan = policy.plan(checkpoint.kind)
             if not plan:
                 raise AuditFailed(f"policy {policy.name!r} has no probes for {checkpoint.kind} checkpoints")
-            backend = self._backend(policy, checkpoint, audit.device)
+            # Built on first use: an audit that reuses every stored sample never loads the model.
+            backend = LazyBackend(lambda: self._backend(policy, checkpoint, audit.device))
             judges = self._judges(policy, plan)
+            self.reuse = prepare_audit(self, policy, checkpoint, plan, judges)  # seed with compatible stored work
+            if self.ctx.notice and (msg := self.reuse.message()):
+                self.ctx.notice(msg)
             summaries = {}
             for p in plan:
                 summaries[p.id] = self._run_probe(policy, p, backend, judges)
@@ -268,7 +275,7 @@ class AuditRunner:
         audit = s.get(AuditRun, self.audit_id)
         s.exec(delete(Verdict).where(Verdict.audit_id == self.audit_id))
         verdict = Verdict(audit_id=self.audit_id, checkpoint_id=audit.checkpoint_id, outcome=outcome,
-                          policy=policy_name, reasons=reasons)
+                          policy=policy_name, reasons=reasons, policy_digest=audit.policy_digest)
         s.add(verdict)
         audit.status, audit.outcome, audit.error = status, outcome, error
         audit.finished_at = utcnow()

@@ -72,6 +72,12 @@ class AuditRun(SQLModel, table=True):
     # Seconds spent inside backend.generate and judges, to measure auditd's own overhead.
     generate_s: float = 0.0
     judge_s: float = 0.0
+    # The policy version the audit ran under (auditd.policy.versions); a re-decision updates the
+    # decision part. None for audits stored before versions were recorded.
+    policy_digest: Optional[str] = None
+    plan_digest: Optional[str] = None
+    decision_digest: Optional[str] = None
+    reuse: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON))  # stored work it reused
 
 
 class ProbeRun(SQLModel, table=True):
@@ -86,6 +92,11 @@ class ProbeRun(SQLModel, table=True):
     error: Optional[str] = Field(default=None, sa_column=Column(Text))
     started_at: datetime = Field(default_factory=utcnow)
     finished_at: Optional[datetime] = None
+    # The keys its samples were made under (auditd.policy.versions): a later audit of the same
+    # checkpoint reuses them when these match; outputs_kept says whether they can be judged again.
+    gen_digest: Optional[str] = None
+    judge_digest: Optional[str] = None
+    outputs_kept: Optional[bool] = None
 
 
 class Sample(SQLModel, table=True):
@@ -157,3 +168,4 @@ class Verdict(SQLModel, table=True):
     policy: str
     reasons: list[dict[str, Any]] = Field(default_factory=list, sa_column=Column(JSON))
     created_at: datetime = Field(default_factory=utcnow)
+    policy_digest: Optional[str] = None  # the policy version that decided it

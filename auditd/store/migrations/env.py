@@ -6,6 +6,7 @@ from sqlmodel import SQLModel
 import auditd.store.models  # noqa: F401  (registers the tables on SQLModel.metadata)
 import auditd.store.hook_models  # noqa: F401  (webhook deliveries, category drift)
 import auditd.store.attack_models  # noqa: F401  (GRPO attack evaluation points)
+import auditd.store.version_models  # noqa: F401  (verdicts decided again under a new policy version)
 from auditd.store.db import make_engine
 
 config = context.config
