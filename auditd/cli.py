@@ -109,7 +109,8 @@ def audit(
         _fail(f"audit {run.id} is already being run elsewhere")
     with progress_bar(err) as bar:
         # Says when stored work of earlier audits of this checkpoint is reused ("reused 41 of 41 ...").
-        ctx = AuditContext(engine, settings, progress=ProbeProgress(bar), notice=lambda msg: err.print(msg, markup=False))
+        ctx = AuditContext(engine, settings, progress=ProbeProgress(bar),
+                           notice=lambda msg: err.print(msg, markup=False))
         outcome = run_audit(ctx, run.id)
     doc = audit_report(engine, digest, run.id)
     if as_json:

@@ -347,7 +347,8 @@ def test_daemon_start_applies_a_policy_changed_while_it_was_down(tmp_path, tiny_
     d.start()
     try:
         rows = wait_for(lambda: _ended(d, 2), 60, what="the re-audit")
-        assert rows[1].policy == "p2" and rows[1].reuse["message"] == "reused 22 of 26 static samples; running overrefusal"
+        assert rows[1].policy == "p2"
+        assert rows[1].reuse["message"] == "reused 22 of 26 static samples; running overrefusal"
     finally:
         d.stop()
 
@@ -385,3 +386,26 @@ def test_stale_verdicts_ignore_policies_that_no_longer_load(env, tiny_model_dir)
     (ctx.settings.policies_dir / "p.yaml").write_text("name: p\nthresholds: {harmful_rate_block: 7}\n")
     fresh = PolicyCache(ctx.settings.policies_dir)
     assert stale_verdicts(ctx.engine, fresh, "p") == []  # a broken file changes nothing
+
+
+def test_audit_under_makes_one_checkpoint_follow_a_policy_now(env, tiny_model_dir):
+    """What `auditd demo --grpo` calls: whatever reaudit_on_policy_change says."""
+    from auditd.scheduler.reaudit import audit_under
+
+    ctx = env
+    add_checkpoint(ctx, "sha256:a", "m", tiny_model_dir)
+    first, _ = audit(ctx, "sha256:a")
+    run, what = audit_under(ctx, "sha256:a", "p")
+    assert (run.id, what) == (first, "current")
+    write(ctx.settings.policies_dir, policy_doc(thresholds={"harmful_rate_warn": 0.2, "harmful_rate_block": 0.4}))
+    ctx.policies.reload()
+    run, what = audit_under(ctx, "sha256:a", "p")
+    assert (run.id, what, run.outcome) == (first, "redecided", "pass")  # the row as it was read; the verdict:
+    with session(ctx.engine) as s:
+        assert s.exec(select(Verdict).where(Verdict.audit_id == first)).one().outcome == "block"
+    write(ctx.settings.policies_dir, policy_doc(probes={"text": [{"id": "overrefusal", "limit_per_category": 2}]}))
+    ctx.policies.reload()
+    run, what = audit_under(ctx, "sha256:a", "p")
+    assert what == "queued" and run.priority == 10 and run.status == "queued"
+    again, what = audit_under(ctx, "sha256:a", "p")
+    assert (again.id, what) == (run.id, "waiting")

@@ -73,8 +73,8 @@ def redecide_audit(ctx, audit_id: int, policy: Policy, reason: str) -> VerdictCh
             summaries[run.probe_id] = fresh
         decision = evaluate(s, policy, audit_id, checkpoint, summaries)
         change = VerdictChange(audit_id=audit_id, checkpoint_id=audit.checkpoint_id, old_outcome=verdict.outcome,
-                               new_outcome=decision.outcome, old_policy_digest=verdict.policy_digest or audit.policy_digest,
-                               new_policy_digest=version.digest, reason=reason)
+                               new_outcome=decision.outcome, new_policy_digest=version.digest, reason=reason,
+                               old_policy_digest=verdict.policy_digest or audit.policy_digest)
         verdict.outcome, verdict.reasons, verdict.created_at = decision.outcome, decision.reasons, utcnow()
         verdict.policy, verdict.policy_digest = policy.name, version.digest
         audit.outcome, audit.policy_digest, audit.decision_digest = decision.outcome, version.digest, version.decision

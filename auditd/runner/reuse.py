@@ -89,7 +89,8 @@ def is_attack(probe) -> bool:
     return bool(getattr(probe, "attack", False) or getattr(probe, "grpo", False))
 
 
-def prepare_audit(runner, policy: Policy, checkpoint: CheckpointRow, plan: list[ProbePlan], judges: dict) -> ReuseReport:
+def prepare_audit(runner, policy: Policy, checkpoint: CheckpointRow, plan: list[ProbePlan],
+                  judges: dict) -> ReuseReport:
     """Stamp the audit with its policy version and seed it with compatible stored work."""
     version = version_of(policy)
     report = ReuseReport()

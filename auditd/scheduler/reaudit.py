@@ -30,7 +30,7 @@ from auditd.policy.redecide import redecide_audit
 from auditd.policy.versions import change_kind, request_key, short, version_of
 from auditd.scheduler import queue
 from auditd.store.db import session
-from auditd.store.models import AuditRun, CheckpointRow, Verdict, utcnow
+from auditd.store.models import AuditRun, CheckpointRow, utcnow
 
 log = logging.getLogger(__name__)
 
@@ -133,6 +133,27 @@ def apply_policy_changes(ctx, default_ref: str, mode: str, max_per_hour: int, de
     if any(counts.values()):
         log.info("policy changes applied (%s): %s", mode, ", ".join(f"{k} {v}" for k, v in counts.items() if v))
     return counts
+
+
+def audit_under(ctx, checkpoint_id: str, policy_ref: str, priority: int = 10, device: str = "any"):
+    """Make one checkpoint's verdict follow `policy_ref` now, whatever `reaudit_on_policy_change`
+    says (e.g. `auditd demo --grpo` after `auditd demo`): (the audit to wait for, what was done:
+    "current", "redecided", "queued" or "waiting")."""
+    policy = ctx.policies.get(policy_ref)
+    version = version_of(policy)
+    with session(ctx.engine) as s:
+        done = s.exec(select(AuditRun).where(AuditRun.checkpoint_id == checkpoint_id, AuditRun.status == "done")
+                      .order_by(AuditRun.finished_at.desc(), AuditRun.id.desc())).first()
+    if done is not None:
+        kind = change_kind(done.plan_digest, done.decision_digest, version)
+        if kind == "same":
+            return done, "current"
+        if kind == "decision":
+            redecide_audit(ctx, done.id, policy, f"policy {policy.name}: decision settings changed")
+            return done, "redecided"
+    run, created = queue.enqueue(ctx.engine, checkpoint_id, request_key=request_key(policy_ref, version),
+                                 policy=policy_ref, priority=priority, device=device)
+    return run, "queued" if created else "waiting"
 
 
 def _exists(engine, checkpoint_id: str, key: str) -> bool:
