@@ -409,3 +409,23 @@ def test_audit_under_makes_one_checkpoint_follow_a_policy_now(env, tiny_model_di
     assert what == "queued" and run.priority == 10 and run.status == "queued"
     again, what = audit_under(ctx, "sha256:a", "p")
     assert (again.id, what) == (run.id, "waiting")
+
+
+def test_a_flood_of_re_audits_is_rate_limited_and_below_new_checkpoints(env, tiny_model_dir):
+    ctx = env
+    for n in range(3):
+        add_checkpoint(ctx, f"sha256:{n}", f"m{n}", tiny_model_dir)
+        audit(ctx, f"sha256:{n}")
+    write(ctx.settings.policies_dir, policy_doc(probes={"text": [{"id": "overrefusal", "limit_per_category": 2}]}))
+    ctx.policies.reload()
+    assert apply_policy_changes(ctx, "p", "all", max_per_hour=2) == {
+        "redecided": 0, "queued": 2, "waiting": 0, "deferred": 1, "skipped": 0}
+    # The next pass within the hour adds nothing; the queued ones are not queued twice.
+    assert apply_policy_changes(ctx, "p", "all", max_per_hour=2)["deferred"] == 1
+    with session(ctx.engine) as s:
+        queued = s.exec(select(AuditRun).where(AuditRun.status == "queued")).all()
+    assert len(queued) == 2 and all(a.priority == REAUDIT_PRIORITY < 0 for a in queued)
+    add_checkpoint(ctx, "sha256:new", "m9", tiny_model_dir)
+    queue.enqueue(ctx.engine, "sha256:new", request_key="event:1", policy="p")
+    claimed = queue.claim_next(ctx.engine, "cpu", "test:1", 3)
+    assert claimed.checkpoint_id == "sha256:new"  # a new checkpoint goes first

@@ -92,7 +92,8 @@ def generation_digest(policy: Policy, plan: ProbePlan, probe, kind: str) -> str:
     else:
         backend = policy.backend.model_dump(mode="json")
         gen = policy.generation.model_dump(mode="json", exclude={"batch_size"})
-    key: dict[str, Any] = {"backend": backend, "generation": gen}
+    # allow_pickle: outputs of a model loaded from pickle weights are not reused by a policy that refuses them.
+    key: dict[str, Any] = {"backend": backend, "generation": gen, "allow_pickle": policy.allow_pickle}
     if getattr(probe, "attack", False) or getattr(probe, "grpo", False):
         # An attack's result depends on its whole plan and config, not only on sampling settings.
         key["plan"] = plan.model_dump(mode="json", exclude={"judges"})

@@ -36,7 +36,8 @@ log = logging.getLogger(__name__)
 
 REAUDIT_PRIORITY = -10  # below new checkpoints (0) and command-line audits (10)
 PASS_INTERVAL_S = 60
-_WATCHED: dict[str, object] = {}  # scheduler key -> daemon (APScheduler persists jobs by reference)
+_WATCHED: dict[str, object] = {}
+_UNLOADABLE: set[str] = set()  # scheduler key -> daemon (APScheduler persists jobs by reference)
 
 
 @dataclass
@@ -81,8 +82,9 @@ def stale_verdicts(engine, policies, default_ref: str, scope: str = "all") -> li
         try:
             policy = policies.get(ref)
         except PolicyError as exc:
-            log.warning("checkpoint %s: its policy %r does not load, its verdict is left as it is: %s",
-                        cp.id[:19], ref, exc)
+            if ref not in _UNLOADABLE:  # once per policy, not every pass
+                _UNLOADABLE.add(ref)
+                log.warning("policy %r does not load; verdicts it governs are left as they are: %s", ref, exc)
             continue
         version = version_of(policy)
         kind = change_kind(audit.plan_digest, audit.decision_digest, version)

@@ -52,7 +52,8 @@ class AuditRun(SQLModel, table=True):
     __table_args__ = (UniqueConstraint("checkpoint_id", "request_key"),)
     id: Optional[int] = Field(default=None, primary_key=True)
     checkpoint_id: str = Field(index=True, foreign_key="checkpoints.id")
-    # Why this audit exists: "auto" (found by a registry source), "event:<id>", "cli:<uuid>".
+    # Why this audit exists: "policy:<policy>@<plan digest>" (a registry poll or a re-audit after a
+    # policy change), "auto" (polls before policy versions), "event:<id>", "cli:<uuid>", "api:<key>".
     # Unique per checkpoint, so a duplicate event or a second poll cannot queue it twice.
     request_key: str = "auto"
     policy: str = "default"
