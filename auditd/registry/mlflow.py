@@ -164,6 +164,7 @@ class MlflowSource:
         # auditd.verdict goes last: whoever sees it (a CD job polling tags) finds its context set.
         tags = {"auditd.checkpoint": verdict.get("checkpoint") or "", "auditd.reasons": reasons_summary(verdict),
                 "auditd.policy": verdict.get("policy") or "", "auditd.audit_id": str(verdict.get("audit_id") or ""),
+                "auditd.policy_digest": verdict.get("policy_digest") or "",  # the policy version that decided
                 "auditd.verdict": verdict.get("outcome") or "error"}
         outcome = tags.pop("auditd.verdict")
         for key, value in tags.items():
