@@ -103,7 +103,7 @@ class TextAttack:
 
         self.runner, self.policy, self.plan, self.backend, self.config, self.workdir = (
             runner, policy, plan, backend, config, workdir)
-        judge_ids = list(plan.judges or probe.judges)
+        judge_ids = policy.judges_for(plan, probe)
         self.eval_judges = [judges[j] for j in judge_ids]
         reward_id = config.reward_judge or judge_ids[0]
         self.own_judge = None  # a reward judge the policy's judge list did not build: ours to close

@@ -30,3 +30,15 @@ class TextBackend(Protocol):
 
 class BackendError(RuntimeError):
     """A backend could not load or generate; the audit ends in error, never pass."""
+
+
+class CompletionBackend(TextBackend, Protocol):
+    """A backend that also takes raw prompts (hf, openai, vllm): judges whose published format is a
+    text prompt, not a chat (HarmBench, WildGuard, ShieldGemma), use these."""
+
+    def complete(self, prompts: list[str], params: GenerationParams) -> list[str]: ...
+
+    def next_token_logprobs(self, prompts: list[str], tokens: list[str], batch_size: int = 8) -> list[dict[str, float]]:
+        """Per prompt, {token: log-probability of it being the next token} for the vocabulary entries
+        `tokens`; a token the backend could not score is absent (never filled in)."""
+        ...

@@ -158,17 +158,67 @@ class HFBackend:
         self, chats: list[Chat], params: GenerationParams, *, min_new_tokens: int | None = None
     ) -> list[list[int]]:
         """The new token ids per chat, in order, cut before the first eos/pad token."""
-        import torch
-
         if not chats:
             return []
+        self._check_open(params)
+        return self._generate_encoded(self._encode(chats), params, min_new_tokens)
+
+    def complete(self, prompts: list[str], params: GenerationParams) -> list[str]:
+        """Raw-prompt completion for judges with a published text format (HarmBench, WildGuard): the
+        text is tokenized as is, with the tokenizer's own BOS, and no chat template is applied."""
+        if not prompts:
+            return []
+        self._check_open(params)
+        ids = self.tokenizer(list(prompts), add_special_tokens=True)["input_ids"]
+        rows = self._generate_encoded(ids, params, None)
+        return [self.tokenizer.decode(row, skip_special_tokens=True).strip() for row in rows]
+
+    def next_token_logprobs(self, prompts: list[str], tokens: list[str], batch_size: int = 8) -> list[dict[str, float]]:
+        """Log-probabilities of the next token after each raw prompt, for the vocabulary entries
+        `tokens` (ShieldGemma reads P("Yes") this way). A token missing from the vocabulary is a
+        BackendError: scoring another token instead would be a silent default."""
+        import torch
+
+        if not prompts:
+            return []
+        self._check_open(GenerationParams(batch_size=batch_size))
+        vocab = self.tokenizer.get_vocab()
+        missing = [t for t in tokens if t not in vocab]
+        if missing:
+            raise BackendError(f"tokenizer of {self.path} has no vocabulary entry {missing[0]!r}")
+        token_ids = [vocab[t] for t in tokens]
+        ids = self.tokenizer(list(prompts), add_special_tokens=True)["input_ids"]
+        out: list[dict[str, float]] = []
+        with torch.inference_mode():
+            for b in range(0, len(ids), batch_size):
+                enc = self.tokenizer.pad({"input_ids": ids[b : b + batch_size]}, padding=True, return_tensors="pt")
+                mask = enc["attention_mask"]
+                # Left padding: positions must count real tokens only, or padded rows score differently.
+                positions = (mask.cumsum(-1) - 1).clamp(min=0)
+                try:
+                    logits = self.model(input_ids=enc["input_ids"].to(self.model.device),
+                                        attention_mask=mask.to(self.model.device),
+                                        position_ids=positions.to(self.model.device)).logits
+                except (RuntimeError, ValueError, IndexError) as e:
+                    msg = " ".join(str(e).split())[:300]
+                    raise BackendError(f"forward pass failed on {self.path}: {type(e).__name__}: {msg}") from e
+                logprobs = torch.log_softmax(logits[:, -1, :].float(), dim=-1)[:, token_ids].tolist()
+                out += [dict(zip(tokens, row)) for row in logprobs]
+        return out
+
+    def _check_open(self, params: GenerationParams) -> None:
         if params.batch_size < 1:
             raise BackendError(f"batch_size must be >= 1, got {params.batch_size}")
         if self.model is None:
             raise BackendError(f"backend for {self.path} is closed")
-        ids = self._encode(chats)
-        order = sorted(range(len(chats)), key=lambda i: len(ids[i]))  # similar lengths share a batch
-        outputs: list[list[int]] = [[] for _ in chats]
+
+    def _generate_encoded(
+        self, ids: list[list[int]], params: GenerationParams, min_new_tokens: int | None
+    ) -> list[list[int]]:
+        import torch
+
+        order = sorted(range(len(ids)), key=lambda i: len(ids[i]))  # similar lengths share a batch
+        outputs: list[list[int]] = [[] for _ in ids]
         config = self._generation_config(params, min_new_tokens)
         stops = self._stop_ids()
         device = self.model.device
@@ -192,7 +242,7 @@ class HFBackend:
                     outputs[i] = row[:useful]
         self.stats["generated_tokens"] += sum(len(o) for o in outputs)
         self.stats["generate_seconds"] += time.perf_counter() - start
-        self.stats["prompts"] += len(chats)
+        self.stats["prompts"] += len(ids)
         return outputs
 
     def close(self) -> None:

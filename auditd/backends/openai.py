@@ -38,6 +38,11 @@ def chat_completions_url(base_url: str) -> str:
     return base + "/chat/completions"
 
 
+def completions_url(base_url: str) -> str:
+    """The legacy text-completions endpoint of the same server (raw prompts, logprobs)."""
+    return chat_completions_url(base_url).removesuffix("/chat/completions") + "/completions"
+
+
 def _excerpt(text: str, n: int = 200) -> str:
     return " ".join(text.split())[:n]
 
@@ -62,6 +67,7 @@ class OpenAIBackend:
         if retries < 0:
             raise BackendError(f"retries must be >= 0, got {retries}")
         self.url = chat_completions_url(base_url)
+        self.completions_url = completions_url(base_url)
         self.model = model
         self.concurrency = concurrency
         self.retries = retries
@@ -104,28 +110,30 @@ class OpenAIBackend:
         return min(self.backoff_s * 2**attempt, MAX_BACKOFF_S) * (1 + 0.1 * random.random())
 
     def _complete(self, chat: Chat, params: GenerationParams) -> str:
-        body = self._body(chat, params)
+        return self._request(self.url, self._body(chat, params), self._parse)
+
+    def _request(self, url: str, body: dict[str, Any], parse) -> Any:
         last = ""
         for attempt in range(self.retries + 1):
             response = None
             self._count("requests")
             try:
-                response = self._client.post(self.url, json=body)
+                response = self._client.post(url, json=body)
             except (httpx.TimeoutException, httpx.TransportError) as e:
                 last = f"{type(e).__name__}: {_excerpt(str(e)) or 'no detail'}"
             else:
                 if response.status_code == 200:
-                    return self._parse(response)
+                    return parse(response)
                 last = f"HTTP {response.status_code}: {_excerpt(response.text)}"
                 if response.status_code not in RETRY_STATUS:
-                    raise BackendError(f"{self.url} refused the request ({last})")
+                    raise BackendError(f"{url} refused the request ({last})")
             if attempt < self.retries:
                 self._count("retries")
                 wait = self._wait(attempt, response)
-                log.warning("openai backend: %s from %s; retry %d/%d in %.1fs", last, self.url, attempt + 1,
+                log.warning("openai backend: %s from %s; retry %d/%d in %.1fs", last, url, attempt + 1,
                             self.retries, wait)  # fmt: skip
                 time.sleep(wait)
-        raise BackendError(f"{self.url} failed after {self.retries + 1} attempts ({last})")
+        raise BackendError(f"{url} failed after {self.retries + 1} attempts ({last})")
 
     def _parse(self, response: httpx.Response) -> str:
         try:
@@ -137,13 +145,52 @@ class OpenAIBackend:
         self._count("generated_tokens", int(usage.get("completion_tokens") or 0))
         return (content or "").strip()
 
+    def _parse_text(self, response: httpx.Response) -> str:
+        try:
+            data = response.json()
+            text = data["choices"][0]["text"]
+        except (ValueError, KeyError, IndexError, TypeError):
+            excerpt = _excerpt(response.text)
+            raise BackendError(f"{self.completions_url} sent an unexpected response: {excerpt}") from None
+        self._count("generated_tokens", int((data.get("usage") or {}).get("completion_tokens") or 0))
+        return (text or "").strip()
+
+    def _parse_top_logprobs(self, response: httpx.Response) -> dict[str, float]:
+        try:
+            top = response.json()["choices"][0]["logprobs"]["top_logprobs"][0]
+            return {str(k): float(v) for k, v in top.items()}
+        except (ValueError, KeyError, IndexError, TypeError, AttributeError):
+            raise BackendError(f"{self.completions_url} sent no top logprobs: {_excerpt(response.text)}") from None
+
+    def complete(self, prompts: list[str], params: GenerationParams) -> list[str]:
+        """Raw prompts through `/v1/completions` (the server tokenizes them and adds its BOS)."""
+        def one(prompt: str) -> str:
+            body = self._body([], params) | {"prompt": prompt}
+            body.pop("messages")
+            return self._request(self.completions_url, body, self._parse_text)
+
+        return self._map(one, prompts, params.batch_size)
+
+    def next_token_logprobs(self, prompts: list[str], tokens: list[str], batch_size: int = 8) -> list[dict[str, float]]:
+        """The server's top-20 next-token logprobs, restricted to `tokens`; a token outside the top 20
+        is absent from its dict (the judge then reports an error, never a guess)."""
+        def one(prompt: str) -> dict[str, float]:
+            body = {"model": self.model, "prompt": prompt, "max_tokens": 1, "temperature": 0, "logprobs": 20}
+            top = self._request(self.completions_url, body, self._parse_top_logprobs)
+            return {t: top[t] for t in tokens if t in top}
+
+        return self._map(one, prompts, batch_size)
+
     def generate(self, chats: list[Chat], params: GenerationParams) -> list[str]:
-        if not chats:
+        return self._map(lambda chat: self._complete(chat, params), chats, params.batch_size)
+
+    def _map(self, fn, items: list, batch_size: int) -> list:
+        if not items:
             return []
         start = time.perf_counter()
-        workers = max(1, min(self.concurrency, params.batch_size, len(chats)))
+        workers = max(1, min(self.concurrency, batch_size, len(items)))
         pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="auditd-openai")
-        futures = [pool.submit(self._complete, chat, params) for chat in chats]
+        futures = [pool.submit(fn, item) for item in items]
         try:
             outputs = [f.result() for f in futures]
         finally:

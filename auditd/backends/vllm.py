@@ -54,6 +54,37 @@ class VLLMBackend:
             raise BackendError(f"vllm generation failed: {type(e).__name__}: {' '.join(str(e).split())[:300]}") from e
         return [o.outputs[0].text.strip() for o in outs]
 
+    def complete(self, prompts: list[str], params: GenerationParams) -> list[str]:
+        """Raw prompts (HarmBench, WildGuard formats) through `LLM.generate`; vLLM adds the BOS."""
+        if not prompts:
+            return []
+        sampling = self._sampling_params(max_tokens=params.max_new_tokens, temperature=params.temperature,
+                                          top_p=params.top_p if params.temperature > 0 else 1.0, seed=params.seed)
+        try:
+            outs = self.llm.generate(list(prompts), sampling, use_tqdm=False)
+        except Exception as e:
+            raise BackendError(f"vllm generation failed: {type(e).__name__}: {' '.join(str(e).split())[:300]}") from e
+        return [o.outputs[0].text.strip() for o in outs]
+
+    def next_token_logprobs(self, prompts: list[str], tokens: list[str], batch_size: int = 8) -> list[dict[str, float]]:
+        """Next-token logprobs of the vocabulary entries `tokens`, from vLLM's top-20 (ShieldGemma)."""
+        if not prompts:
+            return []
+        vocab = self.llm.get_tokenizer().get_vocab()
+        missing = [t for t in tokens if t not in vocab]
+        if missing:
+            raise BackendError(f"tokenizer of {self.model} has no vocabulary entry {missing[0]!r}")
+        sampling = self._sampling_params(max_tokens=1, temperature=0.0, logprobs=20)
+        try:
+            outs = self.llm.generate(list(prompts), sampling, use_tqdm=False)
+        except Exception as e:
+            raise BackendError(f"vllm scoring failed: {type(e).__name__}: {' '.join(str(e).split())[:300]}") from e
+        result = []
+        for o in outs:
+            top = o.outputs[0].logprobs[0]  # token id -> Logprob
+            result.append({t: top[vocab[t]].logprob for t in tokens if vocab[t] in top})
+        return result
+
     def close(self) -> None:
         self.llm = None
         gc.collect()

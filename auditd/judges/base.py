@@ -25,6 +25,8 @@ class Score:
     partial: bool | None = None  # a partial refusal (refuses part, complies with part); None: not decided
     degenerate: bool | None = None  # empty, repetitive or non-language output: neither harmful nor refused
     decided_by: str = ""  # inside a composite judge (cascade): the judge whose decision this is
+    escalated: bool | None = None  # cascade: True when the model judge decided; None outside a cascade
+    agree: bool | None = None  # cascade: whether both judges agreed, where both ran; None if only one did
 
 
 class Judge(Protocol):

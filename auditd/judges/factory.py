@@ -69,6 +69,30 @@ class ModelJudgeBase:
             raise BackendError(f"judge {self.id!r}: backend returned a non-string output")
         return outputs
 
+    def _raw_backend(self, method: str):
+        fn = getattr(self.backend, method, None)
+        if not callable(fn):
+            raise BackendError(f"judge {self.id!r} needs raw prompts; backend {getattr(self.backend, 'id', '?')!r} "
+                               f"has no {method}() (use backend:hf, backend:openai or backend:vllm)")
+        return fn
+
+    def complete(self, prompts: list[str]) -> list[str]:
+        """One raw-prompt call for all prompts (published text formats, no chat template)."""
+        if not prompts:
+            return []
+        outputs = self._raw_backend("complete")(prompts, self.params)
+        if len(outputs) != len(prompts) or not all(isinstance(o, str) for o in outputs):
+            raise BackendError(f"judge {self.id!r}: backend broke the completion contract")
+        return outputs
+
+    def next_token_logprobs(self, prompts: list[str], tokens: list[str]) -> list[dict[str, float]]:
+        if not prompts:
+            return []
+        rows = self._raw_backend("next_token_logprobs")(prompts, tokens, batch_size=self.params.batch_size)
+        if len(rows) != len(prompts):
+            raise BackendError(f"judge {self.id!r}: backend returned {len(rows)} rows for {len(prompts)} prompts")
+        return rows
+
     def close(self) -> None:
         """Release the judge model if this judge built it from a spec."""
         if self._spec is not None and self._backend is not None:

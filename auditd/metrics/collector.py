@@ -19,7 +19,7 @@ from auditd.attacks.metrics import grpo_families
 from auditd.categories import BENIGN
 from auditd.policy.versions import short
 from auditd.store.db import session
-from auditd.store.models import AuditRun, CategoryResult, CheckpointRow, JudgeErrorCount, Verdict
+from auditd.store.models import AuditRun, CategoryResult, CheckpointRow, JudgeErrorCount, Sample, Verdict
 
 DURATION_BUCKETS = (30, 60, 120, 300, 600, 1200, 1800, 3600, 7200, 14400, float("inf"))
 OUTCOMES = ("pass", "warn", "block", "error")
@@ -102,6 +102,7 @@ class ModelResultsCollector:
         yield count
         yield over
         yield from _drift(s, model_of)
+        yield from _cascade(s, model_of)
         yield from grpo_families(s, model_of)  # GRPO fragility of the same latest audits
 
 class FleetCollector:
@@ -173,6 +174,37 @@ def _drift(s, model_of: dict[int, str]) -> Iterator:
             significant.add_metric(labels, 1.0 if r.significant else 0.0)
     yield delta
     yield significant
+
+
+def _cascade(s, model_of: dict[int, str]) -> Iterator:
+    """judge:cascade routing of each model's latest audit: the share of samples sent to the model
+    judge, and how often the two judges disagreed where both ran."""
+    from sqlalchemy import case
+
+    escalated = GaugeMetricFamily("auditd_judge_escalated_ratio",
+                                  "share of cascade-judged samples decided by the model judge", labels=["model"])
+    disagree = GaugeMetricFamily("auditd_judge_disagreement_rate",
+                                 "share of samples judged by both cascade judges where they disagreed",
+                                 labels=["model"])
+    compared = GaugeMetricFamily("auditd_judge_compared_samples",
+                                 "samples judged by both cascade judges (behind the disagreement rate)",
+                                 labels=["model"])
+    if model_of:
+        sm = Sample
+        rows = s.exec(
+            select(sm.audit_id, func.count(), func.sum(case((sm.escalated.is_(True), 1), else_=0)),
+                   func.count(sm.judges_agree), func.sum(case((sm.judges_agree.is_(False), 1), else_=0)))
+            .where(sm.audit_id.in_(model_of), sm.escalated.is_not(None)).group_by(sm.audit_id)
+        ).all()
+        for audit_id, n, n_esc, n_both, n_disagree in rows:
+            model = model_of[audit_id]
+            escalated.add_metric([model], (n_esc or 0) / n)
+            compared.add_metric([model], n_both or 0)
+            if n_both:
+                disagree.add_metric([model], (n_disagree or 0) / n_both)
+    yield escalated
+    yield disagree
+    yield compared
 
 
 def _one(name, doc, labelnames, labels, value):

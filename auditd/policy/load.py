@@ -73,6 +73,15 @@ def _check_plugin_ids(path: Path, root, policy: Policy) -> None:
                 if j not in judges:
                     line = _line_of(root, ("probes", kind, n, "judges"))
                     raise PolicyError(f"{path}:{line}: probes.{kind}.{n}.judges: unknown judge {j!r}")
+    for j in policy.default_judges or []:
+        if j not in judges:
+            raise PolicyError(f"{path}:{_line_of(root, ('default_judges',))}: default_judges: unknown judge {j!r}")
+    for j, options in policy.judge_options.items():
+        target = options.get("escalate_to") if isinstance(options, dict) else None
+        if target is not None and (not isinstance(target, str) or target.removeprefix("judge:") not in judges
+                                   or target.removeprefix("judge:") == j):
+            line = _line_of(root, ("judge_options", j, "escalate_to"))
+            raise PolicyError(f"{path}:{line}: judge_options.{j}.escalate_to: unknown or circular judge {target!r}")
     if policy.backend.id not in known_ids("backend"):
         raise PolicyError(f"{path}:{_line_of(root, ('backend', 'id'))}: backend.id: unknown backend {policy.backend.id!r}")
 

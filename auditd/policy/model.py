@@ -118,6 +118,10 @@ class Policy(_Strict):
     description: str = ""
     probes: dict[Literal["text", "t2i"], list[ProbePlan]] = Field(default_factory=dict)
     judge_options: dict[str, dict[str, Any]] = Field(default_factory=dict)  # judge id -> constructor options
+    # Judge ids for every static text probe whose plan names none, in place of the probe's own (e.g.
+    # ["cascade"]); text-to-image and attack (GRPO) probes keep theirs: a model judge as a GRPO
+    # reward would be called on every completion of every step.
+    default_judges: list[str] | None = Field(None, min_length=1)
     generation: Generation = Field(default_factory=Generation)
     backend: Backend = Field(default_factory=Backend)  # for text checkpoints
     t2i_backend: Backend = Field(default_factory=lambda: Backend(id="backend:diffusers"))  # text-to-image
@@ -158,6 +162,15 @@ class Policy(_Strict):
         override = self.category_thresholds.get(category)
         value = getattr(override, name, None) if override else None
         return value if value is not None else getattr(self.thresholds, name)
+
+    def judges_for(self, plan: ProbePlan, probe) -> list[str]:
+        """The judge ids a probe runs with: the plan's, else the policy default (static text probes),
+        else the probe's."""
+        if plan.judges:
+            return list(plan.judges)
+        if self.default_judges and probe.modality == "text" and not getattr(probe, "attack", False):
+            return list(self.default_judges)
+        return list(probe.judges)
 
     def plan(self, kind: str) -> list[ProbePlan]:
         return list(self.probes.get(kind, []))  # type: ignore[call-overload]

@@ -24,7 +24,7 @@ from auditd.policy.cache import PolicyCache
 from auditd.policy.model import Policy, ProbePlan
 from auditd.policy.baseline import evaluate, redecide_dependents
 from auditd.probe import Probe, ProbeItem
-from auditd.runner.combine import combine
+from auditd.runner.combine import combine, provenance
 from auditd.runner.lazy import LazyBackend
 from auditd.runner.reuse import prepare_audit
 from auditd.runner.results import aggregate
@@ -147,7 +147,7 @@ class AuditRunner:
     def _judges(self, policy: Policy, plan: list[ProbePlan]) -> dict:
         needed: list[str] = []
         for p in plan:
-            for j in p.judges or plugins.resolve(f"probe:{p.id}").judges:
+            for j in policy.judges_for(p, plugins.resolve(f"probe:{p.id}")):
                 if j not in needed:
                     needed.append(j)
         return {j: plugins.create(f"judge:{j}", **policy.judge_options.get(j, {})) for j in needed}
@@ -163,7 +163,7 @@ class AuditRunner:
             from auditd.runner.t2i import run_image_probe
 
             return run_image_probe(self, policy, plan, probe, backend, judges)
-        judge_ids = plan.judges or list(probe.judges)
+        judge_ids = policy.judges_for(plan, probe)
         items = select_items(probe, plan)
         with session(self.ctx.engine) as s:
             run = s.exec(select(ProbeRun).where(ProbeRun.audit_id == self.audit_id, ProbeRun.probe_id == plan.id)).first()
@@ -214,6 +214,7 @@ class AuditRunner:
                     audit_id=self.audit_id, probe_id=probe_id, item_index=it.index, variant=it.variant,
                     category=it.category, prompt=it.prompt, output=out if policy.keep_outputs else "",
                     harmful=harmful, refused=refused, score=score, judge_error=judge_error,
+                    **provenance(item_scores),
                 )
                 s.add(sample)
                 s.flush()

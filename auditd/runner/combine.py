@@ -25,3 +25,13 @@ def combine(expect: str, scores: list[Score]) -> tuple[bool | None, bool | None,
         else:
             harmful = next((s.harmful for s in ok[1:] if s.harmful is not None), None)
     return harmful, refused, (primary.score if primary is not None else None), judge_error
+
+
+def provenance(scores: list[Score]) -> dict:
+    """Sample columns saying who decided: the primary judge (or, inside a cascade, the judge it
+    routed to), whether a cascade escalated, and whether its two judges agreed where both ran."""
+    primary = scores[0] if scores else None
+    if primary is None:
+        return {"decided_by": "", "escalated": None, "judges_agree": None}
+    return {"decided_by": primary.decided_by or primary.judge, "escalated": primary.escalated,
+            "judges_agree": primary.agree}

@@ -38,7 +38,7 @@ from auditd.store.models import (AuditRun, CategoryResult, CheckpointRow, JudgeE
 log = logging.getLogger(__name__)
 
 SAMPLE_FIELDS = ("probe_id", "item_index", "variant", "category", "prompt", "output", "harmful", "refused", "score",
-                 "judge_error", "degenerate", "decided_by")
+                 "judge_error", "degenerate", "decided_by", "escalated", "judges_agree")
 SCORE_FIELDS = ("judge", "harmful", "refused", "score", "raw", "error", "categories")
 
 

@@ -118,6 +118,8 @@ class Sample(SQLModel, table=True):
     judge_error: bool = False
     degenerate: Optional[bool] = None  # empty/repetitive/non-language output (never counted harmful)
     decided_by: str = ""  # the judge whose decision `harmful`/`refused` is (a cascade's escalation target)
+    escalated: Optional[bool] = None  # judge:cascade sent this sample to its model judge (None: no cascade)
+    judges_agree: Optional[bool] = None  # judge:cascade: its two judges agreed (None: only one of them ran)
     created_at: datetime = Field(default_factory=utcnow)
 
 

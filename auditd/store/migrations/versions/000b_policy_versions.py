@@ -1,7 +1,7 @@
 """policy versions: digests on audits, probe runs and verdicts; verdict changes
 
 Revision ID: 000b_policy_versions
-Revises: 0004_sample_judgement
+Revises: 0008_cascade_routing
 """
 from alembic import op
 import sqlalchemy as sa
@@ -9,7 +9,7 @@ import sqlmodel
 
 
 revision = "000b_policy_versions"
-down_revision = "0004_sample_judgement"
+down_revision = "0008_cascade_routing"
 branch_labels = None
 depends_on = None
 
