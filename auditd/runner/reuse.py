@@ -50,6 +50,7 @@ class ReuseReport:
     probes_reused: list[str] = field(default_factory=list)  # attack probes taken whole
     running: list[str] = field(default_factory=list)  # probes that still generate
     sources: list[int] = field(default_factory=list)  # earlier audits work came from
+    digests: dict[str, dict] = field(default_factory=dict)  # probe id -> the sample keys' digests
 
     @property
     def reused(self) -> int:
@@ -94,6 +95,7 @@ def prepare_audit(runner, policy: Policy, checkpoint: CheckpointRow, plan: list[
     """Stamp the audit with its policy version and seed it with compatible stored work."""
     version = version_of(policy)
     report = ReuseReport()
+    _backfill(runner.ctx.engine, checkpoint.id)
     for p in plan:
         try:
             probe = plugins.resolve(f"probe:{p.id}")()
@@ -104,8 +106,9 @@ def prepare_audit(runner, policy: Policy, checkpoint: CheckpointRow, plan: list[
     with session(runner.ctx.engine) as s:
         audit = s.get(AuditRun, runner.audit_id)
         audit.policy_digest, audit.plan_digest, audit.decision_digest = version.digest, version.plan, version.decision
-        if report.reused or report.probes_reused or not audit.reuse:
-            audit.reuse = report.as_dict()
+        kept = audit.reuse if audit.reuse and not (report.reused or report.probes_reused) else report.as_dict()
+        # Probe runs the runner creates itself carry no digests yet: they are filled from here (_backfill).
+        audit.reuse = {**kept, "digests": report.digests}
         s.add(audit)
         s.commit()
     if msg := report.message():
@@ -116,6 +119,7 @@ def prepare_audit(runner, policy: Policy, checkpoint: CheckpointRow, plan: list[
 def _seed_probe(runner, policy, checkpoint, p: ProbePlan, probe, judges: dict, report: ReuseReport) -> None:
     kind = checkpoint.kind
     gen, jdg = generation_digest(policy, p, probe, kind), judge_digest(policy, p, probe)
+    report.digests[p.id] = {"gen": gen, "judge": jdg, "kept": policy.keep_outputs}
     items = [] if is_attack(probe) else planned_items(policy, p, probe, kind)
     report.planned += len(items)
     engine, audit_id = runner.ctx.engine, runner.audit_id
@@ -125,6 +129,7 @@ def _seed_probe(runner, policy, checkpoint, p: ProbePlan, probe, judges: dict, r
             log.warning("audit %s probe %s: the policy changed while the audit was interrupted; its stored work "
                         "under the old version is discarded", audit_id, p.id)
             discard_probe_run(s, audit_id, p.id)
+            s.commit()
             run = None
         if run is not None:
             if run.gen_digest is None:  # stored before versions were recorded: resumed as it is
@@ -133,26 +138,26 @@ def _seed_probe(runner, policy, checkpoint, p: ProbePlan, probe, judges: dict, r
                 s.commit()
             _count_resumed(s, run, items, report)
             return
-        n_items = len(items) if items else len(probe.items())
-        s.add(ProbeRun(audit_id=audit_id, probe_id=p.id, n_items=n_items, gen_digest=gen, judge_digest=jdg,
-                       outputs_kept=policy.keep_outputs))
-        s.commit()
         sources = s.exec(
             select(ProbeRun).join(AuditRun, AuditRun.id == ProbeRun.audit_id)
             .where(AuditRun.checkpoint_id == checkpoint.id, AuditRun.id != audit_id, ProbeRun.probe_id == p.id,
                    ProbeRun.gen_digest == gen)
             .order_by(AuditRun.id.desc())
         ).all()
+    # The probe run is created here only when work is reused; otherwise the runner creates it when
+    # the probe starts (its started_at stays true) and _backfill gives it its digests later.
+    new_run = ProbeRun(audit_id=audit_id, probe_id=p.id, n_items=len(items) if items else len(probe.items()),
+                       gen_digest=gen, judge_digest=jdg, outputs_kept=policy.keep_outputs)
     if is_attack(probe):
         source = next((r for r in sources if r.status == "done" and r.judge_digest == jdg), None)
         if source is None:
             report.running.append(p.id)
             return
-        _copy_attack(runner, policy, p.id, source)
+        _copy_attack(runner, policy, new_run, source)
         report.probes_reused.append(p.id)
         report.sources.append(source.audit_id)
         return
-    copied, rejudge = _copy_samples(runner, policy, p.id, items, sources, jdg, kind)
+    copied, rejudge = _copy_samples(runner, policy, new_run, items, sources, jdg, kind)
     report.copied += copied
     if rejudge:
         report.rejudged += _rejudge(runner, policy, p, probe, rejudge, judges)
@@ -177,9 +182,11 @@ def _left(engine, audit_id: int, probe_id: str, items: list) -> bool:
         return _stored(s, audit_id, probe_id) < len(items)
 
 
-def _copy_samples(runner, policy, probe_id: str, items: list[ProbeItem], sources: list[ProbeRun], jdg: str,
+def _copy_samples(runner, policy, new_run: ProbeRun, items: list[ProbeItem], sources: list[ProbeRun], jdg: str,
                   kind: str) -> tuple[int, list[tuple[ProbeItem, str]]]:
-    """Copy compatible samples (newest audit first); returns (copied, [(item, output) to judge again])."""
+    """Copy compatible samples (newest audit first) under a new probe run, created if anything is
+    reused; returns (copied, [(item, output) to judge again])."""
+    probe_id = new_run.probe_id
     wanted = {(it.index, it.variant): it for it in items}
     copied, rejudge = 0, {}
     with session(runner.ctx.engine) as s:
@@ -198,6 +205,8 @@ def _copy_samples(runner, policy, probe_id: str, items: list[ProbeItem], sources
                     copied += 1
                 elif src.outputs_kept and kind == "text" and key not in rejudge:
                     rejudge[key] = (it, row.output)
+        if copied or rejudge:
+            s.add(new_run)
         s.commit()
     return copied, [v for k, v in rejudge.items() if k in wanted]
 
@@ -230,10 +239,10 @@ def _rejudge(runner, policy, p: ProbePlan, probe, todo: list[tuple[ProbeItem, st
     return done
 
 
-def _copy_attack(runner, policy, probe_id: str, source: ProbeRun) -> None:
+def _copy_attack(runner, policy, run: ProbeRun, source: ProbeRun) -> None:
     from auditd.policy.redecide import rethreshold_attack
 
-    audit_id = runner.audit_id
+    audit_id, probe_id = runner.audit_id, run.probe_id
     with session(runner.ctx.engine) as s:
         for pt in s.exec(select(AttackPoint).where(AttackPoint.audit_id == source.audit_id,
                                                    AttackPoint.probe_id == probe_id)).all():
@@ -241,14 +250,26 @@ def _copy_attack(runner, policy, probe_id: str, source: ProbeRun) -> None:
             s.add(AttackPoint(audit_id=audit_id, **data))
         for row in s.exec(select(Sample).where(Sample.audit_id == source.audit_id, Sample.probe_id == probe_id)).all():
             _copy_sample(s, audit_id, row, policy.keep_outputs)
-        s.flush()
-        run = s.exec(select(ProbeRun).where(ProbeRun.audit_id == audit_id, ProbeRun.probe_id == probe_id)).one()
         summary = dict(source.summary or {})
         summary.pop("adapter_kept", None)  # the adapter (if kept) belongs to the source audit's work dir
         run.summary = rethreshold_attack(s, audit_id, probe_id, summary, policy)
         run.summary["reused_from_audit"] = source.audit_id
         run.status, run.n_items, run.finished_at = "done", source.n_items, utcnow()
         s.add(run)
+        s.commit()
+
+
+def _backfill(engine, checkpoint_id: str) -> None:
+    """Give the checkpoint's probe runs that the runner created their digests, from their audit's
+    record (written when the audit started), so later audits can match their samples."""
+    with session(engine) as s:
+        rows = s.exec(select(ProbeRun, AuditRun).join(AuditRun, AuditRun.id == ProbeRun.audit_id)
+                      .where(AuditRun.checkpoint_id == checkpoint_id, ProbeRun.gen_digest.is_(None))).all()
+        for run, audit in rows:
+            d = ((audit.reuse or {}).get("digests") or {}).get(run.probe_id)
+            if d:
+                run.gen_digest, run.judge_digest, run.outputs_kept = d["gen"], d["judge"], d["kept"]
+                s.add(run)
         s.commit()
 
 
