@@ -113,7 +113,9 @@ def audit(
     if queue.claim(engine, run.id, queue.worker_id()) is None:
         _fail(f"audit {run.id} is already being run elsewhere")
     with progress_bar(err) as bar:
-        ctx = AuditContext(engine, settings, progress=ProbeProgress(bar))
+        # Says when stored work of earlier audits of this checkpoint is reused ("reused 41 of 41 ...").
+        ctx = AuditContext(engine, settings, progress=ProbeProgress(bar),
+                           notice=lambda msg: err.print(msg, markup=False))
         outcome = run_audit(ctx, run.id)
     doc = audit_report(engine, digest, run.id)
     if as_json:
@@ -145,6 +147,9 @@ def status(home: Optional[Path] = HomeOpt, db: Optional[str] = DbOpt):
         t.add_row(str(a.id), cp.model, cp.id[:19], a.status, f"[{STYLE.get(a.outcome or '', '')}]{a.outcome or '-'}[/]",
                   str(a.attempts), f"{a.duration_s:.1f}s" if a.duration_s else "-")
     console.print(t)
+    from auditd.cli_status import print_stale
+
+    print_stale(console, engine, _settings(home=home, db=db))
 
 
 @app.command()

@@ -33,8 +33,13 @@ def print_verdict(console: Console, doc: dict) -> None:
         console.print("[dim]not audited yet[/dim]")
         return
     outcome = audit["outcome"] or audit["status"]
+    version = f"@{audit['policy_digest'][:12]}" if audit.get("policy_digest") else ""
     console.print(f"verdict: [{STYLE.get(outcome, 'bold')}]{outcome.upper()}[/]  (audit {audit['id']}, "
-                  f"policy {audit['policy']}, {audit['duration_s'] or 0:.1f}s)")
+                  f"policy {audit['policy']}{version}, {audit['duration_s'] or 0:.1f}s)")
+    if (audit.get("reuse") or {}).get("message"):
+        console.print(f"  {audit['reuse']['message']}", markup=False, highlight=False)
+    for c in doc.get("verdict_changes") or []:
+        console.print(f"  decided again: {c['old']} -> {c['new']} ({c['reason']})", markup=False, highlight=False)
     if audit.get("error"):
         console.print(f"  error: {audit['error']}")
     for r in (doc.get("verdict") or {}).get("reasons", []):

@@ -20,6 +20,7 @@ from auditd.notify import sd_notify, watchdog_interval_s
 from auditd.registry.webhook import resume_deliveries
 from auditd.runner.audit import AuditContext
 from auditd.runner.content import remove_stale_snapshots
+from auditd.scheduler.reaudit import after_reload, watch_policies
 from auditd.scheduler.service import AuditService
 from auditd.settings import Settings
 from auditd.store.db import open_db
@@ -62,6 +63,7 @@ class Daemon:
         self.http.start()
         self.service.start()
         resume_deliveries(self.engine, self.settings)  # webhooks accepted before a crash, not yet handed over
+        watch_policies(self)  # verdicts decided under an older version of their policy follow it
         log.info("auditd serving %s/metrics; registry=%s db=%s", self.http.url, self.settings.registry_dir,
                  _redact(self.settings.database_url))
         sd_notify("READY=1\nSTATUS=auditing")
@@ -79,11 +81,13 @@ class Daemon:
     def reload(self) -> None:
         """SIGHUP: re-read the policies in use. A file that no longer loads is reported in one line
         and its last good version stays in force: a typo must not change what is enforced."""
-        for name, error in self.ctx.policies.reload().items():
+        results = self.ctx.policies.reload()
+        for name, error in results.items():
             if error:
                 log.error("policy reload failed, keeping the policy in force: %s", error)
             else:
                 log.info("policy %r reloaded", name)
+        after_reload(self, results)  # re-decide or re-audit what a changed policy governs
 
     def run_forever(self) -> None:
         signal.signal(signal.SIGTERM, lambda *_: self.stopping_requested.set())

@@ -46,8 +46,11 @@ def audit_report(engine: Engine, checkpoint_id: str, audit_id: int | None = None
             "attempts": audit.attempts, "error": audit.error, "duration_s": audit.duration_s,
             "generate_s": audit.generate_s, "judge_s": audit.judge_s,
             "started_at": audit.started_at, "finished_at": audit.finished_at,
+            "policy_digest": audit.policy_digest, "reuse": audit.reuse or {},
         }
-        doc["verdict"] = {"outcome": verdict.outcome, "reasons": verdict.reasons} if verdict else None
+        doc["verdict"] = {"outcome": verdict.outcome, "reasons": verdict.reasons,
+                          "policy_digest": verdict.policy_digest} if verdict else None
+        doc["verdict_changes"] = verdict_changes(s, audit.id)
         doc["categories"] = [
             {"probe": r.probe_id, "category": r.category, "n": r.n, "judged": r.n_judged, "harmful": r.n_harmful,
              "refused": r.n_refused, "judge_errors": r.n_judge_errors, "harmful_rate": r.harmful_rate,
@@ -72,3 +75,12 @@ def attack_curves(s, audit_id: int) -> dict[str, list[dict]]:
             "per_category": p.per_category, "over_refusal_rate": p.over_refusal_rate,
             "capability_retention": p.capability_retention})
     return curves
+
+
+def verdict_changes(s, audit_id: int) -> list[dict]:
+    """The audit's verdict decided again under newer policy versions, oldest first."""
+    from auditd.store.version_models import VerdictChange
+
+    return [{"old": c.old_outcome, "new": c.new_outcome, "old_policy_digest": c.old_policy_digest,
+             "new_policy_digest": c.new_policy_digest, "reason": c.reason, "at": c.at}
+            for c in s.exec(select(VerdictChange).where(VerdictChange.audit_id == audit_id).order_by(VerdictChange.id))]

@@ -143,6 +143,16 @@ class Settings(BaseSettings):
         200_000, ge=1000,
         description="Largest prompt a chat template may render; longer output ends the audit in error.",
     )
+    # -- policy changes (docs/policies.md) --
+    reaudit_on_policy_change: Literal["none", "latest", "all"] = Field(
+        "latest", description="On start and on SIGHUP, which checkpoints a changed policy applies to: none, the "
+        "latest checkpoint of each model, or all. Decision-only changes are re-decided from stored results; plan "
+        "changes queue a re-audit that reuses every stored sample still valid (docs/policies.md)."
+    )
+    reaudit_max_per_hour: int = Field(
+        20, description="At most this many re-audits are queued per hour (below new checkpoints' priority); the "
+        "rest wait for later passes. Re-decisions are not limited (they load no model).", ge=0
+    )
     log_level: str = Field("INFO", description="Log level of the daemon's structured logs.")
 
     @classmethod

@@ -40,6 +40,7 @@ def verdict_document(checkpoint, verdict) -> dict:
         # The content the verdict is about: an audited verdict is only stored after the bytes loaded
         # hashed to this digest (auditd/runner/content.py), so a consumer can compare it with its copy.
         "digest": None if (checkpoint.meta or {}).get("refused") else checkpoint.id,
+        "policy_digest": getattr(verdict, "policy_digest", None),  # the policy version that decided it
         "model": checkpoint.model,
         "outcome": verdict.outcome,
         "policy": verdict.policy,

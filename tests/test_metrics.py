@@ -54,4 +54,4 @@ def test_rendered_exposition_equals_a_fresh_one_and_follows_new_audits_and_verdi
         s.add(a)
         s.commit()
     info = values(registry.render(), "auditd_latest_audit_info")
-    assert info == {(("checkpoint", "sha256:b"), ("model", "m"), ("outcome", "warn")): 1.0}
+    assert info == {(("checkpoint", "sha256:b"), ("model", "m"), ("outcome", "warn"), ("policy_digest", "")): 1.0}

@@ -17,6 +17,7 @@ from sqlmodel import select
 from auditd import __version__
 from auditd.attacks.metrics import grpo_families
 from auditd.categories import BENIGN
+from auditd.policy.versions import short
 from auditd.store.db import session
 from auditd.store.models import AuditRun, CategoryResult, CheckpointRow, JudgeErrorCount, Sample, Verdict
 
@@ -50,19 +51,21 @@ class ModelResultsCollector:
             .group_by(CheckpointRow.model).subquery()
         )
         rows = s.exec(
-            select(CheckpointRow.model, AuditRun.id, AuditRun.checkpoint_id, AuditRun.outcome, AuditRun.finished_at)
+            select(CheckpointRow.model, AuditRun.id, AuditRun.checkpoint_id, AuditRun.outcome, AuditRun.finished_at,
+                   AuditRun.policy_digest)
             .join(AuditRun, AuditRun.checkpoint_id == CheckpointRow.id)
             .join(latest_finish, (latest_finish.c.model == CheckpointRow.model) & (latest_finish.c.fin == AuditRun.finished_at))
         ).all()
         info = GaugeMetricFamily("auditd_latest_audit_info", "latest finished audit of each model",
-                                 labels=["model", "checkpoint", "outcome"])
+                                 labels=["model", "checkpoint", "outcome", "policy_digest"])
         when = GaugeMetricFamily("auditd_latest_audit_timestamp_seconds", "when it finished", labels=["model"])
         model_of: dict[int, str] = {}
-        for model, audit_id, cp, outcome, fin in rows:
+        for model, audit_id, cp, outcome, fin, digest in rows:
             if model in model_of.values():
                 continue  # two audits finishing in the same instant: keep one
             model_of[audit_id] = model
-            info.add_metric([model, cp, outcome or "error"], 1)
+            # policy_digest: the version of the policy that decided it (short; "" before versions were recorded)
+            info.add_metric([model, cp, outcome or "error", short(digest)], 1)
             when.add_metric([model], _ts(fin))
         yield info
         yield when

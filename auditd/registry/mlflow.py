@@ -165,6 +165,7 @@ class MlflowSource:
         tags = {"auditd.checkpoint": verdict.get("checkpoint") or "", "auditd.digest": verdict.get("digest") or "",
                 "auditd.reasons": reasons_summary(verdict),
                 "auditd.policy": verdict.get("policy") or "", "auditd.audit_id": str(verdict.get("audit_id") or ""),
+                "auditd.policy_digest": verdict.get("policy_digest") or "",  # the policy version that decided
                 "auditd.verdict": verdict.get("outcome") or "error"}
         outcome = tags.pop("auditd.verdict")
         for key, value in tags.items():

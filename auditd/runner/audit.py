@@ -28,6 +28,8 @@ from auditd.probe import Probe, ProbeItem
 from auditd.probe_build import build_probe
 from auditd.runner.combine import judge_sample, provenance
 from auditd.sanitize import sanitize
+from auditd.runner.lazy import LazyBackend
+from auditd.runner.reuse import prepare_audit
 from auditd.runner.results import aggregate
 from auditd.runner.stage import current as current_stage
 from auditd.runner.stage import stage, stage_of
@@ -58,6 +60,7 @@ class AuditContext:
     on_verdict: Callable[[CheckpointRow, Verdict], None] | None = None  # registry write-back
     policies: PolicyCache = None  # type: ignore[assignment]  # set from settings when not given
     memory_limit: int | None = None  # bytes; set in an audit child with RLIMIT_AS, named in memory errors
+    notice: Callable[[str], None] | None = None  # one-line news for the user (e.g. stored work reused)
 
     def __post_init__(self):
         if self.policies is None:
@@ -124,9 +127,13 @@ class AuditRunner:
             plan = policy.plan(checkpoint.kind)
             if not plan:
                 raise AuditFailed(f"policy {policy.name!r} has no probes for {checkpoint.kind} checkpoints")
+            # Built on first use: an audit that reuses every stored sample never loads the model.
+            backend = LazyBackend(lambda: self._backend(policy, checkpoint, audit.device))
             with stage("load"):
-                backend = self._backend(policy, checkpoint, audit.device)
                 judges = self._judges(policy, plan)
+            self.reuse = prepare_audit(self, policy, checkpoint, plan, judges)  # seed with compatible stored work
+            if self.ctx.notice and (msg := self.reuse.message()):
+                self.ctx.notice(msg)
             summaries = {}
             for p in plan:
                 with stage(f"probe {p.id}"):
@@ -377,7 +384,7 @@ def write_verdict(s, audit_id: int, policy_name: str, outcome: str, reasons: lis
         return None
     s.exec(delete(Verdict).where(Verdict.audit_id == audit_id))
     verdict = Verdict(audit_id=audit_id, checkpoint_id=audit.checkpoint_id, outcome=outcome, policy=policy_name,
-                      reasons=reasons)
+                      reasons=reasons, policy_digest=audit.policy_digest)
     s.add(verdict)
     s.commit()
     return verdict

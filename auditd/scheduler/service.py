@@ -24,6 +24,7 @@ from apscheduler.schedulers.background import BackgroundScheduler
 from sqlalchemy.engine import Engine
 
 from auditd.policy.load import PolicyError
+from auditd.policy.versions import request_key, version_of
 from auditd.runner.audit import AuditContext, flush_write_backs, run_audit
 from auditd.scheduler import queue
 from auditd.scheduler.health import JobHealth
@@ -124,7 +125,9 @@ class AuditService:
                     s.commit()
                 for cp in new:
                     if policy.plan(cp.kind):
-                        queue.enqueue(self.engine, cp.id, policy=self.settings.policy)
+                        # Keyed by plan version: a second poll cannot queue it twice, a changed plan can.
+                        queue.enqueue(self.engine, cp.id, policy=self.settings.policy,
+                                      request_key=request_key(self.settings.policy, version_of(policy)))
                     else:
                         log.info("checkpoint %s (%s) recorded; policy %r has no %s probes", cp.id, cp.model,
                                  policy.name, cp.kind)

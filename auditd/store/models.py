@@ -52,7 +52,8 @@ class AuditRun(SQLModel, table=True):
     __table_args__ = (UniqueConstraint("checkpoint_id", "request_key"),)
     id: Optional[int] = Field(default=None, primary_key=True)
     checkpoint_id: str = Field(index=True, foreign_key="checkpoints.id")
-    # Why this audit exists: "auto" (found by a registry source), "event:<id>", "cli:<uuid>".
+    # Why this audit exists: "policy:<policy>@<plan digest>" (a registry poll or a re-audit after a
+    # policy change), "auto" (polls before policy versions), "event:<id>", "cli:<uuid>", "api:<key>".
     # Unique per checkpoint, so a duplicate event or a second poll cannot queue it twice.
     request_key: str = "auto"
     policy: str = "default"
@@ -72,6 +73,12 @@ class AuditRun(SQLModel, table=True):
     # Seconds spent inside backend.generate and judges, to measure auditd's own overhead.
     generate_s: float = 0.0
     judge_s: float = 0.0
+    # The policy version the audit ran under (auditd.policy.versions); a re-decision updates the
+    # decision part. None for audits stored before versions were recorded.
+    policy_digest: Optional[str] = None
+    plan_digest: Optional[str] = None
+    decision_digest: Optional[str] = None
+    reuse: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON))  # stored work it reused
 
 
 class ProbeRun(SQLModel, table=True):
@@ -86,6 +93,11 @@ class ProbeRun(SQLModel, table=True):
     error: Optional[str] = Field(default=None, sa_column=Column(Text))
     started_at: datetime = Field(default_factory=utcnow)
     finished_at: Optional[datetime] = None
+    # The keys its samples were made under (auditd.policy.versions): a later audit of the same
+    # checkpoint reuses them when these match; outputs_kept says whether they can be judged again.
+    gen_digest: Optional[str] = None
+    judge_digest: Optional[str] = None
+    outputs_kept: Optional[bool] = None
 
 
 class Sample(SQLModel, table=True):
@@ -163,3 +175,4 @@ class Verdict(SQLModel, table=True):
     created_at: datetime = Field(default_factory=utcnow)
     # When the registry was last given this verdict; None: still to write (the daemon catches up).
     written_back_at: Optional[datetime] = None
+    policy_digest: Optional[str] = None  # the policy version that decided it

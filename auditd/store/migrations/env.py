@@ -7,6 +7,7 @@ import auditd.store.models  # noqa: F401  (registers the tables on SQLModel.meta
 import auditd.store.hook_models  # noqa: F401  (webhook deliveries, category drift)
 import auditd.store.attack_models  # noqa: F401  (GRPO attack evaluation points)
 import auditd.store.judge_models  # noqa: F401  (judge validations against human labels)
+import auditd.store.version_models  # noqa: F401  (verdicts decided again under a new policy version)
 from auditd.store.db import make_engine
 
 config = context.config
