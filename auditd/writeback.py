@@ -4,6 +4,7 @@ the daemon's HTTP stack."""
 
 from __future__ import annotations
 
+from auditd import __version__
 from auditd.registry.dir import DirSource
 from auditd.settings import Settings
 
