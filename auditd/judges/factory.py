@@ -14,6 +14,7 @@ from typing import Any
 
 from auditd import plugins
 from auditd.backends.base import BackendError, Chat, GenerationParams, TextBackend
+from auditd.judges.base import JudgeInput, Score
 
 BackendSpec = Mapping[str, Any]
 
@@ -98,3 +99,18 @@ class ModelJudgeBase:
         if self._spec is not None and self._backend is not None:
             backend, self._backend = self._backend, None
             backend.close()
+
+
+class CompletionJudge(ModelJudgeBase):
+    """A judge whose published format is one raw prompt per answer and a short text verdict:
+    subclasses give `prompt_for` (the format) and `parse` (strict: unparseable -> Score.error)."""
+
+    def prompt_for(self, item: JudgeInput) -> str:
+        raise NotImplementedError
+
+    def parse(self, text: str) -> Score:
+        raise NotImplementedError
+
+    def score(self, items: list[JudgeInput]) -> list[Score]:
+        outputs = self.complete([self.prompt_for(item) for item in items])  # BackendError propagates
+        return [self.parse(text) for text in outputs]
