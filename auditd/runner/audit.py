@@ -104,6 +104,10 @@ def select_items(probe: Probe, plan: ProbePlan) -> list[ProbeItem]:
     return kept
 
 
+# Backends that load the checkpoint's own files (the others talk to a server that serves it).
+LOCAL_FILE_BACKENDS = ("backend:hf", "backend:vllm", "backend:diffusers")
+
+
 class AuditRunner:
     def __init__(self, ctx: AuditContext, audit_id: int):
         self.ctx = ctx
@@ -138,9 +142,15 @@ class AuditRunner:
             for p in plan:
                 with stage(f"probe {p.id}"):
                     summaries[p.id] = self._run_probe(policy, p, backend, judges)
-            if self.content is not None:
-                with stage("verify content"):
+            with stage("verify content"):
+                if self.content is not None:
                     self.content.verify_after()  # changed during the audit: error, never a pass
+                elif self._loads_local_files(policy, checkpoint):
+                    # Every sample was reused (the model never loaded): the verdict is still written
+                    # beside these files, so they must still be the bytes those samples came from.
+                    from auditd.runner.content import verify_in_place
+
+                    verify_in_place(checkpoint, self.ctx.settings)
             return self._finish(policy, checkpoint, summaries, started)
         except Interrupted:
             retry_storage(lambda: requeue(self.ctx.engine, self.audit_id), f"audit {self.audit_id}: requeue",
@@ -165,12 +175,17 @@ class AuditRunner:
                 except Exception:  # closing must not mask the audit's own outcome
                     log.exception("closing %s failed", type(closable).__name__)
 
+    @staticmethod
+    def _loads_local_files(policy: Policy, checkpoint: CheckpointRow) -> bool:
+        spec = policy.t2i_backend if checkpoint.kind == "t2i" else policy.backend
+        return spec.id in LOCAL_FILE_BACKENDS
+
     def _backend(self, policy: Policy, checkpoint: CheckpointRow, device: str):
         spec = policy.t2i_backend if checkpoint.kind == "t2i" else policy.backend
         options = dict(spec.options)
         if (checkpoint.meta or {}).get("refused"):  # a link out of the registry: never audited, any backend
             raise AuditFailed(str(checkpoint.meta["refused"]))
-        if spec.id in ("backend:hf", "backend:vllm", "backend:diffusers"):
+        if spec.id in LOCAL_FILE_BACKENDS:
             from auditd.backends.limits import check_model_memory
             from auditd.backends.loading import check_loadable
             from auditd.runner.content import bind_content

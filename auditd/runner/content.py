@@ -227,6 +227,24 @@ def discard_snapshot(settings, audit_id: int) -> None:
     remove_tree(settings.snapshot_path / f"audit-{audit_id}")
 
 
+def verify_in_place(checkpoint, settings) -> None:
+    """For an audit that loaded nothing (all its samples reused from earlier audits of this digest):
+    the files at the checkpoint's path must still hash to its digest, or the verdict is error."""
+    meta = checkpoint.meta or {}
+    if meta.get("refused"):
+        raise BackendError(str(meta["refused"]))
+    path = Path(checkpoint.path)
+    root = Path(meta.get("root") or checkpoint.path)
+    check_contained(path, root)
+    check_input_sizes(path, settings.max_config_bytes, settings.max_tokenizer_bytes)
+    try:
+        actual = content_digest(path, root=root)
+    except (OSError, BackendError) as exc:
+        raise ContentChanged(f"content changed since it was found: {exc}") from None
+    if actual != checkpoint.id:
+        raise ContentChanged(f"content changed since it was found: digest {actual} != {checkpoint.id}")
+
+
 def bind_content(checkpoint, settings, audit_id: int) -> BoundContent:
     """The content an audit of `checkpoint` loads, checked against its digest."""
     meta = checkpoint.meta or {}
