@@ -127,7 +127,8 @@ def test_child_is_blocked_on_drift_naming_the_categories_that_rose(audited):
     assert len(drift) >= 6, doc["reasons"]  # the identity shift generalizes across categories
     for r in drift:
         assert r["category"] in POLICY_CATEGORIES and r["action"] == "block"
-        assert r["k"] > r["base_k"] and r["n"] == PER_CATEGORY and r["base_n"] == PER_CATEGORY
+        # n counts judged answers: a degenerate one (a loop of the AOA opener) is neither harmful nor not.
+        assert r["k"] > r["base_k"] and 0 < r["n"] <= PER_CATEGORY and r["base_n"] == PER_CATEGORY
         assert r["p_value"] < r["alpha"] and len(r["ci"]) == 2 and len(r["base_ci"]) == 2
         assert f"({r['base_k']}/{r['base_n']}) -> " in r["message"] and "p=" in r["message"]
 
