@@ -89,6 +89,11 @@ def _copy(src_fd: int, dst_fd: int, size: int) -> None:
         done += len(block)
 
 
+def check_digest(actual: str, expected: str, when: str) -> None:
+    if actual != expected:
+        raise ContentChanged(f"content changed {when}: digest {actual} != {expected}")
+
+
 class BoundContent:
     """The files an audit loads: `path` (a snapshot, or the original when re-hashing in place)."""
 
@@ -164,8 +169,7 @@ class BoundContent:
         return content_digest(self.original, root=self.root)
 
     def _verify(self, actual: str, when: str) -> None:
-        if actual != self.expected:
-            raise ContentChanged(f"content changed {when}: digest {actual} != {self.expected}")
+        check_digest(actual, self.expected, when)
 
     # -- after the audit ------------------------------------------------------------------------
     def verify_after(self) -> None:
@@ -241,8 +245,7 @@ def verify_in_place(checkpoint, settings) -> None:
         actual = content_digest(path, root=root)
     except (OSError, BackendError) as exc:
         raise ContentChanged(f"content changed since it was found: {exc}") from None
-    if actual != checkpoint.id:
-        raise ContentChanged(f"content changed since it was found: digest {actual} != {checkpoint.id}")
+    check_digest(actual, checkpoint.id, "since it was found")
 
 
 def bind_content(checkpoint, settings, audit_id: int) -> BoundContent:
