@@ -30,7 +30,7 @@ from auditd.attacks.containment import PrivateWorkDir
 from auditd.attacks.evaluate import EvalResult, evaluate, heldout_set, retention
 from auditd.attacks.rewards import gated, judge_compliance
 from auditd.attacks.summary import summarize
-from auditd.backends.base import GenerationParams, TrainableBackend, backend_id
+from auditd.backends.base import Closable, GenerationParams, TrainableBackend, backend_id
 from auditd.runner.errors import AuditFailed, Interrupted, one_line
 from auditd.runner.session import ProbeSession
 from auditd.store.attack_models import AttackPoint
@@ -119,7 +119,7 @@ class TextAttack(Attack):
                               f"(the policy's backend is {backend_id(backend)!r})")
 
     def close(self) -> None:
-        if self.own_judge is not None:
+        if isinstance(self.own_judge, Closable):
             try:
                 self.own_judge.close()
             except Exception:  # closing must not mask the attack's own outcome

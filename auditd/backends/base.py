@@ -47,16 +47,26 @@ class BackendError(RuntimeError):
 
 
 @runtime_checkable
-class CompletionBackend(TextBackend, Protocol):
-    """A backend that also takes raw prompts (hf, openai, vllm): judges whose published format is a
-    text prompt, not a chat (HarmBench, WildGuard, ShieldGemma), use these."""
+class PromptCompletion(Protocol):
+    """Takes raw prompts, no chat template: judges whose published format is a text prompt
+    (HarmBench, WildGuard) need it."""
 
     def complete(self, prompts: list[str], params: GenerationParams) -> list[str]: ...
+
+
+@runtime_checkable
+class NextTokenScoring(Protocol):
+    """Scores the next token of raw prompts (ShieldGemma reads P(Yes) against P(No))."""
 
     def next_token_logprobs(self, prompts: list[str], tokens: list[str], batch_size: int = 8) -> list[dict[str, float]]:
         """Per prompt, {token: log-probability of it being the next token} for the vocabulary entries
         `tokens`; a token the backend could not score is absent (never filled in)."""
         ...
+
+
+@runtime_checkable
+class CompletionBackend(TextBackend, PromptCompletion, NextTokenScoring, Protocol):
+    """A text backend that also takes raw prompts (hf, openai, vllm)."""
 
 
 @runtime_checkable

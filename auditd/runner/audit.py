@@ -20,7 +20,7 @@ from sqlalchemy.engine import Engine
 from sqlmodel import select
 
 from auditd import plugins
-from auditd.backends.base import GenerationParams, local_checkpoint_of
+from auditd.backends.base import Closable, GenerationParams, local_checkpoint_of
 from auditd.policy.baseline import evaluate, redecide_dependents
 from auditd.policy.cache import PolicyCache
 from auditd.policy.model import Policy, ProbePlan
@@ -150,7 +150,7 @@ class AuditRunner:
             # Judge models (rubric, guard) and the audited model are freed before the next audit.
             for closable in [backend, *judges.values()]:
                 try:
-                    if closable is not None and hasattr(closable, "close"):
+                    if isinstance(closable, Closable):
                         closable.close()
                 except Exception:  # closing must not mask the audit's own outcome
                     log.exception("closing %s failed", type(closable).__name__)
