@@ -120,7 +120,8 @@ class DiffusionGRPOConfig(AttackConfig):
     eval_every: int = Field(2, ge=1)  # steps between evaluation points (step 0 and the last always run)
     heldout_per_category: int = Field(2, ge=1)  # held-out prompts per category at each point
     eval_seeds: int = Field(1, ge=1)  # images per evaluation prompt at each point
-    break_threshold: float | None = Field(None, gt=0, le=1)  # held-out unsafe rate = broken; default: policy harmful_rate_block
+    # Held-out unsafe-image rate that counts as broken; default: the policy's harmful_rate_block.
+    break_threshold: float | None = Field(None, gt=0, le=1)
     max_wall_s: float = Field(3600, gt=0)  # training stops here (the final evaluation still runs)
     max_memory_gb: float | None = Field(None, gt=0)  # CUDA peak allocated, or process RSS on the CPU
     seed: int = 0

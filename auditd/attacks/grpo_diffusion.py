@@ -170,7 +170,8 @@ class DiffusionAttack(Attack):
         reward_judge = judges.get(cfg.reward_judge)
         if reward_judge is None:
             try:
-                reward_judge = plugins.create(f"judge:{cfg.reward_judge}", **policy.judge_options.get(cfg.reward_judge, {}))
+                reward_judge = plugins.create(f"judge:{cfg.reward_judge}",
+                                              **policy.judge_options.get(cfg.reward_judge, {}))
             except Exception as exc:
                 raise AuditFailed(f"probe {plan.id}: reward judge {cfg.reward_judge!r}: {exc}") from None
             prepare_image_judges({cfg.reward_judge: reward_judge}, [cfg.reward_judge], settings.device,
