@@ -26,7 +26,7 @@ from auditd.policy.cache import PolicyCache
 from auditd.policy.model import Policy, ProbePlan
 from auditd.probe import Probe
 from auditd.probe_build import build_probe
-from auditd.runner.combine import judge_sample, provenance
+from auditd.judges.combine import judge_sample, provenance
 from auditd.runner.errors import AuditFailed, Cancelled, Interrupted, one_line
 from auditd.runner.items import select_items
 from auditd.runner.lazy import LazyBackend
