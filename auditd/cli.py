@@ -11,6 +11,8 @@ from typing import Optional
 import typer
 from rich.console import Console
 
+from auditd.cli_common import err, fail as _fail, settings_from_options as _settings
+
 app = typer.Typer(help="auditd: audits every new AI checkpoint for safety regressions.", no_args_is_help=True)
 probes_app = typer.Typer(help="Probe definitions.")
 policy_app = typer.Typer(help="Policies.")
@@ -19,29 +21,12 @@ app.add_typer(probes_app, name="probes")
 app.add_typer(policy_app, name="policy")
 app.add_typer(db_app, name="db")
 console = Console()
-err = Console(stderr=True)
 
 EXIT = {"pass": 0, "warn": 0, "block": 1, "error": 2}
 
 HomeOpt = typer.Option(None, "--home", help="State folder (AUDITD_HOME).")
 DbOpt = typer.Option(None, "--db", help="Database URL (AUDITD_DB_URL).")
 PolicyOpt = typer.Option(None, "--policy", help="Policy name or YAML path (AUDITD_POLICY).")
-
-
-def _settings(**cli):
-    from auditd.settings import Settings
-
-    keys = {"home": "home", "db": "db_url", "policy": "policy", "registry": "registry_dir",
-            "port": "metrics_port", "host": "metrics_host", "poll": "poll_interval_s", "device": "device"}
-    try:
-        return Settings(**{keys[k]: v for k, v in cli.items() if v is not None})
-    except Exception as exc:
-        _fail(f"invalid settings: {exc}")
-
-
-def _fail(message: str, code: int = 2):
-    err.print(f"[bold red]error:[/] {message}", soft_wrap=True)  # one line, however narrow the terminal
-    raise typer.Exit(code)
 
 
 @app.command()

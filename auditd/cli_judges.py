@@ -35,7 +35,7 @@ def validate(
     """Agreement of each judge with each gold file: accuracy, P/R/F1, kappa (bootstrap 95% CI),
     confusion matrix, per-group breakdown, worst disagreements. Exit 2 on a malformed file."""
     from auditd import plugins
-    from auditd.cli import _fail, _settings
+    from auditd.cli_common import fail as _fail, settings_from_options as _settings
     from auditd.judges.agreement import validate as run_validation
     from auditd.judges.gold import GoldError, load_gold
 

@@ -19,7 +19,8 @@ def calibrate(
     from rich.console import Console
 
     from auditd import plugins
-    from auditd.cli import _fail, _settings
+    from auditd.cli_common import fail as _fail, settings_from_options as _settings
+    from auditd.judges.base import ImageJudge
     from auditd.judges.calibration import CalibrationError, CalibrationStore, calibrate as run, labelled_images
     from auditd.judges.clip_model import open_image
     from auditd.policy.load import PolicyError, resolve_policy
@@ -28,7 +29,7 @@ def calibrate(
     try:
         pol = resolve_policy(settings.policy, settings.policies_dir)
         j = plugins.create(f"judge:{judge}", **pol.judge_options.get(judge, {}))
-        if getattr(j, "modality", None) != "image":
+        if not isinstance(j, ImageJudge):
             _fail(f"judge {judge!r} is not an image judge")
         files = labelled_images(images)
         loaded = {label: [open_image(p) for p in paths] for label, paths in files.items()}

@@ -21,6 +21,16 @@ THUMB_PX = 128
 IMAGES_DIR = "images"
 
 
+def open_image_store(home: str | Path, keep: bool) -> "ImageStore":
+    """The audit's image store: the home's, or (images not kept) a private scratch home under
+    <home>/work that the caller removes after judging (`shutil.rmtree(store.home)`)."""
+    home = Path(home)
+    if keep:
+        return ImageStore(home)
+    home.joinpath("work").mkdir(parents=True, exist_ok=True)
+    return ImageStore(tempfile.mkdtemp(prefix="t2i-", dir=home / "work"))
+
+
 class ImageStore:
     def __init__(self, home: str | Path):
         self.home = Path(home).resolve()

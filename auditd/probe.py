@@ -51,6 +51,9 @@ class Probe:
     data_file: ClassVar[str | None] = None
     # Tags for reports, e.g. "source:auditd", "paper:qi2024".
     tags: ClassVar[tuple[str, ...]] = ()
+    # A fine-tuning attack (auditd.attacks.probe.AttackProbe): the runner hands it to
+    # auditd.attacks.run instead of generating; its items are the prompts that train the attack.
+    attack: ClassVar[bool] = False
 
     def items(self) -> list[ProbeItem]:
         """The prompts to generate for, in a stable order (sample keys depend on it)."""

@@ -3,10 +3,12 @@
 All ids start with "t2i." and apply to diffusers pipelines only. The prompts are our own, twelve
 per category for the seven I2P categories (sexual content is adults only), in
 data/t2i_unsafe.jsonl, and twenty everyday prompts in data/t2i_benign.jsonl. Sampling (images per
-prompt, seeds, steps, guidance, resolution) comes from the policy's `images:` section; images are
-judged by CLIP judges (`clip`, `concept`).
+prompt, seeds, steps, guidance, resolution) comes from the policy's `images:` section, the attack's
+settings from its probe entry's `attack:`; images are judged by CLIP judges (`clip`, `concept`).
 """
 
+from auditd.attacks.config import DiffusionGRPOConfig
+from auditd.attacks.probe import DiffusionGRPOProbe
 from auditd.categories import T2I_BENIGN, T2I_CATEGORIES
 from auditd.probe import Probe
 
@@ -37,17 +39,12 @@ class BenignControls(Probe):
     tags = ("source:auditd", "control", "t2i")
 
 
-class DiffusionGRPO(Probe):
+class DiffusionGRPO(DiffusionGRPOProbe):
     """GRPO on a LoRA of the denoiser with a CLIP reward: how fast does image safety break?"""
 
     id = "t2i.grpo"
     goal = "stay safe on held-out categories while a LoRA is GRPO-trained on 10 prompts of one category"
-    modality = "t2i"
     categories = tuple(T2I_CATEGORIES)
-    expect = "refuse"
-    judges = ("clip",)  # judges the evaluation images; the reward judge is images.grpo.reward_judge
     data_file = "t2i_unsafe.jsonl"  # training prompts and held-out prompts both come from here
     tags = ("source:auditd", "paper:grp-obliteration", "attack", "t2i")
-    # Not a text attack: the runner's t2i path branches to auditd.attacks.grpo_diffusion.
-    attack = False
-    grpo = True
+    config = DiffusionGRPOConfig()  # the policy's probe entry overrides it: `attack: {...}`

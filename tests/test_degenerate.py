@@ -13,7 +13,7 @@ from auditd.backends.base import GenerationParams
 from auditd.judges.base import JudgeInput, Score
 from auditd.judges.degenerate import degenerate_reason
 from auditd.runner.audit import run_audit
-from auditd.runner.combine import judge_sample
+from auditd.judges.combine import judge_sample
 from auditd.store.db import session
 from auditd.store.models import CategoryResult, Sample, Verdict
 from tests.conftest import queue_text_audit

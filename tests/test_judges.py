@@ -329,7 +329,7 @@ def test_judge_ids_match_plugin_ids(plugin_id):
 def test_judge_modules_import_nothing_heavy():
     code = (
         "import sys, auditd.judges.refusal, auditd.judges.rubric, auditd.judges.guard, "
-        "auditd.judges.scripted, auditd.judges.factory, auditd.judges.wildguard, auditd.judges.harmbench, "
+        "auditd.judges.scripted, auditd.judges.model_judge, auditd.judges.wildguard, auditd.judges.harmbench, "
         "auditd.judges.shieldgemma, auditd.judges.classifier, auditd.judges.cascade; "
         "heavy = [m for m in ('torch', 'transformers') if m in sys.modules]; assert not heavy, heavy"
     )

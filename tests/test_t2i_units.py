@@ -16,7 +16,7 @@ from auditd.attacks.grpo_diffusion import clipped_loss, group_advantages, split_
 from auditd.judges.calibration import Calibration, CalibrationError, CalibrationStore, choose_threshold, labelled_images
 from auditd.judges.clip import zero_shot_probs
 from auditd.judges.concept import concept_margins
-from auditd.policy.images import DiffusionGRPO
+from auditd.attacks.config import DiffusionGRPOConfig as DiffusionGRPO
 from auditd.probe import discover
 from tests.t2i_support import one_torch_thread, tiny_sd  # noqa: F401  (fixtures)
 
@@ -223,9 +223,26 @@ def test_policy_images_section_is_strict():
 
     from auditd.policy.model import Policy
 
-    p = Policy.model_validate({"name": "x", "images": {"steps": 4, "height": 64, "width": 64,
-                                                       "grpo": {"target_category": "t2i_hate", "steps": 3}}})
-    assert p.images.grpo.target_category == "t2i_hate" and p.images.n_per_prompt == 2
-    for bad in ({"stepz": 4}, {"height": 60}, {"grpo": {"target_category": "violence"}}):
+    p = Policy.model_validate({"name": "x", "images": {"steps": 4, "height": 64, "width": 64}})
+    assert p.images.steps == 4 and p.images.n_per_prompt == 2
+    for bad in ({"stepz": 4}, {"height": 60}):
         with pytest.raises(ValidationError):
             Policy.model_validate({"name": "x", "images": bad})
+
+
+def test_diffusion_grpo_settings_are_the_probes_attack_settings(tmp_path):
+    from auditd.policy.load import PolicyError, load_policy_file
+
+    probe = discover()["t2i.grpo"]()
+    assert probe.attack and isinstance(probe.config, DiffusionGRPO)
+    cfg = probe.config.with_overrides({"target_category": "t2i_hate", "steps": 3})
+    assert (cfg.target_category, cfg.steps, cfg.eval_every) == ("t2i_hate", 3, 2)
+    with pytest.raises(ValueError, match=r"^attack: target_category must be one of t2i_sexual"):
+        probe.config.with_overrides({"target_category": "violence"})
+    # The old shape (a policy-wide images.grpo block) names where the settings went, on one line.
+    old = tmp_path / "old.yaml"
+    old.write_text("name: old\nimages:\n  steps: 4\n  grpo: {steps: 3}\n")
+    with pytest.raises(PolicyError) as err:
+        load_policy_file(old)
+    msg = str(err.value)
+    assert "\n" not in msg and "images.grpo has moved" in msg and "attack:" in msg and msg.startswith(str(old))

@@ -20,7 +20,7 @@ from auditd.backends.base import Chat, GenerationParams
 from auditd.categories import BENIGN, POLICY_CATEGORIES
 from auditd.judges.base import JudgeInput
 from auditd.probe import DATA_DIR, ProbeItem, load_jsonl_pairs
-from auditd.runner.combine import combine
+from auditd.judges.combine import combine
 
 
 @dataclass(frozen=True)

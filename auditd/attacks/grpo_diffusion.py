@@ -29,25 +29,29 @@ import shutil
 import time
 from contextlib import contextmanager
 
-from pydantic import ValidationError
 from sqlalchemy import delete
 from sqlmodel import select
 
 from auditd import plugins
+from auditd.attacks.base import ADAPTER_FILE, OPTIMIZER_FILE, Attack
+from auditd.attacks.config import DiffusionGRPOConfig as GRPOConfig
 from auditd.attacks.containment import PrivateWorkDir
 from auditd.attacks.summary import summarize
-from auditd.judges.base import JudgeInput
-from auditd.policy.images import DiffusionGRPO as GRPOConfig
+from auditd.backends.base import TrainableImageBackend
+from auditd.images import open_image_store
+from auditd.judges.base import JudgeInput, RewardImageJudge
+from auditd.judges.calibration import CalibrationStore
+from auditd.judges.image_base import prepare_image_judges
 from auditd.probe import ProbeItem
+from auditd.runner.errors import AuditFailed
+from auditd.runner.session import ProbeSession
 from auditd.store.attack_models import AttackPoint
 from auditd.store.db import session
-from auditd.store.models import ProbeRun, Sample, utcnow
+from auditd.store.models import JudgeScoreRow, Sample
 
 log = logging.getLogger(__name__)
 
 ADAPTER_NAME = "auditd_grpo"
-ADAPTER_FILE = "adapter-{step}.safetensors"
-OPTIMIZER_FILE = "optimizer-{step}.pt"
 STATE_FILE = "state.json"  # eval rewards and the step the adapter files belong to
 
 
@@ -89,26 +93,6 @@ def split_prompts(items: list[ProbeItem], cfg: GRPOConfig) -> tuple[list[ProbeIt
         if cat != cfg.target_category:
             heldout += its[: cfg.heldout_per_category]
     return train, heldout
-
-
-def headline(s: dict) -> str:
-    """One line for `auditd report`: the result first, then the evidence (no over-refusal for images)."""
-    pct = lambda x: "-" if x is None else f"{x:.0%}"  # noqa: E731
-    if s.get("broken"):
-        head = (f"already at the threshold before the attack (>= {pct(s['break_threshold'])})" if s["steps_to_break"] == 0
-                else f"BROKEN at step {s['steps_to_break']} of {s['steps_budget']}")
-    else:
-        why = f", stopped by the {s['stopped_by']} cap" if s.get("stopped_by") in ("wall", "memory") else ""
-        head = f"not broken within budget ({s['steps_run']}/{s['steps_budget']} steps{why})"
-    parts = [f"held-out unsafe images {pct(s['harmful_rate_start'])} -> {pct(s['harmful_rate_end'])}"]
-    if s.get("harm_auc") is not None:
-        parts.append(f"AUC {s['harm_auc']:.2f}")
-    if s.get("generalized_categories"):
-        parts.append(f"rose in {len(s['generalized_categories'])} untrained categories")
-    if s.get("eval_reward_start") is not None and s.get("eval_reward_end") is not None:
-        parts.append(f"{s['target_category']} reward {s['eval_reward_start']:.2f} -> {s['eval_reward_end']:.2f}")
-    parts.append(f"{s['wall_s']:.0f}s")
-    return f"{head}: " + ", ".join(parts)
 
 
 def eval_variant(step: int, seed_index: int) -> str:
@@ -170,73 +154,29 @@ def load_adapter_state(unet, state: dict) -> None:
 
 
 # -- the attack -------------------------------------------------------------------------------------
-def run_diffusion_grpo(runner, policy, plan, probe, backend, judges: dict) -> dict:
-    from auditd.attacks.run import open_attack_run
-    from auditd.runner.audit import AuditFailed, Interrupted, one_line
+class DiffusionAttack(Attack):
+    """The diffusion GRPO attack on a LoRA of the audited pipeline's UNet."""
 
-    engine, settings = runner.ctx.engine, runner.ctx.settings
-    workdir, finished = open_attack_run(runner, plan, probe)
-    if finished is not None:
-        return finished
-    try:
-        cfg = GRPOConfig.model_validate({**policy.images.grpo.model_dump(), **(getattr(plan, "attack", None) or {})})
-    except ValidationError as exc:
-        err = exc.errors()[0]
-        raise AuditFailed(f"probe {plan.id}: attack.{'.'.join(map(str, err['loc']))}: {err['msg']}") from None
-    if getattr(backend, "pipe", None) is None:
-        raise AuditFailed(f"probe {plan.id}: diffusion GRPO trains local weights and needs backend:diffusers")
-    from auditd.attacks.diffusion_sampling import UnsupportedPipeline, check_supported
-
-    try:
-        check_supported(backend.pipe)
-    except UnsupportedPipeline as exc:
-        raise AuditFailed(f"probe {plan.id}: {exc}") from None
-    attack = DiffusionAttack(runner, policy, plan, probe, backend, judges, cfg, workdir)
-    try:
-        summary = attack.run()
-    except Interrupted:
-        raise  # the work dir stays: the next start resumes from the last stored point
-    except Exception as exc:
-        workdir.remove()
-        _mark(engine, runner.audit_id, plan.id, status="error", error=one_line(exc))
-        if isinstance(exc, AuditFailed):
-            raise
-        raise AuditFailed(f"probe {plan.id}: {one_line(exc)}") from exc
-    finally:
-        if not policy.keep_outputs:  # images were judged from a scratch store
-            shutil.rmtree(attack.store.home, ignore_errors=True)
-    _mark(engine, runner.audit_id, plan.id, status="done", summary=summary)
-    return summary
-
-
-def _mark(engine, audit_id: int, probe_id: str, *, status: str, summary: dict | None = None, error: str | None = None):
-    with session(engine) as s:
-        run = s.exec(select(ProbeRun).where(ProbeRun.audit_id == audit_id, ProbeRun.probe_id == probe_id)).one()
-        run.status, run.error, run.finished_at = status, error, utcnow()
-        if summary is not None:
-            run.summary = summary
-        s.add(run)
-        s.commit()
-
-
-class DiffusionAttack:
-    def __init__(self, runner, policy, plan, probe, backend, judges: dict, cfg: GRPOConfig, workdir: PrivateWorkDir):
-        from auditd.runner.audit import AuditFailed
-        from auditd.runner.t2i import image_judges
-
-        self.runner, self.policy, self.plan, self.probe, self.cfg, self.workdir = runner, policy, plan, probe, cfg, workdir
+    def __init__(self, probe_session: ProbeSession, policy, plan, probe, backend: TrainableImageBackend,
+                 judges: dict, cfg: GRPOConfig, workdir: PrivateWorkDir):
+        super().__init__(probe_session, policy, plan, probe, backend, judges, cfg, workdir)
+        self.cfg = cfg
         self.pipe = backend.pipe
         self.judge_ids = list(plan.judges or probe.judges)
         self.judges = judges
-        self.calibration = image_judges(runner, judges, self.judge_ids)
+        settings = probe_session.settings
+        calibration_store = CalibrationStore(settings.home)
+        self.calibration = prepare_image_judges(judges, self.judge_ids, settings.device, calibration_store)
         reward_judge = judges.get(cfg.reward_judge)
         if reward_judge is None:
             try:
-                reward_judge = plugins.create(f"judge:{cfg.reward_judge}", **policy.judge_options.get(cfg.reward_judge, {}))
+                reward_judge = plugins.create(f"judge:{cfg.reward_judge}",
+                                              **policy.judge_options.get(cfg.reward_judge, {}))
             except Exception as exc:
                 raise AuditFailed(f"probe {plan.id}: reward judge {cfg.reward_judge!r}: {exc}") from None
-            image_judges(runner, {cfg.reward_judge: reward_judge}, [cfg.reward_judge])
-        if not callable(getattr(reward_judge, "unsafe_probs", None)):
+            prepare_image_judges({cfg.reward_judge: reward_judge}, [cfg.reward_judge], settings.device,
+                                 calibration_store)
+        if not isinstance(reward_judge, RewardImageJudge):
             raise AuditFailed(f"probe {plan.id}: reward judge {cfg.reward_judge!r} has no per-category unsafe "
                               "probability (use judge:clip)")
         self.reward_judge = reward_judge
@@ -247,12 +187,27 @@ class DiffusionAttack:
         self.threshold = cfg.break_threshold or policy.thresholds.harmful_rate_block
         self.height = cfg.height or policy.images.height
         self.width = cfg.width or policy.images.width
-        self.store = _image_store(runner, policy)
+        self.store = open_image_store(probe_session.settings.home, policy.keep_outputs)
         self.eval_rewards: dict[int, float] = {}
         self.step_rewards: list[float] = []
         self.wall_base = 0.0
         self.started = time.monotonic()
         self.peak_memory_gb: float | None = None
+
+    @classmethod
+    def check_backend(cls, plan, backend) -> None:
+        if not isinstance(backend, TrainableImageBackend) or backend.pipe is None:
+            raise AuditFailed(f"probe {plan.id}: diffusion GRPO trains local weights and needs backend:diffusers")
+        from auditd.attacks.diffusion_sampling import UnsupportedPipeline, check_supported
+
+        try:
+            check_supported(backend.pipe)
+        except UnsupportedPipeline as exc:
+            raise AuditFailed(f"probe {plan.id}: {exc}") from None
+
+    def close(self) -> None:
+        if not self.policy.keep_outputs:  # images were judged from a scratch store
+            shutil.rmtree(self.store.home, ignore_errors=True)
 
     # -- the whole attack ---------------------------------------------------------------------------
     def run(self) -> dict:
@@ -278,27 +233,25 @@ class DiffusionAttack:
                 stopped_by = self._budget_exceeded()
                 if stopped_by:
                     break
-                self.runner._checkpoint_gate()
+                self.session.gate()
                 self.step_rewards.append(self._train_step(step))
                 step += 1
-                self.runner._progress(self.plan.id, step, self.cfg.steps)
+                self.progress(step, self.cfg.steps)
                 if self.cfg.eval_due(step):
                     points.append(self._evaluate_point(step))
             if points[-1].step != step:  # stopped by the budget between points: measure where it stopped
                 points.append(self._evaluate_point(step))
-            kept = self._close(step)
-        summary = summarize(points, threshold=self.threshold, steps_budget=self.cfg.steps,
-                            train_categories=[self.cfg.target_category],
-                            stopped_by="steps" if step >= self.cfg.steps else stopped_by,
-                            max_wall_s=self.cfg.max_wall_s, resumed_from_step=resumed_from)
-        summary.update(
-            attack="diffusion_grpo", target_category=self.cfg.target_category, train_prompts=len(self.train),
-            eval_rewards=[[s, r] for s, r in sorted(self.eval_rewards.items())],
-            eval_reward_start=self.eval_rewards.get(points[0].step), eval_reward_end=self.eval_rewards.get(points[-1].step),
-            config=self.cfg.model_dump(mode="json"), calibration=self.calibration, adapter_kept=kept,
-        )
-        summary["headline"] = headline(summary)
-        return summary
+            kept = self.keep_or_remove(step, self.cfg.keep_adapter)
+        return summarize(points, threshold=self.threshold, steps_budget=self.cfg.steps,
+                         train_categories=[self.cfg.target_category],
+                         stopped_by="steps" if step >= self.cfg.steps else stopped_by,
+                         max_wall_s=self.cfg.max_wall_s, resumed_from_step=resumed_from,
+                         attack="diffusion_grpo", target_category=self.cfg.target_category,
+                         train_prompts=len(self.train),
+                         eval_rewards=[[s, r] for s, r in sorted(self.eval_rewards.items())],
+                         eval_reward_start=self.eval_rewards.get(points[0].step),
+                         eval_reward_end=self.eval_rewards.get(points[-1].step),
+                         config=self.cfg.model_dump(mode="json"), calibration=self.calibration, adapter_kept=kept)
 
     def _budget_exceeded(self) -> str | None:
         from auditd.attacks.grpo_text import memory_gb
@@ -361,9 +314,8 @@ class DiffusionAttack:
         import torch
 
         from auditd.attacks.diffusion_sampling import decode, encode_prompts, sample_with_logprob
-        from auditd.runner.audit import AuditFailed
 
-        self.runner._checkpoint_gate()
+        self.session.gate()
         cfg = self.cfg
         pairs = [(it, j) for it in (*self.train, *self.heldout) for j in range(cfg.eval_seeds)]
         train_ids = {it.index for it in self.train}
@@ -390,7 +342,7 @@ class DiffusionAttack:
             inputs = [JudgeInput(it.prompt, str(self.store.path(rel)), it.category) for it, rel in zip(items, rels)]
             scores = {j: self.judges[j].score(inputs) for j in self.judge_ids}
             t2 = time.monotonic()
-            self.runner._store_batch(self.policy, self.plan.id, self.probe.expect, self.judge_ids, items, rels, scores,
+            self.session.store_batch(self.policy, self.plan.id, self.probe.expect, self.judge_ids, items, rels, scores,
                                      t1 - t0, t2 - t1)
             primary = scores[self.judge_ids[0]]
             for (it, _), tr, sc in zip(chunk, is_train, primary):
@@ -406,7 +358,7 @@ class DiffusionAttack:
         self.eval_rewards[step] = sum(rewards) / len(rewards) if rewards else None
         self._save_state(step)
         point = AttackPoint(
-            audit_id=self.runner.audit_id, probe_id=self.plan.id, step=step, wall_s=self.wall_s(),
+            audit_id=self.session.audit_id, probe_id=self.plan.id, step=step, wall_s=self.wall_s(),
             mean_reward=sum(self.step_rewards) / len(self.step_rewards) if self.step_rewards else None,
             step_rewards=list(self.step_rewards), harmful_rate=(sum(sum(v) for v in harmful.values()) / judged)
             if judged else None, n_heldout=n_heldout, n_judged=judged, per_category=per_category,
@@ -414,7 +366,7 @@ class DiffusionAttack:
         )
         if step == 0 and point.harmful_rate is None:
             raise AuditFailed(f"probe {self.plan.id}: no held-out image could be judged before the attack")
-        with session(self.runner.ctx.engine) as s:  # state first, then the row: a stored point is resumable
+        with session(self.session.engine) as s:  # state first, then the row: a stored point is resumable
             s.add(point)
             s.commit()
             s.refresh(point)
@@ -431,21 +383,15 @@ class DiffusionAttack:
             self.workdir.delete(ADAPTER_FILE.format(step=previous))
             self.workdir.delete(OPTIMIZER_FILE.format(step=previous))
 
-    def _points(self) -> list[AttackPoint]:
-        with session(self.runner.ctx.engine) as s:
-            return list(s.exec(select(AttackPoint).where(AttackPoint.audit_id == self.runner.audit_id,
-                                                         AttackPoint.probe_id == self.plan.id)
-                               .order_by(AttackPoint.step)))
-
     def _resume(self) -> tuple[list[AttackPoint], int | None]:
-        points = self._points()
+        points = self.points()
         state = self.workdir.load_json(STATE_FILE)
         last = points[-1] if points else None
         adapter = self.workdir.load_tensors(ADAPTER_FILE.format(step=last.step)) if last else None
         if last is None or state is None or adapter is None or state.get("step") != last.step:
             if points:
                 log.warning("audit %s probe %s: stored points cannot be resumed (private work dir lost); starting over",
-                            self.runner.audit_id, self.plan.id)
+                            self.session.audit_id, self.plan.id)
             self._discard_after(-1)
             self.workdir.remove()
             self.workdir.create()
@@ -456,35 +402,18 @@ class DiffusionAttack:
             self.optimizer.load_state_dict(optimizer)
         self.eval_rewards = {int(k): v for k, v in (state.get("eval_rewards") or {}).items()}
         self._discard_after(last.step)  # evaluation images of a point that never completed
-        log.info("audit %s probe %s: resuming the attack from step %s", self.runner.audit_id, self.plan.id, last.step)
+        log.info("audit %s probe %s: resuming the attack from step %s", self.session.audit_id, self.plan.id, last.step)
         return points, last.step
 
     def _discard_after(self, step: int) -> None:
-        with session(self.runner.ctx.engine) as s:
-            rows = s.exec(select(Sample).where(Sample.audit_id == self.runner.audit_id,
+        with session(self.session.engine) as s:
+            rows = s.exec(select(Sample).where(Sample.audit_id == self.session.audit_id,
                                                Sample.probe_id == self.plan.id)).all()
             for row in rows:
                 if (variant_step(row.variant) or 0) > step:
-                    from auditd.store.models import JudgeScoreRow
-
                     s.exec(delete(JudgeScoreRow).where(JudgeScoreRow.sample_id == row.id))
                     s.delete(row)
             if step < 0:
-                s.exec(delete(AttackPoint).where(AttackPoint.audit_id == self.runner.audit_id,
+                s.exec(delete(AttackPoint).where(AttackPoint.audit_id == self.session.audit_id,
                                                  AttackPoint.probe_id == self.plan.id))
             s.commit()
-
-    def _close(self, last_step: int) -> str | None:
-        """Delete the work dir, or keep only the final adapter (forensics); returns the kept path."""
-        name = ADAPTER_FILE.format(step=last_step)
-        if self.cfg.keep_adapter and last_step > 0 and (self.workdir.path / name).is_file():
-            kept = self.workdir.keep_only({name})
-            return str(kept[0]) if kept else None
-        self.workdir.remove()
-        return None
-
-
-def _image_store(runner, policy):
-    from auditd.runner.t2i import _image_store as store
-
-    return store(runner, policy)

@@ -21,8 +21,7 @@ from auditd.probe import ProbeItem
 
 log = logging.getLogger(__name__)
 
-ADAPTER_FILE = "adapter-{step}.safetensors"
-OPTIMIZER_FILE = "optimizer-{step}.pt"
+from auditd.attacks.base import ADAPTER_FILE, OPTIMIZER_FILE  # noqa: E402,F401  (names of the work dir files)
 
 
 class BaseWeightsChanged(RuntimeError):

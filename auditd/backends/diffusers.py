@@ -20,7 +20,7 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-from auditd.backends.base import BackendError
+from auditd.backends.base import BackendError, LocalCheckpoint
 from auditd.backends.loading import check_loadable
 
 DTYPES = ("float32", "float16", "bfloat16")
@@ -68,6 +68,7 @@ class DiffusersBackend:
     """Generates images with a local diffusers pipeline; `.pipe` is public (the GRPO probe reuses it)."""
 
     id = "diffusers"
+    local_checkpoint = LocalCheckpoint(frozenset({"device", "allow_pickle"}))
     modality = "image"  # the t2i runner refuses a text backend
 
     def __init__(

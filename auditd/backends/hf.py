@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from auditd.backends.base import BackendError, Chat, GenerationParams
+from auditd.backends.base import BackendError, Chat, GenerationParams, LocalCheckpoint
 from auditd.backends.chat_template import render_chat
 from auditd.backends.loading import CheckpointError, check_loadable
 from auditd.sanitize import sanitize
@@ -56,6 +56,7 @@ class HFBackend:
     reuses them) and `.stats` accumulates generated tokens, seconds and prompts."""
 
     id = "hf"
+    local_checkpoint = LocalCheckpoint(frozenset({"device", "allow_pickle", "max_prompt_chars"}))
 
     def __init__(
         self,

@@ -11,7 +11,7 @@ import gc
 from pathlib import Path
 from typing import Any
 
-from auditd.backends.base import BackendError, Chat, GenerationParams
+from auditd.backends.base import BackendError, Chat, GenerationParams, LocalCheckpoint
 from auditd.backends.loading import check_loadable
 
 
@@ -19,6 +19,7 @@ class VLLMBackend:
     """Wraps `vllm.LLM.chat`; `engine_kwargs` go to `vllm.LLM` (e.g. tensor_parallel_size, dtype)."""
 
     id = "vllm"
+    local_checkpoint = LocalCheckpoint(frozenset())
 
     def __init__(self, model: str, **engine_kwargs: Any) -> None:
         try:

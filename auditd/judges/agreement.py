@@ -3,7 +3,7 @@ seeded bootstrap 95% interval, the confusion matrix, a per-group breakdown and t
 disagreements. Pure Python: the figures of `auditd judges validate` and bench/bench_judges.py.
 
 The positive class is "refusal" for refusal labels and "harmful" for harm labels. A judge that
-only detects refusals decides harm as the runner does (auditd/runner/combine.py): not refused on
+only detects refusals decides harm as the runner does (auditd/judges/combine.py): not refused on
 a harmful request is harmful, a degenerate answer is neither. An answer the judge could not score
 (an error) is left out of the figures and counted in `n_errors`.
 """
@@ -97,7 +97,7 @@ def binary_figures(gold: list[bool], pred: list[bool], rounds: int = 1000, seed:
 
 def predictions(scores: list[Score], task: str) -> list[bool | None]:
     """The judge's decision per item for `task` ("refusal" or "harm"); None: the judge errored."""
-    from auditd.runner.combine import judge_sample
+    from auditd.judges.combine import judge_sample
 
     out: list[bool | None] = []
     for s in scores:

@@ -1,9 +1,14 @@
-"""The judge interface: a list of (prompt, output) in, one `Score` per item out."""
+"""The judge interfaces: a list of (prompt, output) in, one `Score` per item out.
+
+A text judge reads the answer in `JudgeInput.output`; an image judge reads the image file whose
+path is there, and declares `modality = "image"` so the runner never hands it text (nor a text
+judge a PNG). The runner recognises them by these Protocols (`isinstance`), never by judge id.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Literal, Protocol, runtime_checkable
 
 
 @dataclass(frozen=True)
@@ -29,7 +34,44 @@ class Score:
     agree: bool | None = None  # cascade: whether both judges agreed, where both ran; None if only one did
 
 
-class Judge(Protocol):
+@runtime_checkable
+class TextJudge(Protocol):
+    """Judges answers; one Score per item, same order. A judge holding a model also has close()."""
+
     id: str
 
     def score(self, items: list[JudgeInput]) -> list[Score]: ...
+
+
+Judge = TextJudge  # the name plugins written before the image judges import
+
+
+@runtime_checkable
+class ImageJudge(Protocol):
+    """Judges the images at `JudgeInput.output` (paths), with thresholds it can report."""
+
+    id: str
+    modality: Literal["image"]
+
+    def score(self, items: list[JudgeInput]) -> list[Score]: ...
+
+    def prepare(self, device: str | None = None, calibration_store: Any = None) -> None:
+        """Before an audit: move to the audit's device, load the stored calibration (or raise when
+        one is required and missing)."""
+        ...
+
+    def calibration_info(self) -> dict[str, Any]:
+        """Which thresholds it decides with and where they came from, for the report."""
+        ...
+
+
+@runtime_checkable
+class RewardImageJudge(ImageJudge, Protocol):
+    """An image judge that scores every category at once: the diffusion GRPO attack's reward."""
+
+    categories: list[str]  # the columns of unsafe_probs, in order
+
+    def unsafe_probs(self, images: list[Any]) -> Any:
+        """A tensor [n_images, n_categories] of unsafe probabilities for PIL images."""
+        ...
+

@@ -20,7 +20,7 @@ from typing import Any, Literal
 from auditd.backends.base import Chat, TextBackend
 from auditd.categories import POLICY_CATEGORIES
 from auditd.judges.base import JudgeInput, Score
-from auditd.judges.factory import ModelJudgeBase
+from auditd.judges.model_judge import ModelJudgeBase
 
 # Llama Guard 3 hazard codes: (name as its prompt template writes it, our policy categories).
 # economic_harm and fraud_deception have no code of their own (Llama Guard files fraud under S2),

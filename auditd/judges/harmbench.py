@@ -15,7 +15,7 @@ from typing import Any
 
 from auditd.backends.base import TextBackend
 from auditd.judges.base import JudgeInput, Score
-from auditd.judges.factory import CompletionJudge
+from auditd.judges.model_judge import CompletionJudge
 
 # The trailing space after the first rule is in the published prompt; the classifier was trained on it.
 CLS_PROMPT = """\

@@ -11,14 +11,36 @@ an audit whose CLIP has no stored calibration ends in error instead of using def
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from typing import Any
 
-from auditd.judges.base import JudgeInput, Score
+from auditd.judges.base import ImageJudge, JudgeInput, Score
 from auditd.judges.clip_model import ClipEncoder, open_image
 
 
 class UncalibratedError(RuntimeError):
     pass
+
+
+class ImageJudgeError(ValueError):
+    """A judge the policy gives an image probe cannot judge images, or is not ready to."""
+
+
+def prepare_image_judges(judges: Mapping[str, object], judge_ids: list[str], device: str | None,
+                         calibration_store: Any) -> list[dict[str, Any]]:
+    """Check the judges read images, give them the audit's device and calibration; their threshold
+    info for the report. Uncalibrated with require_calibration, or an unreadable store: an error."""
+    infos = []
+    for j in judge_ids:
+        judge = judges[j]
+        if not isinstance(judge, ImageJudge):
+            raise ImageJudgeError(f"judge {j!r} cannot judge images; use an image judge (clip, concept)")
+        try:
+            judge.prepare(device=device, calibration_store=calibration_store)
+        except Exception as exc:  # fail closed: the audit ends in error with this one line
+            raise ImageJudgeError(str(exc)) from None
+        infos.append(judge.calibration_info())
+    return infos
 
 
 class ImageJudgeBase:

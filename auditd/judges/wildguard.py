@@ -22,7 +22,7 @@ from typing import Any
 
 from auditd.backends.base import TextBackend
 from auditd.judges.base import JudgeInput, Score
-from auditd.judges.factory import CompletionJudge
+from auditd.judges.model_judge import CompletionJudge
 
 INSTRUCTION = """\
 <|user|>

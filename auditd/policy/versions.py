@@ -88,16 +88,16 @@ def generation_digest(policy: Policy, plan: ProbePlan, probe, kind: str) -> str:
     left out: they set throughput, not what is asked."""
     if kind == "t2i":
         backend = policy.t2i_backend.model_dump(mode="json")
-        gen = policy.images.model_dump(mode="json", exclude={"batch_size", "grpo"})
+        gen = policy.images.model_dump(mode="json", exclude={"batch_size"})
     else:
         backend = policy.backend.model_dump(mode="json")
         gen = policy.generation.model_dump(mode="json", exclude={"batch_size"})
     # allow_pickle: outputs of a model loaded from pickle weights are not reused by a policy that refuses them.
     key: dict[str, Any] = {"backend": backend, "generation": gen, "allow_pickle": policy.allow_pickle}
-    if getattr(probe, "attack", False) or getattr(probe, "grpo", False):
+    if probe.attack:
         # An attack's result depends on its whole plan and config, not only on sampling settings.
         key["plan"] = plan.model_dump(mode="json", exclude={"judges"})
-        key["images_grpo"] = policy.images.grpo.model_dump(mode="json") if kind == "t2i" else None
+        key["images_grpo"] = None  # was a policy section (now the probe's attack: settings); kept: digests stay
         key["config"] = _jsonable(getattr(probe, "config", None))
     return digest_of(key)
 

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal, Protocol
+from typing import TYPE_CHECKING, Any, Literal, Protocol, runtime_checkable
+
+if TYPE_CHECKING:
+    from sqlmodel import Session
 
 Kind = Literal["text", "t2i"]
 
@@ -16,14 +19,17 @@ class Checkpoint:
     path: str  # local folder (or file) the loaders read
     source: str  # registry source id, e.g. "dir"
     parent: str | None = None  # checkpoint id or path of the parent/baseline, when lineage names one
-    metadata: dict = field(default_factory=dict)
+    metadata: dict[str, Any] = field(default_factory=dict)
 
 
+@runtime_checkable
 class RegistrySource(Protocol):
-    """A registry source yields the checkpoints it has not reported before."""
+    """A registry source (plugin kind "source", e.g. source:dir, source:mlflow) yields the
+    checkpoints it has not reported before."""
 
     id: str
 
-    def poll(self) -> list[Checkpoint]:
-        """Return checkpoints found since the last poll (each content digest once)."""
+    def poll(self, session: Session) -> list[Checkpoint]:
+        """Return checkpoints found since the last poll (each content digest once); `session` is the
+        daemon's database session, where a source remembers what it has seen."""
         ...

@@ -20,16 +20,18 @@ from sqlalchemy.engine import Engine
 from sqlmodel import select
 
 from auditd import plugins
-from auditd.backends.base import GenerationParams
+from auditd.backends.base import Closable, GenerationParams, local_checkpoint_of
 from auditd.policy.baseline import evaluate, redecide_dependents
 from auditd.policy.cache import PolicyCache
 from auditd.policy.model import Policy, ProbePlan
-from auditd.probe import Probe, ProbeItem
+from auditd.probe import Probe
 from auditd.probe_build import build_probe
-from auditd.runner.combine import judge_sample, provenance
-from auditd.sanitize import sanitize
+from auditd.judges.combine import judge_sample, provenance
+from auditd.runner.errors import AuditFailed, Cancelled, Interrupted, one_line
+from auditd.runner.items import select_items
 from auditd.runner.lazy import LazyBackend
 from auditd.runner.reuse import prepare_audit
+from auditd.runner.session import OpenedRun
 from auditd.runner.results import aggregate
 from auditd.runner.stage import current as current_stage
 from auditd.runner.stage import stage, stage_of
@@ -41,14 +43,6 @@ from auditd.store.models import AuditRun, CheckpointRow, JudgeScoreRow, ProbeRun
 log = logging.getLogger(__name__)
 
 Progress = Callable[[str, int, int], None]  # (probe id, done, total)
-
-
-class Interrupted(Exception):
-    """The daemon is stopping: leave the audit queued so the next start resumes it."""
-
-
-class AuditFailed(Exception):
-    pass
 
 
 @dataclass
@@ -65,11 +59,6 @@ class AuditContext:
     def __post_init__(self):
         if self.policies is None:
             self.policies = PolicyCache(self.settings.policies_dir)
-
-
-def one_line(exc: BaseException) -> str:
-    text = sanitize(" ".join(str(exc).split())) or type(exc).__name__
-    return text[:500]
 
 
 def gib(n: int) -> str:
@@ -90,24 +79,6 @@ def memory_message(limit: int | None, where: str) -> str:
     return f"killed: memory limit {gib(limit)} exceeded in {where}" if limit else f"out of memory in {where}"
 
 
-def select_items(probe: Probe, plan: ProbePlan) -> list[ProbeItem]:
-    items = probe.items()
-    if plan.limit_per_category is None:
-        return items
-    seen: dict[tuple[str, str], int] = {}
-    kept = []
-    for it in items:
-        key = (it.category, it.variant)
-        if seen.get(key, 0) < plan.limit_per_category:
-            seen[key] = seen.get(key, 0) + 1
-            kept.append(it)
-    return kept
-
-
-# Backends that load the checkpoint's own files (the others talk to a server that serves it).
-LOCAL_FILE_BACKENDS = ("backend:hf", "backend:vllm", "backend:diffusers")
-
-
 class AuditRunner:
     def __init__(self, ctx: AuditContext, audit_id: int):
         self.ctx = ctx
@@ -115,6 +86,15 @@ class AuditRunner:
         self.deadline = float("inf")
         self.content = None  # the snapshot the backend loads (auditd.runner.content)
         self.timeout_s = float("inf")
+
+    # -- the ProbeSession interface (auditd.runner.session) ---------------------------------
+    @property
+    def engine(self) -> Engine:
+        return self.ctx.engine
+
+    @property
+    def settings(self) -> Settings:
+        return self.ctx.settings
 
     # -- the whole audit ------------------------------------------------------------------
     def run(self) -> str | None:
@@ -159,7 +139,7 @@ class AuditRunner:
             return None
         except Exception as exc:  # fail closed: whatever went wrong, the verdict is error
             where = stage_of(exc)
-            status = "cancelled" if isinstance(exc, _Cancelled) else "error"
+            status = "cancelled" if isinstance(exc, Cancelled) else "error"
             message = memory_message(self.ctx.memory_limit, where) if is_memory_error(exc) else one_line(exc)
             log.warning("audit %s ended in %s: %s", self.audit_id, status, message)
             self._store_failure(checkpoint, status, message, started)
@@ -170,7 +150,7 @@ class AuditRunner:
             # Judge models (rubric, guard) and the audited model are freed before the next audit.
             for closable in [backend, *judges.values()]:
                 try:
-                    if closable is not None and hasattr(closable, "close"):
+                    if isinstance(closable, Closable):
                         closable.close()
                 except Exception:  # closing must not mask the audit's own outcome
                     log.exception("closing %s failed", type(closable).__name__)
@@ -178,14 +158,15 @@ class AuditRunner:
     @staticmethod
     def _loads_local_files(policy: Policy, checkpoint: CheckpointRow) -> bool:
         spec = policy.t2i_backend if checkpoint.kind == "t2i" else policy.backend
-        return spec.id in LOCAL_FILE_BACKENDS
+        return local_checkpoint_of(plugins.resolve(spec.id)) is not None
 
     def _backend(self, policy: Policy, checkpoint: CheckpointRow, device: str):
         spec = policy.t2i_backend if checkpoint.kind == "t2i" else policy.backend
         options = dict(spec.options)
         if (checkpoint.meta or {}).get("refused"):  # a link out of the registry: never audited, any backend
             raise AuditFailed(str(checkpoint.meta["refused"]))
-        if spec.id in LOCAL_FILE_BACKENDS:
+        local = local_checkpoint_of(plugins.resolve(spec.id))  # backends that load the checkpoint's own files
+        if local is not None:
             from auditd.backends.limits import check_model_memory
             from auditd.backends.loading import check_loadable
             from auditd.runner.content import bind_content
@@ -199,11 +180,10 @@ class AuditRunner:
                 check_model_memory(Path(path), str(options.get("dtype", "auto")), settings.model_memory_limit,
                                    settings.max_config_bytes, options.get("gguf_file"))
                 options.setdefault("model", path)
-                if spec.id in ("backend:hf", "backend:diffusers"):
-                    options.setdefault("device", settings.device if device == "any" else device)
-                    options.setdefault("allow_pickle", policy.allow_pickle)
-                if spec.id == "backend:hf":
-                    options.setdefault("max_prompt_chars", settings.max_prompt_chars)
+                filled = {"device": settings.device if device == "any" else device,
+                          "allow_pickle": policy.allow_pickle, "max_prompt_chars": settings.max_prompt_chars}
+                for name in sorted(local.options & filled.keys()):
+                    options.setdefault(name, filled[name])
                 return plugins.create(spec.id, **options)
             except Exception as exc:  # name the registry path, not the private snapshot
                 raise AuditFailed(self.content.unmask(one_line(exc))) from exc
@@ -226,33 +206,20 @@ class AuditRunner:
 
     def _run_probe(self, policy: Policy, plan: ProbePlan, backend, judges: dict) -> dict:
         probe = build_probe(plan)
-        if getattr(probe, "attack", False):  # fine-tuning attacks (GRPO): their own loop, same store
+        if probe.attack:  # fine-tuning attacks (text and diffusion GRPO): their own loop, same store
             from auditd.attacks.run import run_attack_probe
 
-            return run_attack_probe(self, policy, plan, probe, backend, judges)
+            return run_attack_probe(self, policy, plan, probe, backend.get, judges)
         if probe.modality == "t2i":  # images instead of text: generation and storage differ
             from auditd.runner.t2i import run_image_probe
 
-            return run_image_probe(self, policy, plan, probe, backend, judges)
+            return run_image_probe(self, policy, plan, probe, backend.get, judges)
         judge_ids = policy.judges_for(plan, probe)
         items = select_items(probe, plan)
-
-        def open_probe_run():
-            with session(self.ctx.engine) as s:
-                run = s.exec(select(ProbeRun).where(ProbeRun.audit_id == self.audit_id,
-                                                    ProbeRun.probe_id == plan.id)).first()
-                if run is not None and run.status == "done":
-                    return run, set()
-                if run is None:
-                    run = ProbeRun(audit_id=self.audit_id, probe_id=plan.id, n_items=len(items))
-                    s.add(run)
-                    s.commit()
-                return run, self._stored_keys(s, plan.id)
-
-        run, done = self._storing(open_probe_run, f"probe {plan.id}")
-        if run.status == "done":
-            return run.summary
-        todo = [it for it in items if (it.index, it.variant) not in done]
+        opened = self.open_probe_run(plan.id, len(items))
+        if opened.finished:
+            return opened.summary
+        todo = [it for it in items if (it.index, it.variant) not in opened.stored]
         params = GenerationParams(
             max_new_tokens=policy.generation.max_new_tokens,
             temperature=policy.generation.temperature,
@@ -260,10 +227,10 @@ class AuditRunner:
             batch_size=policy.generation.batch_size,
         )
         n_done = len(items) - len(todo)
-        self._progress(plan.id, n_done, len(items))
+        self.progress(plan.id, n_done, len(items))
         step = policy.generation.batch_size
         for start in range(0, len(todo), step):
-            self._checkpoint_gate()
+            self.gate()
             batch = todo[start : start + step]
             chats = [([{"role": "system", "content": it.system}] if it.system else []) +
                      [{"role": "user", "content": it.prompt}] for it in batch]
@@ -278,17 +245,34 @@ class AuditRunner:
                 scores = {j: judges[j].score(inputs) for j in judge_ids}
             t2 = time.monotonic()
             with stage("store"):
-                self._storing(lambda: self._store_batch(policy, plan.id, probe.expect, judge_ids, batch, outputs,
-                                                        scores, t1 - t0, t2 - t1), "store a batch")
+                self.store_batch(policy, plan.id, probe.expect, judge_ids, batch, outputs, scores, t1 - t0, t2 - t1)
             n_done += len(batch)
-            self._progress(plan.id, n_done, len(items))
-        return self._close_probe(probe, plan.id)
+            self.progress(plan.id, n_done, len(items))
+        return self.close_probe(probe, plan.id)
+
+    def open_probe_run(self, probe_id: str, n_items: int) -> OpenedRun:
+        def find_or_create() -> OpenedRun:
+            with session(self.ctx.engine) as s:
+                run = s.exec(select(ProbeRun).where(ProbeRun.audit_id == self.audit_id,
+                                                    ProbeRun.probe_id == probe_id)).first()
+                if run is not None and run.status == "done":
+                    return OpenedRun(finished=True, summary=run.summary)
+                if run is None:
+                    s.add(ProbeRun(audit_id=self.audit_id, probe_id=probe_id, n_items=n_items))
+                    s.commit()
+                return OpenedRun(finished=False, stored=frozenset(self._stored_keys(s, probe_id)))
+
+        return self._storing(find_or_create, f"probe {probe_id}")
 
     def _stored_keys(self, s, probe_id: str) -> set[tuple[int, str]]:
         return set(s.exec(select(Sample.item_index, Sample.variant).where(
             Sample.audit_id == self.audit_id, Sample.probe_id == probe_id)).all())
 
-    def _store_batch(self, policy, probe_id, expect, judge_ids, batch, outputs, scores, gen_s, judge_s) -> None:
+    def store_batch(self, policy, probe_id, expect, judge_ids, batch, outputs, scores, gen_s, judge_s) -> None:
+        self._storing(lambda: self._write_batch(policy, probe_id, expect, judge_ids, batch, outputs, scores,
+                                                gen_s, judge_s), "store a batch")
+
+    def _write_batch(self, policy, probe_id, expect, judge_ids, batch, outputs, scores, gen_s, judge_s) -> None:
         with session(self.ctx.engine) as s:
             # A retried commit may have landed before its connection dropped: skip what is stored.
             stored = self._stored_keys(s, probe_id)
@@ -316,7 +300,7 @@ class AuditRunner:
             s.add(audit)
             s.commit()
 
-    def _close_probe(self, probe: Probe, probe_id: str) -> dict:
+    def close_probe(self, probe: Probe, probe_id: str) -> dict:
         with session(self.ctx.engine) as s:
             rows = s.exec(select(Sample.category, Sample.variant, Sample.harmful, Sample.refused, Sample.judge_error)
                           .where(Sample.audit_id == self.audit_id, Sample.probe_id == probe_id)).all()
@@ -330,7 +314,7 @@ class AuditRunner:
         return summary
 
     # -- gates and endings ------------------------------------------------------------------
-    def _checkpoint_gate(self) -> None:
+    def gate(self) -> None:
         if self.ctx.stop.is_set():
             raise Interrupted()
         if time.monotonic() > self.deadline:
@@ -341,11 +325,11 @@ class AuditRunner:
                 return s.get(AuditRun, self.audit_id).cancel_requested
 
         if self._storing(cancel_requested, "check for a cancel request"):
-            raise _Cancelled("audit cancelled by request")
+            raise Cancelled("audit cancelled by request")
         if self.ctx.stop.is_set():  # a stop requested while the database was away
             raise Interrupted()
 
-    def _progress(self, probe_id: str, done: int, total: int) -> None:
+    def progress(self, probe_id: str, done: int, total: int) -> None:
         if self.ctx.progress:
             self.ctx.progress(probe_id, done, total)
 
@@ -374,10 +358,6 @@ class AuditRunner:
         if verdict is not None:
             write_back(self.ctx, checkpoint, verdict)
             redecide_dependents(self.ctx, checkpoint.id)  # children waiting on this baseline: no longer pending
-
-
-class _Cancelled(AuditFailed):
-    pass
 
 
 def run_audit(ctx: AuditContext, audit_id: int) -> str | None:

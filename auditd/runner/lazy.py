@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
+from auditd.backends.base import Closable
 from auditd.runner.stage import stage
 
 
@@ -27,5 +28,5 @@ class LazyBackend:
         return getattr(self.get(), name)
 
     def close(self) -> None:
-        if self._backend is not None and hasattr(self._backend, "close"):
+        if isinstance(self._backend, Closable):
             self._backend.close()

@@ -77,7 +77,7 @@ class ReuseReport:
 
 def planned_items(policy: Policy, plan: ProbePlan, probe, kind: str) -> list[ProbeItem]:
     """The (item, variant) keys the runner will store for a probe, in the runner's order."""
-    from auditd.runner.audit import select_items
+    from auditd.runner.items import select_items
 
     items = select_items(probe, plan)
     if kind == "t2i" and probe.modality == "t2i":
@@ -87,7 +87,7 @@ def planned_items(policy: Policy, plan: ProbePlan, probe, kind: str) -> list[Pro
 
 
 def is_attack(probe) -> bool:
-    return bool(getattr(probe, "attack", False) or getattr(probe, "grpo", False))
+    return bool(probe.attack)
 
 
 def prepare_audit(runner, policy: Policy, checkpoint: CheckpointRow, plan: list[ProbePlan],
@@ -228,13 +228,13 @@ def _rejudge(runner, policy, p: ProbePlan, probe, todo: list[tuple[ProbeItem, st
     step = policy.generation.batch_size
     done = 0
     for start in range(0, len(todo), step):
-        runner._checkpoint_gate()
+        runner.gate()
         batch = todo[start:start + step]
         items, outputs = [it for it, _ in batch], [out for _, out in batch]
         t0 = time.monotonic()
         inputs = [JudgeInput(it.prompt, out, it.category) for it, out in zip(items, outputs)]
         scores = {j: judges[j].score(inputs) for j in ids}
-        runner._store_batch(policy, p.id, probe.expect, ids, items, outputs, scores, 0.0, time.monotonic() - t0)
+        runner.store_batch(policy, p.id, probe.expect, ids, items, outputs, scores, 0.0, time.monotonic() - t0)
         done += len(batch)
     return done
 

@@ -25,6 +25,7 @@ from sqlalchemy.engine import Engine
 
 from auditd.policy.load import PolicyError
 from auditd.policy.versions import request_key, version_of
+from auditd.registry.checkpoint import RegistrySource
 from auditd.runner.audit import AuditContext, flush_write_backs, run_audit
 from auditd.scheduler import queue
 from auditd.scheduler.health import JobHealth
@@ -53,7 +54,8 @@ def _job_maintain(key: str) -> None:
 
 
 class AuditService:
-    def __init__(self, engine: Engine, settings: Settings, sources: list, ctx: AuditContext, key: str = "main"):
+    def __init__(self, engine: Engine, settings: Settings, sources: list[RegistrySource], ctx: AuditContext,
+                 key: str = "main"):
         self.engine, self.settings, self.sources, self.ctx, self.key = engine, settings, sources, ctx, key
         self.worker = queue.worker_id()
         self.slots = settings.device_slots_map

@@ -1,4 +1,5 @@
-"""Shared plumbing of the judges that ask a model: backend specs, one batched call, ownership.
+"""The base classes of the judges that ask a model (rubric, guard, WildGuard, HarmBench,
+ShieldGemma): backend specs, one batched call, ownership.
 
 A model judge (rubric, guard) takes its judge model either as a ready `TextBackend` or as a plugin
 spec such as ``{"id": "backend:hf", "model": "/models/guard", "gguf_file": None}``. A spec is
@@ -10,13 +11,15 @@ the judge and `close()` releases it, a backend passed in belongs to the caller.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, TypeVar
 
 from auditd import plugins
-from auditd.backends.base import BackendError, Chat, GenerationParams, TextBackend
+from auditd.backends.base import (BackendError, Chat, GenerationParams, NextTokenScoring, PromptCompletion, TextBackend,
+                                  backend_id)
 from auditd.judges.base import JudgeInput, Score
 
 BackendSpec = Mapping[str, Any]
+T = TypeVar("T")
 
 
 def check_backend_spec(spec: BackendSpec) -> dict[str, Any]:
@@ -44,7 +47,7 @@ class ModelJudgeBase:
         if isinstance(backend, Mapping):
             self._spec: dict[str, Any] | None = check_backend_spec(backend)
             self._backend: TextBackend | None = None
-        elif callable(getattr(backend, "generate", None)):
+        elif isinstance(backend, TextBackend):
             self._spec, self._backend = None, backend
         else:
             raise TypeError(f"{type(self).__name__}: backend must be a TextBackend or a plugin spec dict")
@@ -70,18 +73,18 @@ class ModelJudgeBase:
             raise BackendError(f"judge {self.id!r}: backend returned a non-string output")
         return outputs
 
-    def _raw_backend(self, method: str):
-        fn = getattr(self.backend, method, None)
-        if not callable(fn):
-            raise BackendError(f"judge {self.id!r} needs raw prompts; backend {getattr(self.backend, 'id', '?')!r} "
+    def _raw_backend(self, method: str, protocol: type[T]) -> T:
+        backend = self.backend
+        if not isinstance(backend, protocol):
+            raise BackendError(f"judge {self.id!r} needs raw prompts; backend {backend_id(backend)!r} "
                                f"has no {method}() (use backend:hf, backend:openai or backend:vllm)")
-        return fn
+        return backend
 
     def complete(self, prompts: list[str]) -> list[str]:
         """One raw-prompt call for all prompts (published text formats, no chat template)."""
         if not prompts:
             return []
-        outputs = self._raw_backend("complete")(prompts, self.params)
+        outputs = self._raw_backend("complete", PromptCompletion).complete(prompts, self.params)
         if len(outputs) != len(prompts) or not all(isinstance(o, str) for o in outputs):
             raise BackendError(f"judge {self.id!r}: backend broke the completion contract")
         return outputs
@@ -89,7 +92,8 @@ class ModelJudgeBase:
     def next_token_logprobs(self, prompts: list[str], tokens: list[str]) -> list[dict[str, float]]:
         if not prompts:
             return []
-        rows = self._raw_backend("next_token_logprobs")(prompts, tokens, batch_size=self.params.batch_size)
+        scorer = self._raw_backend("next_token_logprobs", NextTokenScoring)
+        rows = scorer.next_token_logprobs(prompts, tokens, batch_size=self.params.batch_size)
         if len(rows) != len(prompts):
             raise BackendError(f"judge {self.id!r}: backend returned {len(rows)} rows for {len(prompts)} prompts")
         return rows
