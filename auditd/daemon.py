@@ -24,7 +24,7 @@ from auditd.scheduler.reaudit import after_reload, watch_policies
 from auditd.scheduler.service import AuditService
 from auditd.settings import Settings
 from auditd.store.db import open_db
-from auditd.writeback import build_sources, make_write_back, verdict_document  # noqa: F401  (re-exported)
+from auditd.registry.writeback import build_sources, make_write_back, verdict_document  # noqa: F401  (re-exported)
 
 log = logging.getLogger(__name__)
 

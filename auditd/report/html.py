@@ -19,8 +19,8 @@ from pathlib import Path
 from sqlalchemy.engine import Engine
 from sqlmodel import select
 
-from auditd.images import ImageStore
-from auditd.report import audit_report
+from auditd.store.images import ImageStore
+from auditd.report.document import audit_report
 from auditd.store.db import session
 from auditd.store.models import Sample
 
@@ -132,7 +132,7 @@ def render_html(engine: Engine, checkpoint_id: str, home: str | Path, audit_id: 
     store = ImageStore(home)
     text, text_css = "", ""
     if audit is not None and cp["kind"] == "text":
-        from auditd.report_text_html import text_section
+        from auditd.report.text_html import text_section
 
         text, text_css = text_section(engine, doc)
     out = [f"<!doctype html><html><head><meta charset='utf-8'><title>auditd report {_e(cp['model'])}</title>"

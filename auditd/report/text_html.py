@@ -127,7 +127,7 @@ def curve_chart(points: list[dict], threshold: float | None) -> str:
 
 def _baseline_doc(engine: Engine, doc: dict) -> dict | None:
     """The parent's latest finished audit, as a report document (None without one)."""
-    from auditd.report import audit_report
+    from auditd.report.document import audit_report
 
     parent = doc["checkpoint"].get("parent")
     if not parent:
@@ -145,7 +145,7 @@ def _baseline_doc(engine: Engine, doc: dict) -> dict | None:
 
 def _fragility(engine: Engine, doc: dict, base: dict | None) -> list[dict]:
     """This audit's attack curves; else those of the parent's latest audit that ran an attack."""
-    from auditd.report import audit_report
+    from auditd.report.document import audit_report
 
     found, of_parent = doc, False
     if not doc.get("attack_curves") and doc["checkpoint"].get("parent"):

@@ -25,7 +25,7 @@ from auditd.policy.baseline import evaluate, redecide_dependents
 from auditd.policy.cache import PolicyCache
 from auditd.policy.model import Policy, ProbePlan
 from auditd.probe import Probe, ProbeItem
-from auditd.probe_build import build_probe
+from auditd.probe.build import build_probe
 from auditd.runner.combine import judge_sample, provenance
 from auditd.sanitize import sanitize
 from auditd.runner.lazy import LazyBackend

@@ -3,7 +3,7 @@
 Called by `AuditRunner._run_probe` for probes with modality "t2i". Every (prompt, seed) pair is
 one sample keyed (audit, probe, item, variant "s<j>"), so N images per prompt are N samples and a
 resumed audit regenerates only the pairs it has not stored. Images go to the content-addressed
-store (`auditd.images`); samples keep the path relative to the auditd home. With
+store (`auditd.store.images`); samples keep the path relative to the auditd home. With
 `keep_outputs: false` the images are judged from a private temporary folder and deleted.
 The diffusion GRPO probe (class attribute `grpo = True`) branches to `auditd.attacks.grpo_diffusion`.
 """
@@ -118,7 +118,7 @@ def run_image_probe(runner, policy, plan, probe, backend, judges: dict) -> dict:
 
 
 def _image_store(runner, policy):
-    from auditd.images import ImageStore
+    from auditd.store.images import ImageStore
 
     home = Path(runner.ctx.settings.home)
     if policy.keep_outputs:
