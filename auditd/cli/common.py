@@ -19,7 +19,7 @@ def load_settings(**cli):
     try:
         return Settings(**{SETTING_OF_OPTION[k]: v for k, v in cli.items() if v is not None})
     except Exception as exc:  # noqa: BLE001  (any bad setting: one line and exit 2)
-        fail(f"invalid settings: {exc}")
+        fail(f"invalid settings: {' '.join(str(exc).split())}")  # validation errors span lines
 
 
 def fail(message: str, code: int = 2):

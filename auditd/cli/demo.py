@@ -25,8 +25,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from auditd.cli.render import (ProbeProgress, category_table, fragility_chart, print_verdict, progress_bar,
-                               side_by_side)
+from auditd.cli.render import ProbeProgress, category_table, fragility_chart, print_verdict, progress_bar, side_by_side
 
 LEGACY_MODEL = "smollm2-135m-instruct"  # the earlier demo's folder: a symlink into site-packages
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")  # the trainer and the daemon share the cores

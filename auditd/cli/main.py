@@ -137,6 +137,26 @@ def status(home: Optional[Path] = HomeOpt, db: Optional[str] = DbOpt):
     print_stale(console, engine, load_settings(home=home, db=db))
 
 
+@app.command("config")
+def show_config(home: Optional[Path] = HomeOpt, db: Optional[str] = DbOpt, policy: Optional[str] = PolicyOpt,
+                as_json: bool = typer.Option(False, "--json", help="Print the values as one JSON object.")):
+    """The effective settings (config file < environment < options), secrets redacted."""
+    from rich.markup import escape
+    from rich.table import Table
+
+    settings = load_settings(home=home, db=db, policy=policy)
+    values = settings.redacted()
+    if as_json:
+        typer.echo(json.dumps(values, indent=2))
+        return
+    t = Table("setting", "", "meaning")
+    for name, field in type(settings).model_fields.items():
+        t.add_row(f"AUDITD_{name.upper()}", "set" if name in settings.model_fields_set else "default",
+                  escape(field.description or ""))
+        t.add_row("", "", f"[bold]{escape(json.dumps(values[name]))}[/]")  # values in full, never cut
+    console.print(t)
+
+
 @app.command()
 def report(
     checkpoint: str = typer.Argument(..., help="Checkpoint id, id prefix, or path."),
@@ -210,8 +230,8 @@ def probes_list(as_json: bool = typer.Option(False, "--json", help="Print JSON i
     """Every probe auditd ships (and plugins add), with its goal and size."""
     from rich.table import Table
 
-    from auditd.probe import discover
     from auditd.cli.probe_info import probe_info
+    from auditd.probe import discover
 
     rows = [probe_info(cls(), samples=0) for _, cls in sorted(discover().items())]
     if as_json:
@@ -233,10 +253,10 @@ def probes_show(
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
 ):
     """What a probe asks: categories with counts, variants, source, licence and three sample prompts."""
+    from auditd.cli.probe_info import probe_info
     from auditd.datasets.formats import DatasetError
     from auditd.policy.load import PolicyError, load_policy_file
     from auditd.probe.build import build_probe
-    from auditd.cli.probe_info import probe_info
 
     try:
         if policy is not None:
@@ -327,8 +347,8 @@ def demo(
     raise typer.Exit(run_demo(console, err, registry, home, port, serve, grpo=grpo, variants=variants))
 
 
-from auditd.cli.t2i import calibrate as _calibrate  # noqa: E402  (light: typer only)
 from auditd.cli.judges import judges_app as _judges_app  # noqa: E402  (light: typer and rich only)
+from auditd.cli.t2i import calibrate as _calibrate  # noqa: E402  (light: typer only)
 
 app.add_typer(_judges_app, name="judges")
 
