@@ -169,7 +169,7 @@ def test_image_store_is_content_addressed_with_thumbnails(tmp_path):
         assert max(th.size) == THUMB_PX and th.size[0] > th.size[1]
     with pytest.raises(ValueError):
         store.path("../auditd.db")
-    assert not [p for p in tmp_path.rglob(".tmp-*")]
+    assert not [p for p in tmp_path.rglob(".*.tmp")]  # atomic writes leave no temp file
 
 
 # -- the loader refuses what it must not run --------------------------------------------------------------
