@@ -18,13 +18,13 @@ from auditd.api.server import HTTPServer
 from auditd.metrics.collector import build_registry
 from auditd.notify import sd_notify, watchdog_interval_s
 from auditd.registry.webhook import resume_deliveries
-from auditd.registry.writeback import build_sources, make_write_back, verdict_document  # noqa: F401  (re-exported)
 from auditd.runner.audit import AuditContext
 from auditd.runner.content import remove_stale_snapshots
 from auditd.scheduler.reaudit import after_reload, watch_policies
 from auditd.scheduler.service import AuditService
 from auditd.settings import Settings, redact_url
 from auditd.store.db import open_db
+from auditd.registry.writeback import build_sources, make_write_back, verdict_document  # noqa: F401  (re-exported)
 
 log = logging.getLogger(__name__)
 

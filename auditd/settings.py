@@ -182,6 +182,14 @@ class Settings(BaseSettings):
     def _absolute_home(cls, v: Path) -> Path:
         return v.expanduser().resolve()
 
+    def redacted(self) -> dict[str, Any]:
+        """Every setting as JSON values, secrets masked (SecretStr) and credentials cut out of URLs."""
+        values = self.model_dump(mode="json")  # a SecretStr dumps as "**********"
+        for name in ("db_url", "mlflow_tracking_uri"):
+            if values[name]:
+                values[name] = redact_url(values[name])
+        return values
+
     @property
     def device_slots_map(self) -> dict[str, int]:
         """Device -> how many audits may run on it at once."""
@@ -208,14 +216,6 @@ class Settings(BaseSettings):
         if self.child_cpu_s is not None:
             return self.child_cpu_s or None
         return int(audit_timeout_s * (os.cpu_count() or 1)) + 60
-
-    def redacted(self) -> dict[str, Any]:
-        """Every setting as JSON values, secrets masked (SecretStr) and credentials cut out of URLs."""
-        values = self.model_dump(mode="json")  # a SecretStr dumps as "**********"
-        for name in ("db_url", "mlflow_tracking_uri"):
-            if values[name]:
-                values[name] = redact_url(values[name])
-        return values
 
     @property
     def database_url(self) -> str:
