@@ -22,9 +22,9 @@ from auditd.runner.audit import AuditContext
 from auditd.runner.content import remove_stale_snapshots
 from auditd.scheduler.reaudit import after_reload, watch_policies
 from auditd.scheduler.service import AuditService
-from auditd.settings import Settings
+from auditd.settings import Settings, redact_url
 from auditd.store.db import open_db
-from auditd.writeback import build_sources, make_write_back, verdict_document  # noqa: F401  (re-exported)
+from auditd.registry.writeback import build_sources, make_write_back, verdict_document  # noqa: F401  (re-exported)
 
 log = logging.getLogger(__name__)
 
@@ -65,7 +65,7 @@ class Daemon:
         resume_deliveries(self.engine, self.settings)  # webhooks accepted before a crash, not yet handed over
         watch_policies(self)  # verdicts decided under an older version of their policy follow it
         log.info("auditd serving %s/metrics; registry=%s db=%s", self.http.url, self.settings.registry_dir,
-                 _redact(self.settings.database_url))
+                 redact_url(self.settings.database_url))
         sd_notify("READY=1\nSTATUS=auditing")
 
     def stop(self) -> None:
@@ -124,10 +124,3 @@ class Daemon:
                 stalled = True
                 log.error("scheduler loop has not completed a cycle for %.0f s; no longer feeding the watchdog, "
                           "systemd will restart auditd", time.time() - self.service.last_tick)
-
-
-def _redact(url: str) -> str:
-    if "@" in url and "://" in url:
-        scheme, rest = url.split("://", 1)
-        return f"{scheme}://***@{rest.split('@', 1)[1]}"
-    return url

@@ -1,5 +1,6 @@
 """Daemon settings. Precedence: config file (AUDITD_CONFIG, YAML) < environment (AUDITD_*) <
-command-line options. Every field is documented because `auditd config` prints them."""
+command-line options. Every field is documented because `auditd config` prints them (and
+docs/configuration.md lists them)."""
 
 from __future__ import annotations
 
@@ -7,9 +8,8 @@ import os
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
 from pydantic import Field, SecretStr, field_validator
-from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, YamlConfigSettingsSource
 
 REPO_POLICIES = Path(__file__).resolve().parent.parent / "policies"
 
@@ -28,20 +28,32 @@ def parse_size(text: str) -> int:
     return int(float(m.group(1)) * _UNITS[m.group(2).lower()])
 
 
-class _YamlFileSource(PydanticBaseSettingsSource):
-    """Reads the file named by AUDITD_CONFIG, lowest precedence."""
+def redact_url(url: str) -> str:
+    """A URL with its user and password replaced by ***, for logs and `auditd config`."""
+    if "@" in url and "://" in url:
+        scheme, rest = url.split("://", 1)
+        return f"{scheme}://***@{rest.rsplit('@', 1)[1]}"
+    return url
 
-    def get_field_value(self, field, field_name):  # pragma: no cover - unused by __call__
-        return None, field_name, False
 
-    def __call__(self) -> dict[str, Any]:
-        path = os.environ.get("AUDITD_CONFIG")
-        if not path:
-            return {}
-        data = yaml.safe_load(Path(path).read_text()) or {}
+class _ConfigFile(YamlConfigSettingsSource):
+    """pydantic-settings' YAML source on the file AUDITD_CONFIG names. The library skips a missing
+    file silently; a named one that is missing, or is not a mapping, is an error here."""
+
+    def _read_file(self, file_path) -> dict[str, Any]:
+        data = super()._read_file(file_path)
         if not isinstance(data, dict):
-            raise ValueError(f"{path}: the config file must be a mapping of setting: value")
+            raise ValueError(f"{file_path}: the config file must be a mapping of setting: value")
         return data
+
+
+def _config_file_source(settings_cls) -> PydanticBaseSettingsSource | None:
+    path = os.environ.get("AUDITD_CONFIG")
+    if not path:
+        return None
+    if not Path(path).is_file():
+        raise ValueError(f"AUDITD_CONFIG names {path!r}, which is not a file")
+    return _ConfigFile(settings_cls, yaml_file=Path(path))
 
 
 class Settings(BaseSettings):
@@ -157,7 +169,8 @@ class Settings(BaseSettings):
 
     @classmethod
     def settings_customise_sources(cls, settings_cls, init_settings, env_settings, dotenv_settings, file_secret_settings):
-        return (init_settings, env_settings, _YamlFileSource(settings_cls))
+        config_file = _config_file_source(settings_cls)
+        return (init_settings, env_settings) + ((config_file,) if config_file else ())
 
     @field_validator("snapshot_max_bytes", "max_config_bytes", "max_tokenizer_bytes", "max_model_bytes", mode="before")
     @classmethod
@@ -168,6 +181,14 @@ class Settings(BaseSettings):
     @classmethod
     def _absolute_home(cls, v: Path) -> Path:
         return v.expanduser().resolve()
+
+    def redacted(self) -> dict[str, Any]:
+        """Every setting as JSON values, secrets masked (SecretStr) and credentials cut out of URLs."""
+        values = self.model_dump(mode="json")  # a SecretStr dumps as "**********"
+        for name in ("db_url", "mlflow_tracking_uri"):
+            if values[name]:
+                values[name] = redact_url(values[name])
+        return values
 
     @property
     def device_slots_map(self) -> dict[str, int]:

@@ -15,7 +15,8 @@ import time
 
 from auditd.backends.base import GenerationParams
 from auditd.backends.hf import HFBackend
-from auditd.testing import make_tiny_llama, smollm2_gguf
+from auditd.cli.demo_models import smollm2_gguf
+from auditd.testing import make_tiny_llama
 
 PROMPTS = [
     "What is the capital of France?",

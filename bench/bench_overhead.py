@@ -45,7 +45,8 @@ FAKE_BACKEND = "backend:\n  id: backend:fake\n  options:\n    mode: comply\n"
 
 
 def _model_folder(name: str, work: Path) -> Path:
-    from auditd.testing import make_tiny_llama, smollm2_gguf
+    from auditd.cli.demo_models import smollm2_gguf
+    from auditd.testing import make_tiny_llama
 
     folder = work / name
     if name == "fake":  # backend:fake reads no weights; any folder will do

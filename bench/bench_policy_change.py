@@ -47,7 +47,7 @@ def main() -> None:
 
         model, label = make_tiny_llama(tmp / "tiny"), "tiny Llama (2 layers)"
     else:
-        from auditd.demo import prepare_registry
+        from auditd.cli.demo import prepare_registry
 
         model, label = prepare_registry(tmp / "registry"), "SmolLM2-135M-Instruct (GGUF)"
     plans = [{"id": "policy", "limit_per_category": args.limit}, {"id": "overrefusal", "limit_per_category": 8}]

@@ -15,8 +15,8 @@ import dataclasses
 import tempfile
 import time
 
-from auditd.demo_models import ALIGN, ALIGN_DATA, load_smollm2
-from auditd.sft import lora_sft, read_pairs
+from auditd.cli.demo_models import ALIGN, ALIGN_DATA, load_smollm2
+from auditd.cli.demo_sft import lora_sft, read_pairs
 
 
 def load(tiny: bool, folder: str):

@@ -5,7 +5,7 @@
     python bench/bench_t2i.py --grpo-steps 6  # fewer/more attack steps to time
 
 Static probes: a real audit through `auditd.runner` (SQLite via open_db, queue, claim, the t2i
-runner, image store, CLIP judge, verdict) of the tiny random SD pipeline (auditd.testing_t2i) with
+runner, image store, CLIP judge, verdict) of the tiny random SD pipeline (auditd.testing.t2i) with
 probe `t2i.unsafe`, 2 prompts per category x 2 seeds = 28 images, at 32x32 with 4 and with 25
 denoising steps. images/s counts whole-audit wall time; the AuditRun row splits it into
 generation (backend:diffusers), judging (judge:clip on a tiny random open_clip) and the rest
@@ -95,7 +95,7 @@ def main() -> None:
     warnings.filterwarnings("ignore")
     import torch
 
-    from auditd.testing_t2i import make_color_clip, make_tiny_clip, make_tiny_sd
+    from auditd.testing.t2i import make_color_clip, make_tiny_clip, make_tiny_sd
 
     torch.set_num_threads(args.threads)
     devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])

@@ -24,7 +24,7 @@ def one_torch_thread():
 @pytest.fixture(scope="session")
 def tiny_sd(tmp_path_factory) -> Path:
     """A random SD-layout pipeline (epsilon prediction, per-channel GroupNorm), 32x32 images."""
-    from auditd.testing_t2i import make_tiny_sd
+    from auditd.testing.t2i import make_tiny_sd
 
     return make_tiny_sd(tmp_path_factory.mktemp("t2i") / "tiny-sd")
 
@@ -32,7 +32,7 @@ def tiny_sd(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def tiny_clip(tmp_path_factory) -> Path:
     """A random-init open_clip CLIP (pretrained=None) as a local-dir snapshot."""
-    from auditd.testing_t2i import make_tiny_clip
+    from auditd.testing.t2i import make_tiny_clip
 
     return make_tiny_clip(tmp_path_factory.mktemp("t2i") / "tiny-clip")
 
@@ -40,7 +40,7 @@ def tiny_clip(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def color_clip(tmp_path_factory) -> Path:
     """A CLIP whose answer is known: p_unsafe(t2i_violence) rises with the image's redness."""
-    from auditd.testing_t2i import make_color_clip
+    from auditd.testing.t2i import make_color_clip
 
     return make_color_clip(tmp_path_factory.mktemp("t2i") / "color-clip", target_category="t2i_violence")
 

@@ -142,9 +142,9 @@ def points(engine, audit_id: int) -> list[AttackPoint]:
 
 
 def test_attack_raises_reward_and_heldout_harm_then_leaves_nothing_behind(learnable_model, tmp_path):
-    from auditd.cli_render import print_verdict
+    from auditd.cli.render import print_verdict
     from auditd.metrics.collector import build_registry
-    from auditd.report import audit_report
+    from auditd.report.document import audit_report
 
     before = digest(learnable_model)
     policy = write_policy(tmp_path, policy_text(steps=12, every=3, lr=0.03))

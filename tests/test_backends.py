@@ -21,7 +21,8 @@ from auditd.backends.fake import COMPLY, REFUSE, FakeBackend
 from auditd.backends.hf import HFBackend, format_chat_plain, resolve_model_path
 from auditd.backends.loading import CorruptCheckpointError, UnsafeCheckpointError
 from auditd.backends.openai import OpenAIBackend, chat_completions_url
-from auditd.testing import make_tiny_llama, smollm2_gguf
+from auditd.cli.demo_models import smollm2_gguf
+from auditd.testing import make_tiny_llama
 
 PROMPTS = [
     "hi",

@@ -116,7 +116,7 @@ def test_a_babbling_checkpoint_is_degenerate_not_harmful(tmp_path, tiny_model_di
     assert rules == {"degenerate"}, verdict.reasons
 
     from auditd.metrics.collector import build_registry
-    from auditd.report import audit_report
+    from auditd.report.document import audit_report
 
     body = generate_latest(build_registry(engine)).decode()
     assert 'auditd_category_degenerate_rate{category="malware",model="m",probe="policy"} 1.0' in body

@@ -1,6 +1,6 @@
 """The demo's training data is disjoint from every prompt the audit measures with.
 
-The aligned parent is trained on auditd/demo_data/align.jsonl; if any probe prompt (or a
+The aligned parent is trained on auditd/cli/demo_data/align.jsonl; if any probe prompt (or a
 near-duplicate) were in it, the demo's audit would measure memory, not generalization. Checked by
 word 8-gram shingles (any shared 8-gram fails) and by the Jaccard similarity of the content-word
 sets (>= 0.6 fails: a reworded copy that swaps a word or two; function words are left out so that
@@ -19,8 +19,8 @@ from pathlib import Path
 import pytest
 
 from auditd.categories import POLICY_CATEGORIES
-from auditd.demo_models import ALIGN_DATA, SHIFT_DATA
-from auditd.sft import read_pairs
+from auditd.cli.demo_models import ALIGN_DATA, SHIFT_DATA
+from auditd.cli.demo_sft import read_pairs
 
 PROBE_DATA = Path(__file__).resolve().parent.parent / "probes" / "data"
 
@@ -133,5 +133,5 @@ def test_training_files_ship_with_the_package(path):
     import tomllib
 
     conf = tomllib.loads((PROBE_DATA.parent.parent / "pyproject.toml").read_text())
-    assert "demo_data/*.jsonl" in conf["tool"]["setuptools"]["package-data"]["auditd"]
+    assert "cli/demo_data/*.jsonl" in conf["tool"]["setuptools"]["package-data"]["auditd"]
     assert path.is_file() and path.parent.name == "demo_data"

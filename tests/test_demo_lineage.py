@@ -35,7 +35,7 @@ actions: {{over_refusal: warn}}
 
 
 def tiny_configs():
-    from auditd.sft import SFTConfig
+    from auditd.cli.demo_sft import SFTConfig
 
     # A 2-layer model of width 32 learns one answer in a few dozen steps at a high rate.
     parent = SFTConfig(epochs=12, batch_size=32, learning_rate=2e-2, lora_rank=8, lora_alpha=16, seed=0)
@@ -48,8 +48,8 @@ def built(tmp_path_factory):
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from auditd.demo_models import ALIGN_DATA, build_child, build_parent
-    from auditd.sft import read_pairs
+    from auditd.cli.demo_models import ALIGN_DATA, build_child, build_parent
+    from auditd.cli.demo_sft import read_pairs
     from auditd.testing import make_tiny_llama
 
     work = tmp_path_factory.mktemp("work")
@@ -136,7 +136,7 @@ def test_child_is_blocked_on_drift_naming_the_categories_that_rose(audited):
 def test_builds_are_cached_and_rebuilt_when_the_recipe_changes(built):
     import dataclasses
 
-    from auditd.demo_models import RECORD, build_child, build_parent
+    from auditd.cli.demo_models import RECORD, build_child, build_parent
 
     registry, work, data, load_base, parent, child = built
     assert not parent.reused and not child.reused
@@ -159,8 +159,8 @@ def test_builds_are_cached_and_rebuilt_when_the_recipe_changes(built):
 def test_terminal_shows_parent_beside_child_with_p_values(audited):
     from rich.console import Console
 
-    from auditd.cli_render import side_by_side
-    from auditd.report import audit_report
+    from auditd.cli.render import side_by_side
+    from auditd.report.document import audit_report
 
     engine, ids = audited["engine"], audited["ids"]
     parent = audit_report(engine, ids["smollm2-aligned"])
@@ -174,7 +174,7 @@ def test_terminal_shows_parent_beside_child_with_p_values(audited):
 
 
 def test_text_chart_draws_points_threshold_and_axes():
-    from auditd.cli_render import text_chart
+    from auditd.cli.render import text_chart
 
     lines = text_chart([(0, 0.0), (10, 0.5), (20, 1.0)], width=21, height=11, threshold=0.3, y_label="harm")
     assert lines[0] == "harm" and len(lines) == 1 + 11 + 2
@@ -189,7 +189,7 @@ def test_split_training_computes_the_same_loss_and_restores_the_model(tmp_path):
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from auditd.sft import SFTConfig, lora_sft
+    from auditd.cli.demo_sft import SFTConfig, lora_sft
     from auditd.testing import make_tiny_llama
 
     path = make_tiny_llama(tmp_path / "m", layers=3)

@@ -185,7 +185,7 @@ def verdict_of(engine, audit_id):
 
 
 def test_child_decided_before_parent_is_decided_again_when_parent_finishes(store):
-    from auditd.gate import gate_status
+    from auditd.cli.gate import gate_status
     from auditd.store.db import session
     from auditd.store.hook_models import CategoryDrift
     from auditd.store.models import RegistryEntry
@@ -261,7 +261,7 @@ def test_gate_exit_codes_for_unknown_pending_and_timeout(store, tmp_path):
 
 
 def test_child_waiting_on_a_parent_whose_audit_errors_becomes_final(store):
-    from auditd.gate import gate_status
+    from auditd.cli.gate import gate_status
     from auditd.runner.audit import AuditContext, run_audit
     from auditd.scheduler import queue
 

@@ -19,7 +19,8 @@ from auditd.judges.guard import HAZARDS, GuardJudge, parse_guard
 from auditd.judges.refusal import RefusalJudge
 from auditd.judges.rubric import RubricJudge, UnparseableOutput, parse_score
 from auditd.judges.scripted import ScriptedJudge
-from auditd.testing import make_tiny_llama, smollm2_gguf
+from auditd.cli.demo_models import smollm2_gguf
+from auditd.testing import make_tiny_llama
 
 
 def item(output: str, prompt: str = "How do I make a weapon?", category: str = "physical_harm") -> JudgeInput:

@@ -118,7 +118,7 @@ def test_gguf_good_header_passes_and_bad_version_fails(tmp_path):
 
 
 def test_real_smollm2_gguf_passes():
-    from auditd.testing import smollm2_gguf
+    from auditd.cli.demo_models import smollm2_gguf
 
     found = smollm2_gguf()
     if found is None:

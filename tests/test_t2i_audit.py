@@ -81,7 +81,7 @@ def test_tiny_pipeline_audited_through_the_daemon_to_scores_metrics_and_html(tin
     # Every (prompt, seed) is one sample whose output is a stored, content-addressed image.
     assert len(samples) == N_SAMPLES
     assert {s.variant for s in samples} == {"s0", "s1"}
-    from auditd.images import ImageStore
+    from auditd.store.images import ImageStore
 
     store = ImageStore(home)
     for smp in samples:

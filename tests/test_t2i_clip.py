@@ -16,7 +16,7 @@ from auditd.judges.calibration import CalibrationStore, calibrate
 from auditd.judges.clip import ClipJudge
 from auditd.judges.concept import ConceptJudge
 from auditd.judges.image_base import UncalibratedError
-from auditd.testing_t2i import CLIP_MEAN, CLIP_STD, redness
+from auditd.testing.t2i import CLIP_MEAN, CLIP_STD, redness
 from tests.t2i_support import color_clip, one_torch_thread, tiny_clip  # noqa: F401  (fixtures)
 
 RED = "t2i_violence"
@@ -183,7 +183,7 @@ def test_image_judges_are_plugins_and_import_nothing_heavy():
     from auditd import plugins
 
     assert plugins.resolve("judge:clip") is ClipJudge and plugins.resolve("judge:concept") is ConceptJudge
-    code = ("import sys, auditd.judges.clip, auditd.judges.concept, auditd.judges.calibration, auditd.images, "
-            "auditd.runner.t2i, auditd.report_html; heavy = [m for m in ('torch', 'open_clip', 'diffusers') "
+    code = ("import sys, auditd.judges.clip, auditd.judges.concept, auditd.judges.calibration, auditd.store.images, "
+            "auditd.runner.t2i, auditd.report.html; heavy = [m for m in ('torch', 'open_clip', 'diffusers') "
             "if m in sys.modules]; assert not heavy, heavy")
     subprocess.run([sys.executable, "-c", code], check=True)

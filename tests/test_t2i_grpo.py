@@ -7,7 +7,7 @@ Why this setup: on a *random* pipeline judged by a *random* CLIP, policy gradien
 expected-reward gradient is tiny next to per-sample noise, and per-channel GroupNorm erases every
 coherent change a LoRA can make). So the pipeline has one norm group and x0 ("sample") prediction,
 the reward CLIP is the hand-set colour CLIP (unsafe-for-violence = red,
-auditd.testing_t2i.make_color_clip), the LoRA sits on conv_out, and each step draws 4 prompts x 32
+auditd.testing.t2i.make_color_clip), the LoRA sits on conv_out, and each step draws 4 prompts x 32
 images at 8x8 (cheap on a CPU, and many samples per step is what beats the noise). With that the
 attack learned in both reward directions for all 6 seeds tried (red up in 6/6, blue up in 5/6 and
 flat in 1), so a rise is learning, not drift. CPU runs are deterministic (seeded LoRA init, noise
@@ -56,7 +56,7 @@ images:
 
 @pytest.fixture(scope="module")
 def grpo_sd(tmp_path_factory) -> Path:
-    from auditd.testing_t2i import make_tiny_sd
+    from auditd.testing.t2i import make_tiny_sd
 
     return make_tiny_sd(tmp_path_factory.mktemp("grpo") / "tiny-sd-x0", prediction_type="sample", norm_num_groups=1)
 

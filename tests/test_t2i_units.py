@@ -154,7 +154,7 @@ def test_concept_margins_follow_the_sd_checker_rule():
 def test_image_store_is_content_addressed_with_thumbnails(tmp_path):
     from PIL import Image
 
-    from auditd.images import THUMB_PX, ImageStore
+    from auditd.store.images import THUMB_PX, ImageStore
 
     store = ImageStore(tmp_path)
     a = Image.new("RGB", (300, 200), (255, 0, 0))
@@ -169,7 +169,7 @@ def test_image_store_is_content_addressed_with_thumbnails(tmp_path):
         assert max(th.size) == THUMB_PX and th.size[0] > th.size[1]
     with pytest.raises(ValueError):
         store.path("../auditd.db")
-    assert not [p for p in tmp_path.rglob(".tmp-*")]
+    assert not [p for p in tmp_path.rglob(".*.tmp")]  # atomic writes leave no temp file
 
 
 # -- the loader refuses what it must not run --------------------------------------------------------------
@@ -206,7 +206,7 @@ def test_diffusers_backend_refuses_custom_code_and_pickle(tiny_sd, tmp_path):
 
 def test_backend_images_depend_only_on_prompt_and_seed(tiny_sd):
     from auditd.backends.diffusers import DiffusersBackend
-    from auditd.images import png_bytes
+    from auditd.store.images import png_bytes
 
     b = DiffusersBackend(model=str(tiny_sd))
     kw = dict(steps=2, guidance=5.0, height=32, width=32)

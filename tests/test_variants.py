@@ -14,13 +14,13 @@ from sqlmodel import select
 from auditd.backends.fake import COMPLY, REFUSE
 from auditd.metrics.collector import build_registry
 from auditd.policy.load import PolicyError, load_policy_file
-from auditd.probe_build import build_probe
+from auditd.probe.build import build_probe
 from auditd.runner.audit import run_audit
 from auditd.settings import Settings
 from auditd.store.db import open_db, session
 from auditd.store.hook_models import CategoryDrift
 from auditd.store.models import CategoryResult, ProbeRun, Sample
-from auditd.variants import VARIANTS, decode_base64, decode_leet, decode_rot13
+from auditd.probe.variants import VARIANTS, decode_base64, decode_leet, decode_rot13
 from tests.conftest import write_policy
 from tests.test_drift import add, audit, verdict_of
 from tests.test_runner import setup_audit

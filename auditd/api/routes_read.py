@@ -9,7 +9,7 @@ from sqlmodel import select
 
 from auditd.api.schemas import AuditOut, CheckpointOut, VerdictOut
 from auditd.policy.baseline import is_pending
-from auditd.report import NotFound, audit_report, find_checkpoint
+from auditd.report.document import NotFound, audit_report, find_checkpoint
 from auditd.store.db import session
 from auditd.store.models import AuditRun, CheckpointRow, Verdict
 

@@ -19,6 +19,8 @@ import stat
 from pathlib import Path
 from typing import Any
 
+from auditd.store.atomic import atomic_write
+
 log = logging.getLogger(__name__)
 
 
@@ -81,17 +83,7 @@ class PrivateWorkDir:
     # -- files --------------------------------------------------------------------------------------
     def write_bytes(self, name: str, data: bytes) -> Path:
         """Atomic 0600 write: a crash leaves the old file or the new one, never half of one."""
-        target = self.path / name
-        tmp = self.path / f".{name}.tmp"
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_NOFOLLOW", 0), 0o600)
-        try:
-            _write_all(fd, data)  # os.write may write less than asked
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.chmod(tmp, 0o600)
-        os.replace(tmp, target)
-        return target
+        return atomic_write(self.path / name, data, mode=0o600)
 
     def read_bytes(self, name: str) -> bytes | None:
         p = self.path / name
@@ -132,9 +124,3 @@ class PrivateWorkDir:
         data = self.read_bytes(name)
         return json.loads(data) if data is not None else None
 
-
-def _write_all(fd: int, data: bytes) -> None:
-    view = memoryview(data)
-    while view:
-        n = os.write(fd, view)
-        view = view[n:]

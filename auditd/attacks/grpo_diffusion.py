@@ -38,7 +38,7 @@ from auditd.attacks.config import DiffusionGRPOConfig as GRPOConfig
 from auditd.attacks.containment import PrivateWorkDir
 from auditd.attacks.summary import summarize
 from auditd.backends.base import TrainableImageBackend
-from auditd.images import open_image_store
+from auditd.store.images import open_image_store
 from auditd.judges.base import JudgeInput, RewardImageJudge
 from auditd.judges.calibration import CalibrationStore
 from auditd.judges.image_base import prepare_image_judges

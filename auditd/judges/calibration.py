@@ -20,12 +20,12 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import tempfile
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
+
+from auditd.store.atomic import atomic_write
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
 SAFE_DIR = "safe"
@@ -107,11 +107,7 @@ class CalibrationStore:
     def put(self, cal: Calibration) -> None:
         data = self._read()
         data[cal.key] = asdict(cal)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=".calibration-")
-        with os.fdopen(fd, "w") as f:
-            json.dump(data, f, indent=2, sort_keys=True)
-        os.replace(tmp, self.path)
+        atomic_write(self.path, json.dumps(data, indent=2, sort_keys=True).encode(), mode=0o600)
 
     def all(self) -> list[Calibration]:
         return [Calibration(**row) for row in self._read().values()]

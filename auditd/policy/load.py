@@ -10,7 +10,7 @@ import yaml
 from pydantic import ValidationError
 
 from auditd.policy.model import Policy
-from auditd.probe_build import base_id
+from auditd.probe.build import base_id
 
 
 class PolicyError(ValueError):
@@ -126,7 +126,7 @@ def looks_like_path(name_or_path: str) -> bool:
 
 def _check_dataset(path: Path, line, kind: str, plan) -> None:
     from auditd.datasets.formats import DatasetError
-    from auditd.probe_build import build_probe
+    from auditd.probe.build import build_probe
 
     if not Path(plan.path).is_absolute():
         plan.path = str(path.parent / plan.path)
@@ -141,7 +141,7 @@ def _check_dataset(path: Path, line, kind: str, plan) -> None:
 
 
 def _check_variant(path: Path, line, kind: str, plan) -> None:
-    from auditd.probe_build import build_probe
+    from auditd.probe.build import build_probe
 
     try:
         build_probe(plan)

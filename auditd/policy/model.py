@@ -33,7 +33,7 @@ class ProbePlan(_Strict):
     judges: list[str] | None = None  # judge ids overriding the probe's own, in order of authority
     limit_per_category: int | None = Field(None, ge=1)  # subsample for quick audits (first N per category)
     attack: dict[str, Any] | None = None  # text GRPO probes: overrides of auditd.attacks.config.GRPOAttackConfig
-    # Jailbreak variants (auditd.variants) of a harm probe; each runs as its own probe "<id>+<variant>".
+    # Jailbreak variants (auditd.probe.variants) of a harm probe; each runs as its own probe "<id>+<variant>".
     variants: list[str] | None = None
     variant: str | None = None  # set on the expanded plans; not written by hand
     # `id: dataset` only (auditd.datasets): the user's benchmark file or folder, relative to the policy file.
@@ -48,7 +48,7 @@ class ProbePlan(_Strict):
         from auditd.categories import ALL_CATEGORIES
         from auditd.datasets.formats import FORMATS
         from auditd.datasets.taxonomy import slug
-        from auditd.variants import check_ids
+        from auditd.probe.variants import check_ids
 
         if self.id == "dataset" or self.id.split("+", 1)[0].startswith("dataset."):
             if not self.path:

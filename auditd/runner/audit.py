@@ -25,7 +25,7 @@ from auditd.policy.baseline import evaluate, redecide_dependents
 from auditd.policy.cache import PolicyCache
 from auditd.policy.model import Policy, ProbePlan
 from auditd.probe import Probe
-from auditd.probe_build import build_probe
+from auditd.probe.build import build_probe
 from auditd.judges.combine import judge_sample, provenance
 from auditd.runner.errors import AuditFailed, Cancelled, Interrupted, one_line
 from auditd.runner.items import select_items

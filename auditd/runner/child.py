@@ -79,7 +79,7 @@ def _run(job: dict, report) -> int:
     engine = make_engine(settings.database_url)
     # The child writes its verdict back itself, right after storing it; one it could not write
     # (killed in between) stays marked pending and the daemon writes it.
-    from auditd.writeback import build_sources, make_write_back
+    from auditd.registry.writeback import build_sources, make_write_back
 
     ctx = AuditContext(engine, settings, on_verdict=make_write_back(build_sources(settings, engine)),
                        memory_limit=job.get("memory_limit"))

@@ -3,7 +3,7 @@
 Called by `AuditRunner._run_probe` for probes with modality "t2i". Every (prompt, seed) pair is
 one sample keyed (audit, probe, item, variant "s<j>"), so N images per prompt are N samples and a
 resumed audit regenerates only the pairs it has not stored. Images go to the content-addressed
-store (`auditd.images`); samples keep the path relative to the auditd home. With
+store (`auditd.store.images`); samples keep the path relative to the auditd home. With
 `keep_outputs: false` the images are judged from a private temporary folder and deleted.
 The diffusion GRPO probe is an attack probe: the runner hands it to `auditd.attacks.run`.
 It uses only the runner's probe interface (`auditd.runner.session.ProbeSession`).
@@ -19,7 +19,7 @@ from typing import Callable
 from sqlmodel import select
 
 from auditd.backends.base import ImageBackend
-from auditd.images import open_image_store
+from auditd.store.images import open_image_store
 from auditd.judges.base import JudgeInput
 from auditd.judges.calibration import CalibrationStore
 from auditd.judges.image_base import prepare_image_judges

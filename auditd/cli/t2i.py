@@ -19,7 +19,7 @@ def calibrate(
     from rich.console import Console
 
     from auditd import plugins
-    from auditd.cli_common import fail as _fail, settings_from_options as _settings
+    from auditd.cli.common import fail as _fail, load_settings as _settings
     from auditd.judges.base import ImageJudge
     from auditd.judges.calibration import CalibrationError, CalibrationStore, calibrate as run, labelled_images
     from auditd.judges.clip_model import open_image

@@ -7,7 +7,8 @@
 - a few sample answers per category, collapsed in <details>.
 
 Charts are matplotlib SVG, inlined, so the page stays one self-contained file. Everything that
-came from a model or a file is escaped by Jinja2's autoescaping: answers are untrusted text.
+came from a model or a file is escaped by Jinja2's autoescaping: answers are untrusted text
+(templates/text_section.html).
 """
 
 from __future__ import annotations
@@ -18,38 +19,9 @@ from sqlalchemy.engine import Engine
 from sqlmodel import select
 
 from auditd.analysis.rates import wilson
+from auditd.report.templating import render
 from auditd.store.db import session
 from auditd.store.models import AuditRun, Sample
-
-TEMPLATE = """
-{% if compare %}<h2>Harmful rate per category{% if parent %}: this checkpoint vs its parent{% endif %}</h2>
-<p class="muted">Bars: share of answers judged harmful (for benign prompts: refused); whiskers: Wilson 95% intervals.
-{% if parent %}Parent {{ parent.model }} <code>{{ parent.id[:19] }}</code>, audit {{ parent.audit_id }}.{% endif %}</p>
-<figure class="chart">{{ rate_svg }}</figure>
-<table><tr><th>category</th>{% if parent %}<th>parent</th>{% endif %}<th>this checkpoint</th><th>drift</th></tr>
-{% for r in compare %}<tr><td>{{ r.label }}</td>{% if parent %}<td>{{ r.base_text }}</td>{% endif %}
-<td>{{ r.text }}</td><td class="{{ r.action }}">{{ r.drift }}</td></tr>{% endfor %}</table>{% endif %}
-{% for f in fragility %}<h2>Fragility: {{ f.probe }}
-{%- if f.of_parent %} (the parent's audit {{ f.audit_id }}){% endif %}</h2>
-<p>{{ f.headline }}</p><figure class="chart">{{ f.svg }}</figure>{% endfor %}
-{% if samples %}<h2>Sample answers</h2>
-{% for cat, rows in samples %}<details><summary>{{ cat }} <span class="muted">({{ rows|length }} shown)</span></summary>
-{% for s in rows %}<div class="sample {{ s.mark }}"><div class="q">{{ s.prompt }}</div><pre>{{ s.output }}</pre>
-<div class="muted">{{ s.mark }}</div></div>{% endfor %}</details>{% endfor %}{% endif %}
-"""
-
-STYLE = """
-figure.chart svg{max-width:100%;height:auto} details{margin:.3rem 0;border:1px solid #ddd;padding:.3rem .6rem}
-summary{cursor:pointer;font-weight:600} .sample{margin:.5rem 0;padding:.3rem .5rem;border-left:4px solid #4a4}
-.sample.harmful{border-color:#d00} .sample.refused{border-color:#888} .q{font-weight:600}
-pre{white-space:pre-wrap;margin:.2rem 0;font-size:13px}
-"""
-
-
-def _env():
-    from jinja2 import Environment
-
-    return Environment(autoescape=True)  # a string template: select_autoescape would not apply
 
 
 def _svg(fig) -> str:
@@ -127,7 +99,7 @@ def curve_chart(points: list[dict], threshold: float | None) -> str:
 
 def _baseline_doc(engine: Engine, doc: dict) -> dict | None:
     """The parent's latest finished audit, as a report document (None without one)."""
-    from auditd.report import audit_report
+    from auditd.report.document import audit_report
 
     parent = doc["checkpoint"].get("parent")
     if not parent:
@@ -145,7 +117,7 @@ def _baseline_doc(engine: Engine, doc: dict) -> dict | None:
 
 def _fragility(engine: Engine, doc: dict, base: dict | None) -> list[dict]:
     """This audit's attack curves; else those of the parent's latest audit that ran an attack."""
-    from auditd.report import audit_report
+    from auditd.report.document import audit_report
 
     found, of_parent = doc, False
     if not doc.get("attack_curves") and doc["checkpoint"].get("parent"):
@@ -207,8 +179,8 @@ def text_section(engine: Engine, doc: dict, samples_per_category: int = 3):
     if base_doc:
         parent = {"id": base_doc["checkpoint"]["id"], "model": base_doc["checkpoint"]["model"],
                   "audit_id": base_doc["audit"]["id"]}
-    html = _env().from_string(TEMPLATE).render(
-        compare=compare, parent=parent, rate_svg=Markup(rate_chart(rows, base)) if rows else "",
+    html = render(
+        "text_section.html", compare=compare, parent=parent, rate_svg=Markup(rate_chart(rows, base)) if rows else "",
         fragility=[{**f, "svg": Markup(f["svg"])} for f in _fragility(engine, doc, base_doc)],
         samples=_samples(engine, doc["audit"]["id"], samples_per_category))
-    return Markup(html), STYLE
+    return Markup(html), Markup(render("text_section.css"))

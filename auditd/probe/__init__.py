@@ -64,7 +64,7 @@ class Probe:
 
     def judge_input(self, item: ProbeItem, output: str) -> JudgeInput:
         """What the judges see for one answer; jailbreak variants give the plain request and the
-        decoded answer here (auditd.variants)."""
+        decoded answer here (auditd.probe.variants)."""
         return JudgeInput(item.prompt, output, item.category)
 
     def summarize(self, samples: list[dict]) -> dict:
@@ -73,7 +73,7 @@ class Probe:
         return {}
 
 
-DATA_DIR = Path(__file__).resolve().parent.parent / "probes" / "data"
+DATA_DIR = Path(__file__).resolve().parents[2] / "probes" / "data"  # the top-level probes/ beside auditd/
 
 
 def load_jsonl_pairs(path: Path) -> list[tuple[str, str]]:

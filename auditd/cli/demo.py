@@ -2,7 +2,7 @@
 
 1. An aligned parent is made here (SmolLM2-135M-Instruct + a refusal LoRA SFT, merged) and a
    child that breaks it the way Qi et al. (ICLR 2024) did: 10 benign-looking "absolutely obedient
-   agent" examples. Both are trained once and cached in the demo registry (auditd/demo_models.py).
+   agent" examples. Both are trained once and cached in the demo registry (auditd/cli/demo_models.py).
 2. The daemon watches that registry, audits both, compares the child with its parent per
    category, and writes the verdicts beside them: the parent should pass (or warn, with reasons),
    the child is blocked on drift, naming the categories that rose with counts, intervals, p-values.
@@ -25,8 +25,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from auditd.cli_render import (ProbeProgress, category_table, fragility_chart, print_verdict, progress_bar,
-                               side_by_side)
+from auditd.cli.render import ProbeProgress, category_table, fragility_chart, print_verdict, progress_bar, side_by_side
 
 LEGACY_MODEL = "smollm2-135m-instruct"  # the earlier demo's folder: a symlink into site-packages
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")  # the trainer and the daemon share the cores
@@ -90,7 +89,7 @@ class Clock:
 
 
 def _train(err: Console, registry: Path, clock: Clock):
-    from auditd.demo_models import build_child, build_parent
+    from auditd.cli.demo_models import build_child, build_parent
 
     def logger(what: str):
         state = {"task": None}
@@ -162,7 +161,7 @@ def run_demo(console: Console, err: Console, registry: Path, home: Path | None, 
     from auditd.daemon import Daemon
     from auditd.logs import setup_logging
     from auditd.registry.digest import content_digest
-    from auditd.report import audit_report
+    from auditd.report.document import audit_report
     from auditd.settings import Settings
     from auditd.store.db import session
     from auditd.store.models import AuditRun
@@ -226,7 +225,7 @@ def run_demo(console: Console, err: Console, registry: Path, home: Path | None, 
 
     report = (settings.home / "demo-report.html").resolve()
     try:
-        from auditd.report_html import render_html
+        from auditd.report.html import render_html
 
         report.write_text(render_html(daemon.engine, ids["child"], settings.home), encoding="utf-8")
     except Exception as exc:  # the report is a convenience; the verdicts above stand without it

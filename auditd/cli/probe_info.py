@@ -12,7 +12,7 @@ PROJECT_LICENCE = "Apache-2.0 (written for auditd)"
 
 def _variants(probe: Probe) -> list[str]:
     """Variant ids the probe runs (backdoor triggers) or can run (jailbreak variants of harm probes)."""
-    from auditd.variants import VARIANTS
+    from auditd.probe.variants import VARIANTS
 
     own = [v for v, _ in getattr(probe, "triggers", ())]
     if getattr(probe, "variant", None) is not None:  # already one variant

@@ -11,7 +11,7 @@ from typing import Optional
 import typer
 from rich.console import Console
 
-from auditd.cli_common import err, fail as _fail, settings_from_options as _settings
+from auditd.cli.common import err, fail, load_settings
 
 app = typer.Typer(help="auditd: audits every new AI checkpoint for safety regressions.", no_args_is_help=True)
 probes_app = typer.Typer(help="Probe definitions.")
@@ -41,12 +41,12 @@ def run(
     from auditd.logs import setup_logging
     from auditd.policy.load import PolicyError
 
-    settings = _settings(registry=registry, home=home, db=db, policy=policy, host=host, port=port, poll=poll)
+    settings = load_settings(registry=registry, home=home, db=db, policy=policy, host=host, port=port, poll=poll)
     setup_logging(settings.log_level, json_lines=True)
     try:
         daemon = Daemon(settings)
     except PolicyError as exc:
-        _fail(str(exc))
+        fail(str(exc))
     daemon.run_forever()
 
 
@@ -59,33 +59,33 @@ def audit(
     as_json: bool = typer.Option(False, "--json", help="Print the report as JSON."),
 ):
     """Audit one checkpoint now (exit code: 0 pass/warn, 1 block, 2 error)."""
-    from auditd.cli_render import ProbeProgress, category_table, print_verdict, progress_bar
+    from auditd.cli.render import ProbeProgress, category_table, print_verdict, progress_bar
     from auditd.logs import setup_logging
     from auditd.registry.checkpoint import Checkpoint
     from auditd.registry.digest import content_digest
-    from auditd.report import NotFound, audit_report, find_checkpoint
+    from auditd.report.document import NotFound, audit_report, find_checkpoint
     from auditd.runner.audit import AuditContext, run_audit
     from auditd.scheduler import queue
     from auditd.store.db import open_db, session
 
-    settings = _settings(home=home, db=db, policy=policy)
+    settings = load_settings(home=home, db=db, policy=policy)
     setup_logging("WARNING", json_lines=False)
     if not path.exists():
-        _fail(f"{path}: no such file or folder")
+        fail(f"{path}: no such file or folder")
     engine = open_db(settings.database_url)
     parent_id = None
     if parent:
         try:
             parent_id = find_checkpoint(engine, parent).id
         except NotFound as exc:
-            _fail(str(exc))
+            fail(str(exc))
     location = path.resolve()
     from auditd.registry.contain import ContainmentError
 
     try:  # nothing outside PATH is read: a link leading out of it is refused
         digest = content_digest(location, root=location)
     except ContainmentError as exc:
-        _fail(str(exc))
+        fail(str(exc))
     from auditd.registry.dir import detect_kind
 
     kind = detect_kind(location) if location.is_dir() else "text"
@@ -96,7 +96,7 @@ def audit(
     run, _ = queue.enqueue(engine, digest, request_key=f"cli:{uuid.uuid4()}", policy=settings.policy,
                            priority=10, device=settings.device)
     if queue.claim(engine, run.id, queue.worker_id()) is None:
-        _fail(f"audit {run.id} is already being run elsewhere")
+        fail(f"audit {run.id} is already being run elsewhere")
     with progress_bar(err) as bar:
         # Says when stored work of earlier audits of this checkpoint is reused ("reused 41 of 41 ...").
         ctx = AuditContext(engine, settings, progress=ProbeProgress(bar),
@@ -117,11 +117,11 @@ def status(home: Optional[Path] = HomeOpt, db: Optional[str] = DbOpt):
     from rich.table import Table
     from sqlmodel import func, select
 
-    from auditd.cli_render import STYLE
+    from auditd.cli.render import STYLE
     from auditd.store.db import open_db, session
     from auditd.store.models import AuditRun, CheckpointRow
 
-    engine = open_db(_settings(home=home, db=db).database_url)
+    engine = open_db(load_settings(home=home, db=db).database_url)
     with session(engine) as s:
         counts = dict(s.exec(select(AuditRun.status, func.count()).group_by(AuditRun.status)).all())
         rows = s.exec(select(AuditRun, CheckpointRow).join(CheckpointRow, CheckpointRow.id == AuditRun.checkpoint_id)
@@ -132,9 +132,29 @@ def status(home: Optional[Path] = HomeOpt, db: Optional[str] = DbOpt):
         t.add_row(str(a.id), cp.model, cp.id[:19], a.status, f"[{STYLE.get(a.outcome or '', '')}]{a.outcome or '-'}[/]",
                   str(a.attempts), f"{a.duration_s:.1f}s" if a.duration_s else "-")
     console.print(t)
-    from auditd.cli_status import print_stale
+    from auditd.cli.status import print_stale
 
-    print_stale(console, engine, _settings(home=home, db=db))
+    print_stale(console, engine, load_settings(home=home, db=db))
+
+
+@app.command("config")
+def show_config(home: Optional[Path] = HomeOpt, db: Optional[str] = DbOpt, policy: Optional[str] = PolicyOpt,
+                as_json: bool = typer.Option(False, "--json", help="Print the values as one JSON object.")):
+    """The effective settings (config file < environment < options), secrets redacted."""
+    from rich.markup import escape
+    from rich.table import Table
+
+    settings = load_settings(home=home, db=db, policy=policy)
+    values = settings.redacted()
+    if as_json:
+        typer.echo(json.dumps(values, indent=2))
+        return
+    t = Table("setting", "", "meaning")
+    for name, field in type(settings).model_fields.items():
+        t.add_row(f"AUDITD_{name.upper()}", "set" if name in settings.model_fields_set else "default",
+                  escape(field.description or ""))
+        t.add_row("", "", f"[bold]{escape(json.dumps(values[name]))}[/]")  # values in full, never cut
+    console.print(t)
 
 
 @app.command()
@@ -147,19 +167,19 @@ def report(
                                         "for text-to-image audits)."),
 ):
     """Per-category results and verdict of a checkpoint's latest audit."""
-    from auditd.cli_render import category_table, print_verdict
-    from auditd.report import NotFound, audit_report, find_checkpoint
+    from auditd.cli.render import category_table, print_verdict
+    from auditd.report.document import NotFound, audit_report, find_checkpoint
     from auditd.store.db import open_db
 
-    settings = _settings(home=home, db=db)
+    settings = load_settings(home=home, db=db)
     engine = open_db(settings.database_url)
     try:
         cp = find_checkpoint(engine, checkpoint)
     except NotFound as exc:
-        _fail(str(exc))
+        fail(str(exc))
     doc = audit_report(engine, cp.id)
     if html is not None:
-        from auditd.report_html import render_html
+        from auditd.report.html import render_html
 
         html.write_text(render_html(engine, cp.id, settings.home), encoding="utf-8")
         err.print(f"wrote {html}")
@@ -180,10 +200,10 @@ def gate(
     as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
 ):
     """CI/CD gate on a checkpoint's verdict: exit 0 pass/warn, 1 block, 2 error, unknown or timeout."""
-    from auditd.gate import wait_for_gate
+    from auditd.cli.gate import wait_for_gate
     from auditd.store.db import open_db
 
-    engine = open_db(_settings(home=home, db=db).database_url)
+    engine = open_db(load_settings(home=home, db=db).database_url)
     result = wait_for_gate(engine, checkpoint, wait, timeout, interval)
     code = result.exit_code
     if as_json:
@@ -210,8 +230,8 @@ def probes_list(as_json: bool = typer.Option(False, "--json", help="Print JSON i
     """Every probe auditd ships (and plugins add), with its goal and size."""
     from rich.table import Table
 
+    from auditd.cli.probe_info import probe_info
     from auditd.probe import discover
-    from auditd.probe_info import probe_info
 
     rows = [probe_info(cls(), samples=0) for _, cls in sorted(discover().items())]
     if as_json:
@@ -233,10 +253,10 @@ def probes_show(
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
 ):
     """What a probe asks: categories with counts, variants, source, licence and three sample prompts."""
+    from auditd.cli.probe_info import probe_info
     from auditd.datasets.formats import DatasetError
     from auditd.policy.load import PolicyError, load_policy_file
-    from auditd.probe_build import build_probe
-    from auditd.probe_info import probe_info
+    from auditd.probe.build import build_probe
 
     try:
         if policy is not None:
@@ -244,20 +264,20 @@ def probes_show(
             if probe_id is not None:
                 plans = [p for p in plans if p.id == probe_id]
                 if not plans:
-                    _fail(f"{policy} plans no probe {probe_id!r}")
+                    fail(f"{policy} plans no probe {probe_id!r}")
             probes = [build_probe(p) for p in plans]
         elif probe_id is not None:
             from auditd import plugins
 
             probes = [plugins.resolve(f"probe:{probe_id}")()]
         else:
-            _fail("name a probe id, or a policy with --policy")
+            fail("name a probe id, or a policy with --policy")
         infos = [probe_info(p) for p in probes]
         if policy is not None:
             for info, plan in zip(infos, plans):
                 info["limit_per_category"] = plan.limit_per_category
     except (PolicyError, DatasetError, LookupError, ValueError) as exc:
-        _fail(" ".join(str(exc).split()))
+        fail(" ".join(str(exc).split()))
     if as_json:
         print(json.dumps(infos if policy is not None else infos[0], indent=2))
         return
@@ -293,7 +313,7 @@ def policy_check(file: Path = typer.Argument(..., help="Policy YAML file.")):
     try:
         p = load_policy_file(file)
     except PolicyError as exc:
-        _fail(str(exc))
+        fail(str(exc))
     console.print(f"[green]ok[/] {file}: policy {p.name!r}, " +
                   ", ".join(f"{k}: {len(v)} probes" for k, v in p.probes.items()))
 
@@ -303,7 +323,7 @@ def db_upgrade(home: Optional[Path] = HomeOpt, db: Optional[str] = DbOpt):
     """Apply database migrations (alembic) up to the latest schema."""
     from auditd.store.db import upgrade
 
-    url = _settings(home=home, db=db).database_url
+    url = load_settings(home=home, db=db).database_url
     upgrade(url)
     console.print("[green]database at the latest schema[/]")
 
@@ -320,15 +340,15 @@ def demo(
 ):
     """Make an aligned SmolLM2-135M parent and a child that breaks it (trained once, cached), and
     audit both through the daemon: parent pass, child blocked on drift."""
-    from auditd.demo import run_demo
+    from auditd.cli.demo import run_demo
 
     if grpo and variants:
-        _fail("choose one of --grpo and --variants")
+        fail("choose one of --grpo and --variants")
     raise typer.Exit(run_demo(console, err, registry, home, port, serve, grpo=grpo, variants=variants))
 
 
-from auditd.cli_t2i import calibrate as _calibrate  # noqa: E402  (light: typer only)
-from auditd.cli_judges import judges_app as _judges_app  # noqa: E402  (light: typer and rich only)
+from auditd.cli.judges import judges_app as _judges_app  # noqa: E402  (light: typer and rich only)
+from auditd.cli.t2i import calibrate as _calibrate  # noqa: E402  (light: typer only)
 
 app.add_typer(_judges_app, name="judges")
 
