@@ -47,9 +47,11 @@ def main() -> None:
 
         model, label = make_tiny_llama(tmp / "tiny"), "tiny Llama (2 layers)"
     else:
-        from auditd.cli.demo import prepare_registry
+        from auditd.cli.demo_models import load_smollm2
+        from auditd.cli.demo_sft import save_checkpoint
 
-        model, label = prepare_registry(tmp / "registry"), "SmolLM2-135M-Instruct (GGUF)"
+        model, label = tmp / "registry" / "smollm2", "SmolLM2-135M-Instruct (as safetensors)"
+        save_checkpoint(*load_smollm2(), model)
     plans = [{"id": "policy", "limit_per_category": args.limit}, {"id": "overrefusal", "limit_per_category": 8}]
     v1 = {"name": "p", "probes": {"text": plans}, "generation": {"max_new_tokens": 32, "batch_size": 16}}
     policies = tmp / "policies"

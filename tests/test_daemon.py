@@ -118,7 +118,9 @@ def test_corrupt_and_pickle_checkpoints_end_as_stored_errors_and_the_daemon_goes
         a = by_model[name]
         assert a.status == "error" and a.outcome == "error"
         assert needle in a.error.lower() and "\n" not in a.error
-        verdict = json.loads((registry / name / "auditd-verdict.json").read_text())
+        verdict_file = registry / name / "auditd-verdict.json"  # written back just after the status is final
+        wait_for(verdict_file.exists, 30, what=f"{name}'s verdict file")
+        verdict = json.loads(verdict_file.read_text())
         assert verdict["outcome"] == "error" and needle in verdict["reasons"][0]["message"].lower()
 
     drop(tiny_model_dir, registry, "good")  # the daemon keeps working after bad input
