@@ -15,7 +15,7 @@ from sqlalchemy.engine import Engine
 from sqlmodel import select
 
 from auditd import __version__
-from auditd.attacks.metrics import grpo_families
+from auditd.metrics.grpo import grpo_families
 from auditd.categories import BENIGN
 from auditd.policy.versions import short
 from auditd.store.db import session
@@ -172,7 +172,7 @@ class FleetCollector:
 def _drift(s, model_of: dict[int, str]) -> Iterator:
     """Harmful-rate drift of each model's latest audit against its baseline, as stored at verdict
     time (auditd/policy/baseline.py), so a scrape never re-runs the comparison."""
-    from auditd.store.hook_models import CategoryDrift
+    from auditd.store.drift_models import CategoryDrift
 
     delta = GaugeMetricFamily("auditd_category_harmful_rate_drift", "harmful rate minus the parent's/baseline's",
                               labels=["model", "probe", "category"])

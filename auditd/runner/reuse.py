@@ -240,7 +240,7 @@ def _rejudge(runner, policy, p: ProbePlan, probe, todo: list[tuple[ProbeItem, st
 
 
 def _copy_attack(runner, policy, run: ProbeRun, source: ProbeRun) -> None:
-    from auditd.policy.redecide import rethreshold_attack
+    from auditd.runner.verdicts import rethreshold_attack
 
     audit_id, probe_id = runner.audit_id, run.probe_id
     with session(runner.ctx.engine) as s:

@@ -19,17 +19,17 @@ import subprocess
 import sys
 import time
 
+from auditd.logs import one_line
 from auditd.runner.audit import (
     AuditContext,
     fail_audit,
     memory_message,
-    one_line,
     requeue,
     timeout_message,
-    write_back,
 )
 from auditd.runner.child import EXIT_MEMORY, STAGE_FD_ENV
 from auditd.runner.content import discard_snapshot
+from auditd.runner.verdicts import redecide_dependents, write_back
 from auditd.store.db import session
 from auditd.store.errors import retry_storage
 from auditd.store.models import AuditRun, CheckpointRow
@@ -203,8 +203,6 @@ class ChildAudit:
         verdict = self._storing(lambda: fail_audit(self.ctx.engine, self.audit_id, "error", message, elapsed_s),
                                 "store the error")
         if verdict is not None:
-            from auditd.policy.baseline import redecide_dependents
-
             with session(self.ctx.engine) as s:
                 checkpoint = s.get(CheckpointRow, verdict.checkpoint_id)
             write_back(self.ctx, checkpoint, verdict)

@@ -14,27 +14,14 @@ from typing import Callable
 from sqlalchemy import update
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
-from sqlmodel import Session, select
+from sqlmodel import select
 
-from auditd.registry.checkpoint import Checkpoint
 from auditd.store.db import session
-from auditd.store.models import AuditRun, CheckpointRow, ModelRow, utcnow
+from auditd.store.models import AuditRun, utcnow
 
 
 def worker_id() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
-
-
-def ingest(s: Session, cp: Checkpoint) -> CheckpointRow:
-    """Record a checkpoint (and its model) if new; the caller commits."""
-    row = s.get(CheckpointRow, cp.id)
-    if row is None:
-        row = CheckpointRow(id=cp.id, model=cp.model, kind=cp.kind, source=cp.source, path=cp.path,
-                            parent_id=cp.parent, meta=cp.metadata)
-        s.add(row)
-    if s.get(ModelRow, cp.model) is None:
-        s.add(ModelRow(name=cp.model, kind=cp.kind))
-    return row
 
 
 def enqueue(engine: Engine, checkpoint_id: str, *, request_key: str = "auto", policy: str = "default",

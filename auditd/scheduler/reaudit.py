@@ -6,7 +6,7 @@ Which policy governs a checkpoint: the policy its latest audit was explicitly as
 registry sources and webhooks found). A verdict is stale when it was decided under another version
 (auditd.policy.versions) of that policy:
 - decision part changed only: re-decided from stored results at once, no model loaded
-  (auditd.policy.redecide);
+  (auditd.policy.redecide, stored and written back by auditd.runner.verdicts);
 - plan part changed: a re-audit is queued, which reuses every stored sample still valid
   (auditd.runner.reuse). Re-audits run below new checkpoints (priority REAUDIT_PRIORITY) and at
   most `reaudit_max_per_hour` are queued per hour; the queue key names the plan version, so a
@@ -26,8 +26,8 @@ from sqlalchemy import func, update
 from sqlmodel import select
 
 from auditd.policy.load import PolicyError
-from auditd.policy.redecide import redecide_audit
 from auditd.policy.versions import change_kind, request_key, short, version_of
+from auditd.runner.verdicts import redecide_audit
 from auditd.scheduler import queue
 from auditd.store.db import session
 from auditd.store.models import AuditRun, CheckpointRow, utcnow

@@ -24,9 +24,9 @@ from apscheduler.schedulers.background import BackgroundScheduler
 from sqlalchemy.engine import Engine
 
 from auditd.policy.load import PolicyError
-from auditd.policy.versions import request_key, version_of
-from auditd.runner.audit import AuditContext, flush_write_backs, run_audit
-from auditd.scheduler import queue
+from auditd.runner.audit import AuditContext, run_audit
+from auditd.runner.verdicts import flush_write_backs, redecide_dependents
+from auditd.scheduler import intake, queue
 from auditd.scheduler.health import JobHealth
 from auditd.settings import Settings
 from auditd.store.db import session
@@ -121,17 +121,9 @@ class AuditService:
                 with session(self.engine) as s:
                     new = src.poll(s)
                     for cp in new:
-                        queue.ingest(s, cp)
+                        intake.ingest(s, cp)
                     s.commit()
-                for cp in new:
-                    if policy.plan(cp.kind):
-                        # Keyed by plan version: a second poll cannot queue it twice, a changed plan can.
-                        queue.enqueue(self.engine, cp.id, policy=self.settings.policy,
-                                      request_key=request_key(self.settings.policy, version_of(policy)))
-                    else:
-                        log.info("checkpoint %s (%s) recorded; policy %r has no %s probes", cp.id, cp.model,
-                                 policy.name, cp.kind)
-                    log.info("new checkpoint %s model=%s kind=%s path=%s", cp.id, cp.model, cp.kind, cp.path)
+                intake.enqueue_polled(self.engine, self.settings.policy, policy, new)
                 found += len(new)
                 self.last_poll[src.id] = time.time()
             except Exception as exc:
@@ -179,7 +171,6 @@ class AuditService:
     def _given_up(self, audit_ids: list[int]) -> None:
         if not audit_ids:
             return
-        from auditd.policy.baseline import redecide_dependents
         from auditd.store.models import AuditRun
 
         log.warning("audits %s given up after their maximum attempts: error verdicts", audit_ids)
