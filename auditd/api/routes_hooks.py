@@ -76,6 +76,7 @@ async def registry_hook(request: Request, response: Response, background: Backgr
     except wh.WebhookRejected as exc:
         raise _reject(request, "registry", exc) from None
     if new:
+        assert delivery.id is not None  # stored by record_delivery
         background.add_task(intake.process_generic, engine, settings, delivery.id, event, path)
     return _accepted(response, delivery, new, event.event_id)
 
@@ -103,6 +104,7 @@ async def huggingface_hook(request: Request, response: Response, background: Bac
             return HookOut(status="duplicate", event_id=f"{event.repo_id}@{event.revision}")
         raise _reject(request, "huggingface", exc) from None
     if new:
+        assert delivery.id is not None  # stored by record_delivery
         background.add_task(intake.process_hf, engine, settings, delivery.id, event)
     return _accepted(response, delivery, new, event.event_id)
 
@@ -127,6 +129,7 @@ async def mlflow_hook(request: Request, response: Response, background: Backgrou
         response.status_code = 200
         return HookOut(status="ignored", event_id=delivery_id, delivery_id=delivery.id)
     if new and (poll := request.app.state.poll) is not None:
+        assert delivery.id is not None  # stored by record_delivery
         background.add_task(_poll_and_mark, engine, poll, delivery.id)
     return _accepted(response, delivery, new, delivery_id)
 

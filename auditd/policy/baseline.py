@@ -46,14 +46,14 @@ def lineage_parent(s: Session, checkpoint: CheckpointRow) -> tuple[str | None, s
 
 def latest_done_audit(s: Session, checkpoint_id: str) -> AuditRun | None:
     return s.exec(select(AuditRun).where(AuditRun.checkpoint_id == checkpoint_id, AuditRun.status == "done")
-                  .order_by(AuditRun.finished_at.desc(), AuditRun.id.desc())).first()
+                  .order_by(col(AuditRun.finished_at).desc(), col(AuditRun.id).desc())).first()
 
 
 def has_pending_audit(s: Session, checkpoint_id: str | None) -> bool:
     if not checkpoint_id:
         return False
     return s.exec(select(AuditRun.id).where(AuditRun.checkpoint_id == checkpoint_id,
-                                            AuditRun.status.in_(PENDING))).first() is not None
+                                            col(AuditRun.status).in_(PENDING))).first() is not None
 
 
 def resolve_baseline(s: Session, policy: Policy, checkpoint: CheckpointRow) -> Baseline:
@@ -65,7 +65,7 @@ def resolve_baseline(s: Session, policy: Policy, checkpoint: CheckpointRow) -> B
     order = [("parent", parent_id, named), ("pinned", pinned, pinned)]
     if policy.baseline.prefer == "pinned":
         order.reverse()
-    missing = []
+    missing: list[tuple[str | None, str]] = []
     for how, cid, name in order:
         if not name or cid == checkpoint.id:
             continue
@@ -90,7 +90,7 @@ def evaluate(s: Session, policy: Policy, audit_id: int, checkpoint: CheckpointRo
     baseline = resolve_baseline(s, policy, checkpoint)
     decision = decide(policy, latest_results(s, audit_id), summaries, baseline=baseline)
     apply_judge_trust(s, policy, checkpoint.kind, audit_id, decision)
-    s.exec(delete(CategoryDrift).where(CategoryDrift.audit_id == audit_id))
+    s.exec(delete(CategoryDrift).where(col(CategoryDrift.audit_id) == audit_id))
     if baseline.audit_id is not None:
         for row in decision.drift:
             s.add(CategoryDrift(audit_id=audit_id, **row))

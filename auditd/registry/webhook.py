@@ -32,7 +32,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from sqlalchemy import func
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
-from sqlmodel import select
+from sqlmodel import col, select
 
 from auditd.registry.checkpoint import Checkpoint
 from auditd.store.db import session
@@ -240,7 +240,7 @@ def record_delivery(engine: Engine, source: str, event_id: str, signature: str, 
                 return row, True
             except IntegrityError:  # a concurrent delivery of the same event won
                 s.rollback()
-                known = s.exec(select(WebhookDelivery).where(*same_event)).first()
+                known = s.exec(select(WebhookDelivery).where(*same_event)).one()
     if hmac.compare_digest(known.signature, signature):
         raise WebhookRejected(409, f"replay of delivery {event_id!r}")
     return known, False
@@ -249,7 +249,7 @@ def record_delivery(engine: Engine, source: str, event_id: str, signature: str, 
 def finish_delivery(engine: Engine, delivery_id: int, status: str, *, checkpoint_id: str | None = None,
                     audit_id: int | None = None, error: str | None = None) -> None:
     with session(engine) as s:
-        row = s.get(WebhookDelivery, delivery_id)
+        row = s.get_one(WebhookDelivery, delivery_id)
         row.status, row.checkpoint_id, row.audit_id, row.error = status, checkpoint_id, audit_id, error
         s.add(row)
         s.commit()
@@ -305,4 +305,4 @@ def unprocessed_deliveries(engine: Engine) -> list[WebhookDelivery]:
     nothing: the first poll finds them."""
     with session(engine) as s:
         return list(s.exec(select(WebhookDelivery).where(WebhookDelivery.status == "accepted",
-                                                         WebhookDelivery.source.in_(("registry", "huggingface")))))
+                                                         col(WebhookDelivery.source).in_(("registry", "huggingface")))))

@@ -153,7 +153,7 @@ class AuditService:
                     if len(self.running_on[device]) >= slots:
                         break
                     run = queue.claim_next(self.engine, device, self.worker, self.max_attempts, gave_up)
-                    if run is None:
+                    if run is None or run.id is None:
                         break
                     self.running_on[device].add(run.id)
                 log.info("audit %s started on %s (checkpoint %s, attempt %s)", run.id, device, run.checkpoint_id,
@@ -177,7 +177,7 @@ class AuditService:
         flush_write_backs(self.ctx)
         for audit_id in audit_ids:
             with session(self.engine) as s:
-                redecide_dependents(self.ctx, s.get(AuditRun, audit_id).checkpoint_id)
+                redecide_dependents(self.ctx, s.get_one(AuditRun, audit_id).checkpoint_id)
 
     def _run(self, audit_id: int, device: str) -> None:
         try:
