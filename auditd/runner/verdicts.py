@@ -9,14 +9,17 @@ transaction to its caller; this module stores them and hands them to the registr
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from datetime import timedelta
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from sqlalchemy import update
+from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, select
 
 from auditd.logs import one_line
 from auditd.policy.baseline import redecide_waiting, waiting_for_baseline
+from auditd.policy.cache import PolicyCache
 from auditd.policy.model import Policy
 from auditd.policy.redecide import redecide
 from auditd.policy.versions import short
@@ -25,15 +28,25 @@ from auditd.store.db import session
 from auditd.store.models import AuditRun, CheckpointRow, ProbeRun, Verdict, utcnow
 from auditd.store.version_models import VerdictChange
 
-if TYPE_CHECKING:
-    from auditd.runner.audit import AuditContext
-
 log = logging.getLogger(__name__)
 
 ATTACKS = ("grpo", "diffusion_grpo")
 
 
-def write_back(ctx: AuditContext, checkpoint: CheckpointRow, verdict: Verdict) -> None:
+class VerdictContext(Protocol):
+    """What storing and writing back a verdict needs of an audit context (auditd.runner.audit.AuditContext)."""
+
+    @property
+    def engine(self) -> Engine: ...
+
+    @property
+    def on_verdict(self) -> Callable[[CheckpointRow, Verdict], None] | None: ...
+
+    @property
+    def policies(self) -> PolicyCache: ...
+
+
+def write_back(ctx: VerdictContext, checkpoint: CheckpointRow, verdict: Verdict) -> None:
     """Hand the verdict to the registry and mark it written. Without a writer (an audit child) the
     verdict stays marked pending and the daemon writes it (flush_write_backs): a crash between the
     stored verdict and its write-back is caught up on the next start."""
@@ -52,7 +65,7 @@ def write_back(ctx: AuditContext, checkpoint: CheckpointRow, verdict: Verdict) -
         log.warning("marking the verdict of %s written back failed: %s", checkpoint.id, one_line(exc))
 
 
-def flush_write_backs(ctx: AuditContext, limit: int = 50, max_age_s: float = 86400.0) -> int:
+def flush_write_backs(ctx: VerdictContext, limit: int = 50, max_age_s: float = 86400.0) -> int:
     """Write back the verdicts still pending (decided in an audit child, re-decided, given up, or
     left by a crash or a failed write); those older than `max_age_s` are left alone. Returns how
     many were written."""
@@ -72,7 +85,7 @@ def flush_write_backs(ctx: AuditContext, limit: int = 50, max_age_s: float = 864
     return len(pending)
 
 
-def redecide_dependents(ctx: AuditContext, finished_checkpoint_id: str, scan: int = 200) -> list[int]:
+def redecide_dependents(ctx: VerdictContext, finished_checkpoint_id: str, scan: int = 200) -> list[int]:
     """Decide again the recent verdicts that lacked a baseline which now has a finished audit, and
     write them back. Bounded to the latest `scan` verdicts so it stays cheap after every audit."""
     redone: list[int] = []
@@ -136,7 +149,7 @@ def rethreshold_attack(s: Session, audit_id: int, probe_id: str, summary: dict, 
     return out
 
 
-def redecide_audit(ctx: AuditContext, audit_id: int, policy: Policy, reason: str) -> VerdictChange | None:
+def redecide_audit(ctx: VerdictContext, audit_id: int, policy: Policy, reason: str) -> VerdictChange | None:
     """Decide a finished audit again under `policy` (auditd.policy.redecide) and store the change;
     None if the audit is not a finished one with a verdict. Writes back even when the outcome stays
     the same: the document names the policy version that decided it."""
