@@ -17,9 +17,9 @@ from auditd.api.app import create_app
 from auditd.api.server import HTTPServer
 from auditd.metrics.collector import build_registry
 from auditd.notify import sd_notify, watchdog_interval_s
-from auditd.registry.webhook import resume_deliveries
 from auditd.runner.audit import AuditContext
 from auditd.runner.content import remove_stale_snapshots
+from auditd.scheduler.intake import resume_deliveries
 from auditd.scheduler.reaudit import after_reload, watch_policies
 from auditd.scheduler.service import AuditService
 from auditd.settings import Settings, redact_url

@@ -8,6 +8,8 @@ import logging
 import sys
 import time
 
+from auditd.sanitize import sanitize
+
 
 class JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
@@ -30,3 +32,9 @@ def setup_logging(level: str = "INFO", json_lines: bool = True) -> None:
     root.setLevel(level.upper())
     for noisy in ("apscheduler", "httpx", "uvicorn.error", "alembic"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def one_line(exc: BaseException) -> str:
+    """An exception as one sanitized log line of at most 500 characters (never a multi-line dump)."""
+    text = sanitize(" ".join(str(exc).split())) or type(exc).__name__
+    return text[:500]

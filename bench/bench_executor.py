@@ -41,7 +41,7 @@ def main() -> None:
     from auditd.registry.checkpoint import Checkpoint
     from auditd.runner.audit import AuditContext, run_audit
     from auditd.runner.supervisor import run_in_child
-    from auditd.scheduler import queue
+    from auditd.scheduler import intake, queue
     from auditd.settings import Settings
     from auditd.store.db import open_db, session
     from auditd.testing import make_tiny_llama
@@ -55,7 +55,7 @@ def main() -> None:
     engine = open_db(settings.database_url)
     ctx = AuditContext(engine, settings)
     with session(engine) as s:
-        queue.ingest(s, Checkpoint(id="sha256:bench", model="tiny", kind="text", path=str(model), source="bench"))
+        intake.ingest(s, Checkpoint(id="sha256:bench", model="tiny", kind="text", path=str(model), source="bench"))
         s.commit()
 
     def one(executor: str, i: int) -> float:

@@ -66,7 +66,8 @@ def _model_folder(name: str, work: Path) -> Path:
 def run_one(name: str, args, work: Path) -> dict:
     from auditd.registry.checkpoint import Checkpoint
     from auditd.runner.audit import AuditContext, AuditRunner
-    from auditd.scheduler.queue import claim, enqueue, ingest, worker_id
+    from auditd.scheduler.intake import ingest
+    from auditd.scheduler.queue import claim, enqueue, worker_id
     from auditd.settings import Settings
     from auditd.store.db import open_db, session
     from auditd.store.models import AuditRun, Sample

@@ -35,7 +35,7 @@ def main() -> None:
     from auditd.policy.versions import version_of
     from auditd.registry.checkpoint import Checkpoint
     from auditd.runner.audit import AuditContext, run_audit
-    from auditd.scheduler import queue
+    from auditd.scheduler import intake, queue
     from auditd.scheduler.reaudit import apply_policy_changes
     from auditd.settings import Settings
     from auditd.store.db import open_db, session
@@ -66,7 +66,7 @@ def main() -> None:
     ctx = AuditContext(engine, settings)
     for cid in ("sha256:one", "sha256:two"):
         with session(engine) as s:
-            queue.ingest(s, Checkpoint(id=cid, model=cid[7:], kind="text", path=str(model), source="dir"))
+            intake.ingest(s, Checkpoint(id=cid, model=cid[7:], kind="text", path=str(model), source="dir"))
             s.commit()
 
     def audit(cid: str, key: str) -> tuple[float, AuditRun]:

@@ -66,7 +66,7 @@ def populate(db: Path, models: int, per_model: int) -> None:
     from sqlalchemy import insert, text
 
     from auditd.store.db import open_db
-    from auditd.store.hook_models import CategoryDrift
+    from auditd.store.drift_models import CategoryDrift
     from auditd.store.models import (AuditRun, CategoryResult, CheckpointRow, JudgeErrorCount, ModelRow, ProbeRun,
                                      Verdict)
 

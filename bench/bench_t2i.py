@@ -60,7 +60,7 @@ def run(home: Path, policy_text: str, pipeline: Path, device: str):
     from auditd.registry.checkpoint import Checkpoint
     from auditd.registry.digest import content_digest
     from auditd.runner.audit import AuditContext, run_audit
-    from auditd.scheduler import queue
+    from auditd.scheduler import intake, queue
     from auditd.settings import Settings
     from auditd.store.db import open_db, session
     from auditd.store.models import AuditRun, ProbeRun, Sample
@@ -72,7 +72,7 @@ def run(home: Path, policy_text: str, pipeline: Path, device: str):
     engine = open_db(settings.database_url)
     digest = content_digest(pipeline)
     with session(engine) as s:
-        queue.ingest(s, Checkpoint(id=digest, model="bench", kind="t2i", path=str(pipeline), source="bench"))
+        intake.ingest(s, Checkpoint(id=digest, model="bench", kind="t2i", path=str(pipeline), source="bench"))
         s.commit()
     audit, _ = queue.enqueue(engine, digest, request_key=f"bench:{uuid.uuid4()}", policy=str(policy), device=device)
     queue.claim(engine, audit.id, queue.worker_id())

@@ -75,7 +75,7 @@ def bench_verdict(engine, repeats: int) -> float:
     from auditd.policy.baseline import evaluate
     from auditd.policy.model import Policy
     from auditd.registry.checkpoint import Checkpoint
-    from auditd.scheduler import queue
+    from auditd.scheduler import intake
     from auditd.store.db import session
     from auditd.store.models import AuditRun, CategoryResult, CheckpointRow, utcnow
 
@@ -84,7 +84,7 @@ def bench_verdict(engine, repeats: int) -> float:
     with session(engine) as s:
         for name, parent in (("parent", None), ("child", "sha256:bench-parent")):
             cid = f"sha256:bench-{name}"
-            queue.ingest(s, Checkpoint(id=cid, model="bench", kind="text", path="/x", source="dir", parent=parent))
+            intake.ingest(s, Checkpoint(id=cid, model="bench", kind="text", path="/x", source="dir", parent=parent))
             s.commit()
             audit = AuditRun(checkpoint_id=cid, request_key="bench", status="done", finished_at=utcnow())
             s.add(audit)

@@ -67,7 +67,7 @@ def queue_text_audit(policy_dir: Path, home: Path, model_path: Path, checkpoint_
 
     from auditd.registry.checkpoint import Checkpoint
     from auditd.runner.audit import AuditContext
-    from auditd.scheduler import queue
+    from auditd.scheduler import intake, queue
     from auditd.settings import Settings
     from auditd.store.db import open_db, session
 
@@ -77,7 +77,7 @@ def queue_text_audit(policy_dir: Path, home: Path, model_path: Path, checkpoint_
     settings = Settings(home=home, policy=str(policy))
     engine = open_db(settings.database_url)
     with session(engine) as s:
-        queue.ingest(s, Checkpoint(id=checkpoint_id, model=model, kind="text", path=str(model_path), source="test"))
+        intake.ingest(s, Checkpoint(id=checkpoint_id, model=model, kind="text", path=str(model_path), source="test"))
         s.commit()
     run, _ = queue.enqueue(engine, checkpoint_id, policy=str(policy))
     queue.claim(engine, run.id, "test:1")

@@ -52,7 +52,7 @@ def run_one_audit(home: Path, policy_path: Path, pipeline: Path, progress=None, 
     from auditd.registry.checkpoint import Checkpoint
     from auditd.registry.digest import content_digest
     from auditd.runner.audit import AuditContext, run_audit
-    from auditd.scheduler import queue
+    from auditd.scheduler import intake, queue
     from auditd.settings import Settings
     from auditd.store.db import open_db, session
 
@@ -60,7 +60,7 @@ def run_one_audit(home: Path, policy_path: Path, pipeline: Path, progress=None, 
     engine = open_db(settings.database_url)
     digest = content_digest(pipeline)
     with session(engine) as s:
-        queue.ingest(s, Checkpoint(id=digest, model="tiny-sd", kind=kind, path=str(pipeline), source="test"))
+        intake.ingest(s, Checkpoint(id=digest, model="tiny-sd", kind=kind, path=str(pipeline), source="test"))
         s.commit()
     run, _ = queue.enqueue(engine, digest, request_key=f"test:{uuid.uuid4()}", policy=settings.policy)
     ctx = AuditContext(engine, settings, stop=stop or threading.Event(), progress=progress)

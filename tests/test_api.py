@@ -49,11 +49,11 @@ def api(tmp_path):
 
 def add_checkpoint(engine, cid, parent=None, model="m"):
     from auditd.registry.checkpoint import Checkpoint
-    from auditd.scheduler import queue
+    from auditd.scheduler import intake
     from auditd.store.db import session
 
     with session(engine) as s:
-        queue.ingest(s, Checkpoint(id=cid, model=model, kind="text", path=f"/models/{cid[7:]}", source="dir", parent=parent))
+        intake.ingest(s, Checkpoint(id=cid, model=model, kind="text", path=f"/models/{cid[7:]}", source="dir", parent=parent))
         s.commit()
 
 

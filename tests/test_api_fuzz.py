@@ -20,7 +20,7 @@ def served(tmp_path_factory):
     from auditd.api.server import HTTPServer
     from auditd.metrics.collector import build_registry
     from auditd.registry.checkpoint import Checkpoint
-    from auditd.scheduler import queue
+    from auditd.scheduler import intake, queue
     from auditd.settings import Settings
     from auditd.store.db import open_db, session
 
@@ -30,7 +30,7 @@ def served(tmp_path_factory):
     engine = open_db(settings.database_url)
     with session(engine) as s:  # something to find: ids, prefixes and paths resolve
         for i in range(3):
-            queue.ingest(s, Checkpoint(id=f"sha256:{i:064x}", model="m", kind="text", path=f"/m/{i}", source="dir"))
+            intake.ingest(s, Checkpoint(id=f"sha256:{i:064x}", model="m", kind="text", path=f"/m/{i}", source="dir"))
         s.commit()
     queue.enqueue(engine, f"sha256:{0:064x}")
     http = HTTPServer(create_app(engine, build_registry(engine), settings=settings), "127.0.0.1", 0).start()

@@ -27,7 +27,7 @@ from sqlmodel import select
 from auditd.registry.checkpoint import Checkpoint
 from auditd.registry.digest import content_digest
 from auditd.runner.audit import AuditContext, run_audit
-from auditd.scheduler import queue
+from auditd.scheduler import intake, queue
 from auditd.settings import Settings
 from auditd.store.attack_models import AttackPoint
 from auditd.store.db import open_db, session
@@ -115,7 +115,7 @@ def queue_audit(home: Path, model: Path, policy: Path):
     # The real digest: the runner audits only content that hashes to the checkpoint's id.
     cp = Checkpoint(id=content_digest(model), model="tiny", kind="text", path=str(model), source="test")
     with session(engine) as s:
-        queue.ingest(s, cp)
+        intake.ingest(s, cp)
         s.commit()
     run, _ = queue.enqueue(engine, cp.id, request_key=f"test:{uuid.uuid4()}", policy=str(policy))
     return settings, engine, run.id
@@ -260,7 +260,7 @@ def test_daemon_stop_mid_attack_leaves_it_queued_and_the_next_start_resumes(lear
 CRASH_SCRIPT = """
 import sys
 from auditd.runner.audit import AuditContext, run_audit
-from auditd.scheduler import queue
+from auditd.scheduler import intake, queue
 from auditd.settings import Settings
 from auditd.store.db import open_db
 settings = Settings(home=sys.argv[1], policy=sys.argv[2])

@@ -78,7 +78,7 @@ def audited(built, tmp_path_factory):
     from auditd.daemon import make_write_back
     from auditd.registry.dir import DirSource
     from auditd.runner.audit import AuditContext, run_audit
-    from auditd.scheduler import queue
+    from auditd.scheduler import intake, queue
     from auditd.settings import Settings
     from auditd.store.db import open_db, session
 
@@ -93,7 +93,7 @@ def audited(built, tmp_path_factory):
     with session(engine) as s:
         found = source.poll(s)
         for cp in found:
-            queue.ingest(s, cp)
+            intake.ingest(s, cp)
         s.commit()
     assert [Path(cp.path).name for cp in found] == ["smollm2-aligned", "smollm2-aligned-aoa"]  # no staging dirs
     for cp in found:

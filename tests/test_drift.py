@@ -153,11 +153,11 @@ def store(tmp_path):
 
 def add(engine, cid, model="m", parent=None, meta=None, source="dir"):
     from auditd.registry.checkpoint import Checkpoint
-    from auditd.scheduler import queue
+    from auditd.scheduler import intake
     from auditd.store.db import session
 
     with session(engine) as s:
-        queue.ingest(s, Checkpoint(id=cid, model=model, kind="text", path="/nowhere", source=source, parent=parent,
+        intake.ingest(s, Checkpoint(id=cid, model=model, kind="text", path="/nowhere", source=source, parent=parent,
                                    metadata=meta or {}))
         s.commit()
 
@@ -187,7 +187,7 @@ def verdict_of(engine, audit_id):
 def test_child_decided_before_parent_is_decided_again_when_parent_finishes(store):
     from auditd.cli.gate import gate_status
     from auditd.store.db import session
-    from auditd.store.hook_models import CategoryDrift
+    from auditd.store.drift_models import CategoryDrift
     from auditd.store.models import RegistryEntry
 
     engine, settings = store

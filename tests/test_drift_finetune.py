@@ -106,7 +106,7 @@ def audited(registry, tmp_path_factory):
     from auditd.daemon import make_write_back
     from auditd.registry.dir import DirSource
     from auditd.runner.audit import AuditContext, run_audit
-    from auditd.scheduler import queue
+    from auditd.scheduler import intake, queue
     from auditd.settings import Settings
     from auditd.store.db import open_db, session
 
@@ -120,7 +120,7 @@ def audited(registry, tmp_path_factory):
     with session(engine) as s:
         found = source.poll(s)
         for cp in found:
-            queue.ingest(s, cp)
+            intake.ingest(s, cp)
         s.commit()
     assert len(found) == 4
     assert found[0].parent is None  # the source returns parents first, so the daemon audits them first

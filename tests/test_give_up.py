@@ -14,7 +14,7 @@ from sqlmodel import select
 from auditd.daemon import Daemon
 from auditd.registry.checkpoint import Checkpoint
 from auditd.registry.digest import content_digest
-from auditd.scheduler import queue
+from auditd.scheduler import intake, queue
 from auditd.settings import Settings
 from auditd.store.db import open_db, session
 from auditd.store.models import AuditRun, Verdict
@@ -26,7 +26,7 @@ def interrupted_audit(settings: Settings, folder, attempts: int) -> int:
     engine = open_db(settings.database_url)
     digest = content_digest(folder)
     with session(engine) as s:
-        queue.ingest(s, Checkpoint(id=digest, model="m", kind="text", path=str(folder), source="dir"))
+        intake.ingest(s, Checkpoint(id=digest, model="m", kind="text", path=str(folder), source="dir"))
         s.commit()
     run, _ = queue.enqueue(engine, digest, policy=settings.policy)
     with session(engine) as s:

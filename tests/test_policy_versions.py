@@ -20,7 +20,7 @@ from auditd.policy.versions import change_kind, version_of
 from auditd.probe import discover
 from auditd.registry.checkpoint import Checkpoint
 from auditd.runner.audit import AuditContext, run_audit
-from auditd.scheduler import queue
+from auditd.scheduler import intake, queue
 from auditd.scheduler.reaudit import REAUDIT_PRIORITY, apply_policy_changes, stale_verdicts
 from auditd.settings import Settings
 from auditd.store.db import open_db, session
@@ -76,7 +76,7 @@ def env(tmp_path, tiny_model_dir):
 
 def add_checkpoint(ctx, cid, model, path):
     with session(ctx.engine) as s:
-        queue.ingest(s, Checkpoint(id=cid, model=model, kind="text", path=str(path), source="dir"))
+        intake.ingest(s, Checkpoint(id=cid, model=model, kind="text", path=str(path), source="dir"))
         s.commit()
 
 

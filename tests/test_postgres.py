@@ -11,7 +11,7 @@ from sqlmodel import select
 from auditd.metrics.collector import build_registry
 from auditd.registry.checkpoint import Checkpoint
 from auditd.runner.audit import AuditContext, run_audit
-from auditd.scheduler import queue
+from auditd.scheduler import intake, queue
 from auditd.settings import Settings
 from auditd.store.db import open_db, session
 from auditd.store.models import AuditRun, CategoryResult
@@ -36,7 +36,7 @@ def test_an_audit_on_postgresql(pg_url, tmp_path, tiny_model_dir):
     engine = open_db(pg_url)
     open_db(pg_url)  # a second migration run (another replica starting) is a no-op
     with session(engine) as s:
-        queue.ingest(s, Checkpoint(id="sha256:pg", model="m", kind="text", path=str(tiny_model_dir), source="test"))
+        intake.ingest(s, Checkpoint(id="sha256:pg", model="m", kind="text", path=str(tiny_model_dir), source="test"))
         s.commit()
     run, created = queue.enqueue(engine, "sha256:pg", policy=str(policy))
     assert created and not queue.enqueue(engine, "sha256:pg", policy=str(policy))[1]

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import timedelta
 
 from auditd.registry.checkpoint import Checkpoint
-from auditd.scheduler import queue
+from auditd.scheduler import intake, queue
 from auditd.settings import Settings
 from auditd.store.db import open_db, session
 from auditd.store.models import AuditRun, utcnow
@@ -15,7 +15,7 @@ def engine_with(tmp_path, n):
     engine = open_db(f"sqlite:///{tmp_path}/q.db")
     with session(engine) as s:
         for i in range(n):
-            queue.ingest(s, Checkpoint(id=f"sha256:{i}", model="m", kind="text", path="/x", source="t"))
+            intake.ingest(s, Checkpoint(id=f"sha256:{i}", model="m", kind="text", path="/x", source="t"))
         s.commit()
     return engine
 

@@ -18,7 +18,7 @@ from auditd.probe.build import build_probe
 from auditd.runner.audit import run_audit
 from auditd.settings import Settings
 from auditd.store.db import open_db, session
-from auditd.store.hook_models import CategoryDrift
+from auditd.store.drift_models import CategoryDrift
 from auditd.store.models import CategoryResult, ProbeRun, Sample
 from auditd.probe.variants import VARIANTS, decode_base64, decode_leet, decode_rot13
 from tests.conftest import write_policy

@@ -207,7 +207,8 @@ def test_migration_creates_the_tables_and_accepted_deliveries_resume(tmp_path, t
     (never handed over) is handed over at the next start."""
     import sqlalchemy as sa
 
-    from auditd.registry.webhook import record_delivery, resume_deliveries
+    from auditd.registry.webhook import record_delivery
+    from auditd.scheduler.intake import resume_deliveries
     from auditd.settings import Settings
     from auditd.store.db import open_db, session
     from auditd.store.hook_models import WebhookDelivery

@@ -6,6 +6,7 @@ import uuid
 
 from fastapi import APIRouter, Depends, HTTPException, Path, Request, Response
 from sqlalchemy import update
+from sqlmodel import col
 
 from auditd.api.auth import require_token
 from auditd.api.routes_read import MAX_ID, _checkpoint
@@ -41,6 +42,7 @@ def trigger_audit(request: Request, body: TriggerIn, response: Response):
                                  priority=body.priority, device=settings.device)
     if not created:
         response.status_code = 200
+    assert run.id is not None  # stored by enqueue
     return TriggerOut(audit_id=run.id, checkpoint_id=cp.id, created=created, status=run.status)
 
 
@@ -52,14 +54,14 @@ def cancel_audit(request: Request, audit_id: int = Path(..., ge=1, le=MAX_ID)):
     with session(engine) as s:
         if s.get(AuditRun, audit_id) is None:
             raise HTTPException(404, f"no audit {audit_id}")
-        res = s.exec(update(AuditRun).where(AuditRun.id == audit_id, AuditRun.status == "queued").values(
+        res = s.exec(update(AuditRun).where(col(AuditRun.id) == audit_id, col(AuditRun.status) == "queued").values(
             status="cancelled", outcome="error", error="cancelled by request", finished_at=utcnow()))
         if res.rowcount == 1:  # never ran: record its error verdict here (a running one records its own)
-            audit = s.get(AuditRun, audit_id)
+            audit = s.get_one(AuditRun, audit_id)
             s.add(Verdict(audit_id=audit_id, checkpoint_id=audit.checkpoint_id, outcome="error", policy=audit.policy,
                           reasons=[{"action": "error", "rule": "cancelled", "message": "cancelled by request"}]))
-        s.exec(update(AuditRun).where(AuditRun.id == audit_id, AuditRun.status == "running").values(cancel_requested=True))
+        s.exec(update(AuditRun).where(col(AuditRun.id) == audit_id, col(AuditRun.status) == "running").values(cancel_requested=True))
         s.commit()
-        audit = s.get(AuditRun, audit_id)
+        audit = s.get_one(AuditRun, audit_id)
         s.refresh(audit)
         return audit

@@ -16,6 +16,7 @@ from starlette.concurrency import run_in_threadpool
 
 from auditd.api.schemas import HookOut
 from auditd.registry import webhook as wh
+from auditd.scheduler import intake
 
 log = logging.getLogger(__name__)
 router = APIRouter(prefix="/v1/hooks", tags=["webhooks"])
@@ -75,7 +76,8 @@ async def registry_hook(request: Request, response: Response, background: Backgr
     except wh.WebhookRejected as exc:
         raise _reject(request, "registry", exc) from None
     if new:
-        background.add_task(wh.process_generic, engine, settings, delivery.id, event, path)
+        assert delivery.id is not None  # stored by record_delivery
+        background.add_task(intake.process_generic, engine, settings, delivery.id, event, path)
     return _accepted(response, delivery, new, event.event_id)
 
 
@@ -102,7 +104,8 @@ async def huggingface_hook(request: Request, response: Response, background: Bac
             return HookOut(status="duplicate", event_id=f"{event.repo_id}@{event.revision}")
         raise _reject(request, "huggingface", exc) from None
     if new:
-        background.add_task(wh.process_hf, engine, settings, delivery.id, event)
+        assert delivery.id is not None  # stored by record_delivery
+        background.add_task(intake.process_hf, engine, settings, delivery.id, event)
     return _accepted(response, delivery, new, event.event_id)
 
 
@@ -126,6 +129,7 @@ async def mlflow_hook(request: Request, response: Response, background: Backgrou
         response.status_code = 200
         return HookOut(status="ignored", event_id=delivery_id, delivery_id=delivery.id)
     if new and (poll := request.app.state.poll) is not None:
+        assert delivery.id is not None  # stored by record_delivery
         background.add_task(_poll_and_mark, engine, poll, delivery.id)
     return _accepted(response, delivery, new, delivery_id)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Literal, Optional
 
 from fastapi import APIRouter, HTTPException, Path, Query, Request
-from sqlmodel import select
+from sqlmodel import col, select
 
 from auditd.api.schemas import AuditOut, CheckpointOut, VerdictOut
 from auditd.policy.baseline import is_pending
@@ -38,7 +38,7 @@ def verdict_out(s, v: Verdict, model: str) -> VerdictOut:
 def list_checkpoints(request: Request, model: Optional[str] = Query(None, max_length=200), limit: int = Limit,
                      offset: int = Offset):
     """Checkpoints seen by any registry source, newest first."""
-    q = select(CheckpointRow).order_by(CheckpointRow.first_seen_at.desc(), CheckpointRow.id)
+    q = select(CheckpointRow).order_by(col(CheckpointRow.first_seen_at).desc(), col(CheckpointRow.id))
     if model is not None:
         q = q.where(CheckpointRow.model == model)
     with session(request.app.state.engine) as s:
@@ -50,7 +50,7 @@ def checkpoint_verdict(request: Request, ref: str = Path(..., max_length=4096)):
     """The verdict of a checkpoint's latest audit (404 while it has none)."""
     cp = _checkpoint(request, ref)
     with session(request.app.state.engine) as s:
-        audit = s.exec(select(AuditRun).where(AuditRun.checkpoint_id == cp.id).order_by(AuditRun.id.desc())).first()
+        audit = s.exec(select(AuditRun).where(col(AuditRun.checkpoint_id) == cp.id).order_by(col(AuditRun.id).desc())).first()
         v = s.exec(select(Verdict).where(Verdict.audit_id == audit.id)).first() if audit else None
         if v is None:
             raise HTTPException(404, f"checkpoint {cp.id} has no verdict yet" + (f" (audit {audit.id} {audit.status})" if audit else ""))
@@ -68,7 +68,7 @@ def get_checkpoint(request: Request, ref: str = Path(..., max_length=4096)) -> d
 def list_audits(request: Request, status: Optional[Status] = None, checkpoint: Optional[str] = Query(None, max_length=4096),
                 limit: int = Limit, offset: int = Offset):
     """Audits, newest first."""
-    q = select(AuditRun).order_by(AuditRun.id.desc())
+    q = select(AuditRun).order_by(col(AuditRun.id).desc())
     if status is not None:
         q = q.where(AuditRun.status == status)
     if checkpoint is not None:
@@ -91,11 +91,11 @@ def get_audit(request: Request, audit_id: int = Path(..., ge=1, le=MAX_ID)) -> d
 def list_verdicts(request: Request, model: Optional[str] = Query(None, max_length=200), outcome: Optional[Outcome] = None,
                   limit: int = Limit, offset: int = Offset):
     """Verdicts, newest first."""
-    q = select(Verdict, CheckpointRow.model).join(CheckpointRow, CheckpointRow.id == Verdict.checkpoint_id)
+    q = select(Verdict, col(CheckpointRow.model)).join(CheckpointRow, col(CheckpointRow.id) == col(Verdict.checkpoint_id))
     if model is not None:
         q = q.where(CheckpointRow.model == model)
     if outcome is not None:
         q = q.where(Verdict.outcome == outcome)
     with session(request.app.state.engine) as s:
-        rows = s.exec(q.order_by(Verdict.id.desc()).offset(offset).limit(limit)).all()
+        rows = s.exec(q.order_by(col(Verdict.id).desc()).offset(offset).limit(limit)).all()
         return [verdict_out(s, v, m) for v, m in rows]

@@ -18,7 +18,9 @@ class HTTPServer:
         self.host, self.port = host, port
         config = uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=False, lifespan="off")
         self.server = uvicorn.Server(config)
-        self.server.install_signal_handlers = lambda: None  # the daemon owns signals
+        # The daemon owns signals: older uvicorn installs handlers unless told not to (newer ones leave
+        # them alone off the main thread, and have no such attribute).
+        self.server.install_signal_handlers = lambda: None  # type: ignore[attr-defined]
         self.thread = threading.Thread(target=self.server.run, name="http", daemon=True)
 
     @property

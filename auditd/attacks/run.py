@@ -31,7 +31,8 @@ from auditd.attacks.evaluate import EvalResult, evaluate, heldout_set, retention
 from auditd.attacks.rewards import gated, judge_compliance
 from auditd.attacks.summary import summarize
 from auditd.backends.base import Closable, GenerationParams, TrainableBackend, backend_id
-from auditd.runner.errors import AuditFailed, Interrupted, one_line
+from auditd.logs import one_line
+from auditd.runner.errors import AuditFailed, Interrupted
 from auditd.runner.session import ProbeSession
 from auditd.store.attack_models import AttackPoint
 from auditd.store.db import session

@@ -22,7 +22,7 @@ from jinja2 import TemplateError, ext
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from auditd.backends.base import BackendError
-from auditd.runner.stage import stage
+from auditd.stage import stage
 
 MAX_REPEAT_CHARS = 1_000_000  # largest string/list a single `*` may build
 MAX_EXPONENT = 1024

@@ -17,7 +17,7 @@ import math
 from pathlib import Path
 
 from auditd.backends.loading import CheckpointError, check_safetensors
-from auditd.registry.digest import checkpoint_files, relative_name
+from auditd.backends.files import checkpoint_files, relative_name
 
 TOKENIZER_FILES = {"tokenizer.json", "vocab.json", "merges.txt", "tokenizer.model", "spiece.model", "vocab.txt",
                    "sentencepiece.bpe.model"}

@@ -65,7 +65,7 @@ def audit(
     from auditd.registry.digest import content_digest
     from auditd.report.document import NotFound, audit_report, find_checkpoint
     from auditd.runner.audit import AuditContext, run_audit
-    from auditd.scheduler import queue
+    from auditd.scheduler import intake, queue
     from auditd.store.db import open_db, session
 
     settings = load_settings(home=home, db=db, policy=policy)
@@ -91,7 +91,7 @@ def audit(
     kind = detect_kind(location) if location.is_dir() else "text"
     cp = Checkpoint(id=digest, model=model or location.name, kind=kind, path=str(location), source="cli", parent=parent_id)
     with session(engine) as s:
-        queue.ingest(s, cp)
+        intake.ingest(s, cp)
         s.commit()
     run, _ = queue.enqueue(engine, digest, request_key=f"cli:{uuid.uuid4()}", policy=settings.policy,
                            priority=10, device=settings.device)

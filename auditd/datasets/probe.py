@@ -43,16 +43,16 @@ class DatasetProbe(Probe):
 
     # -- declaration, known once the file is read ------------------------------------------
     @property
-    def modality(self):  # type: ignore[override]
+    def modality(self):
         self.items()
         return self.format.modality
 
     @property
-    def judges(self):  # type: ignore[override]
+    def judges(self):
         return ("clip",) if self.modality == "t2i" else ("refusal",)
 
     @property
-    def categories(self):  # type: ignore[override]
+    def categories(self):
         return tuple(dict.fromkeys(it.category for it in self.items()))
 
     # -- items ------------------------------------------------------------------------------
@@ -111,9 +111,11 @@ class DatasetProbe(Probe):
     # -- reports -----------------------------------------------------------------------------
     def describe(self) -> dict:
         items = self.items()
-        return {"format": self.format.id, "title": self.format.title, "path": str(self.path),
+        fmt = self.format
+        assert fmt is not None  # known once the file is read
+        return {"format": fmt.id, "title": fmt.title, "path": str(self.path),
                 "sha256": self.sha256,
-                "source": self.format.source, "licence": self.format.licence, "n_items": len(items),
+                "source": fmt.source, "licence": fmt.licence, "n_items": len(items),
                 "categories": dict(Counter(it.category for it in items)),
                 "unmapped": dict(self.unmapped)}
 

@@ -12,10 +12,10 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from sqlalchemy import func
 from sqlalchemy.engine import Engine
-from sqlmodel import select
+from sqlmodel import col, select
 
 from auditd import __version__
-from auditd.attacks.metrics import grpo_families
+from auditd.metrics.grpo import grpo_families
 from auditd.categories import BENIGN
 from auditd.policy.versions import short
 from auditd.store.db import session
@@ -46,12 +46,12 @@ class ModelResultsCollector:
         # Latest finished audit per model: one indexed query, then results for those audits only.
         latest_finish = (
             select(CheckpointRow.model, func.max(AuditRun.finished_at).label("fin"))
-            .join(AuditRun, AuditRun.checkpoint_id == CheckpointRow.id)
-            .where(AuditRun.finished_at.is_not(None))
+            .join(AuditRun, col(AuditRun.checkpoint_id) == col(CheckpointRow.id))
+            .where(col(AuditRun.finished_at).is_not(None))
             .group_by(CheckpointRow.model).subquery()
         )
         rows = s.exec(
-            select(CheckpointRow.model, AuditRun.id, AuditRun.checkpoint_id, AuditRun.outcome, AuditRun.finished_at,
+            select(col(CheckpointRow.model), col(AuditRun.id), col(AuditRun.checkpoint_id), col(AuditRun.outcome), col(AuditRun.finished_at),  # type: ignore[call-overload]  # sqlmodel types select() for <= 4 columns
                    AuditRun.policy_digest)
             .join(AuditRun, AuditRun.checkpoint_id == CheckpointRow.id)
             .join(latest_finish, (latest_finish.c.model == CheckpointRow.model) & (latest_finish.c.fin == AuditRun.finished_at))
@@ -83,9 +83,9 @@ class ModelResultsCollector:
             # Columns, not ORM entities: building thousands of model objects per scrape cost more than
             # the query itself (bench/bench_scrape.py).
             cr = CategoryResult
-            results = s.exec(select(cr.audit_id, cr.probe_id, cr.category, cr.harmful_rate, cr.refusal_rate, cr.n,
-                                    cr.n_judged, cr.n_refused, cr.degenerate_rate)
-                             .where(cr.audit_id.in_(model_of))).all()
+            results = s.exec(select(col(cr.audit_id), col(cr.probe_id), col(cr.category), col(cr.harmful_rate), col(cr.refusal_rate), col(cr.n),  # type: ignore[call-overload]  # sqlmodel types select() for <= 4 columns
+                                    col(cr.n_judged), col(cr.n_refused), col(cr.degenerate_rate))
+                             .where(col(cr.audit_id).in_(model_of))).all()
             over_acc: dict[str, list[int]] = {}
             for r in results:
                 labels = [model_of[r.audit_id], r.probe_id, r.category]
@@ -154,7 +154,7 @@ class FleetCollector:
         oldest = s.exec(select(func.min(AuditRun.created_at)).where(AuditRun.status == "queued")).first()
         age = max(0.0, time.time() - _ts(oldest)) if oldest else 0.0
         yield _one("auditd_oldest_queued_audit_age_seconds", "age of the oldest waiting audit", [], [], age)
-        durations = s.exec(select(AuditRun.duration_s).where(AuditRun.duration_s.is_not(None))).all()
+        durations = s.exec(select(col(AuditRun.duration_s)).where(col(AuditRun.duration_s).is_not(None))).all()
         buckets, acc = [], 0
         for ub in DURATION_BUCKETS:
             acc = sum(1 for d in durations if d <= ub)
@@ -172,7 +172,7 @@ class FleetCollector:
 def _drift(s, model_of: dict[int, str]) -> Iterator:
     """Harmful-rate drift of each model's latest audit against its baseline, as stored at verdict
     time (auditd/policy/baseline.py), so a scrape never re-runs the comparison."""
-    from auditd.store.hook_models import CategoryDrift
+    from auditd.store.drift_models import CategoryDrift
 
     delta = GaugeMetricFamily("auditd_category_harmful_rate_drift", "harmful rate minus the parent's/baseline's",
                               labels=["model", "probe", "category"])
@@ -181,8 +181,8 @@ def _drift(s, model_of: dict[int, str]) -> Iterator:
                                     labels=["model", "probe", "category"])
     if model_of:
         cd = CategoryDrift  # columns, not ORM entities (see _latest)
-        for r in s.exec(select(cd.audit_id, cd.probe_id, cd.category, cd.delta, cd.significant)
-                        .where(cd.audit_id.in_(model_of), cd.metric == "harmful_rate")).all():
+        for r in s.exec(select(col(cd.audit_id), col(cd.probe_id), col(cd.category), col(cd.delta), col(cd.significant))  # type: ignore[call-overload]  # sqlmodel types select() for <= 4 columns
+                        .where(col(cd.audit_id).in_(model_of), col(cd.metric) == "harmful_rate")).all():
             labels = [model_of[r.audit_id], r.probe_id, r.category]
             delta.add_metric(labels, r.delta)
             significant.add_metric(labels, 1.0 if r.significant else 0.0)
@@ -206,9 +206,9 @@ def _cascade(s, model_of: dict[int, str]) -> Iterator:
     if model_of:
         sm = Sample
         rows = s.exec(
-            select(sm.audit_id, func.count(), func.sum(case((sm.escalated.is_(True), 1), else_=0)),
-                   func.count(sm.judges_agree), func.sum(case((sm.judges_agree.is_(False), 1), else_=0)))
-            .where(sm.audit_id.in_(model_of), sm.escalated.is_not(None)).group_by(sm.audit_id)
+            select(col(sm.audit_id), func.count(), func.sum(case((col(sm.escalated).is_(True), 1), else_=0)),  # type: ignore[call-overload]  # sqlmodel types select() for <= 4 columns
+                   func.count(col(sm.judges_agree)), func.sum(case((col(sm.judges_agree).is_(False), 1), else_=0)))
+            .where(col(sm.audit_id).in_(model_of), col(sm.escalated).is_not(None)).group_by(col(sm.audit_id))
         ).all()
         for audit_id, n, n_esc, n_both, n_disagree in rows:
             model = model_of[audit_id]
@@ -231,7 +231,7 @@ def _judge_validations(s) -> Iterator:
                               labels=["judge", "gold"])
     seen = set()
     for judge, gold, acc, k in s.exec(select(jv.judge, jv.gold, jv.accuracy, jv.kappa)
-                                      .order_by(jv.created_at.desc(), jv.id.desc())).all():
+                                      .order_by(col(jv.created_at).desc(), col(jv.id).desc())).all():
         if (judge, gold) in seen:
             continue
         seen.add((judge, gold))
@@ -271,9 +271,9 @@ class AuditdRegistry(CollectorRegistry):
         """Changes whenever a per-model series can: a finished audit, a new or re-decided verdict
         (drift rows and GRPO summaries are written with them)."""
         with session(self.engine) as s:
-            finished = s.exec(select(func.count(AuditRun.id), func.max(AuditRun.finished_at))
-                              .where(AuditRun.finished_at.is_not(None))).one()
-            verdicts = s.exec(select(func.count(Verdict.id), func.max(Verdict.id), func.max(Verdict.created_at))).one()
+            finished = s.exec(select(func.count(col(AuditRun.id)), func.max(col(AuditRun.finished_at)))
+                              .where(col(AuditRun.finished_at).is_not(None))).one()
+            verdicts = s.exec(select(func.count(col(Verdict.id)), func.max(col(Verdict.id)), func.max(col(Verdict.created_at)))).one()
         return (*finished, *verdicts)
 
     def render(self) -> bytes:

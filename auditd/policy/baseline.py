@@ -5,25 +5,24 @@ The baseline is the registry lineage's parent, else the model's pinned baseline
 was found in the same poll as its child may not have been resolved to an id yet; it is looked up
 again here by its registry location. A child decided before its parent's audit finished gets a
 `baseline_missing` reason; when that audit finishes, such verdicts are decided again
-(`redecide_dependents`) and written back, so the order audits run in cannot let drift slip by.
+(`redecide_waiting`; stored and written back by auditd/runner/verdicts.py), so the order audits
+run in cannot let drift slip by.
 """
 
 from __future__ import annotations
 
-import logging
 import os
+from collections.abc import Callable
 
 from sqlalchemy import delete
-from sqlmodel import Session, select
+from sqlmodel import Session, col, select
 
 from auditd.policy.judge_trust import apply_judge_trust
 from auditd.policy.model import Policy
 from auditd.policy.verdict import Baseline, Decision, decide
-from auditd.runner.results import latest_results
-from auditd.store.hook_models import CategoryDrift
+from auditd.store.results import latest_results
+from auditd.store.drift_models import CategoryDrift
 from auditd.store.models import AuditRun, CheckpointRow, ModelRow, ProbeRun, RegistryEntry, Verdict, utcnow
-
-log = logging.getLogger(__name__)
 
 PENDING = ("queued", "running")
 
@@ -47,14 +46,14 @@ def lineage_parent(s: Session, checkpoint: CheckpointRow) -> tuple[str | None, s
 
 def latest_done_audit(s: Session, checkpoint_id: str) -> AuditRun | None:
     return s.exec(select(AuditRun).where(AuditRun.checkpoint_id == checkpoint_id, AuditRun.status == "done")
-                  .order_by(AuditRun.finished_at.desc(), AuditRun.id.desc())).first()
+                  .order_by(col(AuditRun.finished_at).desc(), col(AuditRun.id).desc())).first()
 
 
 def has_pending_audit(s: Session, checkpoint_id: str | None) -> bool:
     if not checkpoint_id:
         return False
     return s.exec(select(AuditRun.id).where(AuditRun.checkpoint_id == checkpoint_id,
-                                            AuditRun.status.in_(PENDING))).first() is not None
+                                            col(AuditRun.status).in_(PENDING))).first() is not None
 
 
 def resolve_baseline(s: Session, policy: Policy, checkpoint: CheckpointRow) -> Baseline:
@@ -66,7 +65,7 @@ def resolve_baseline(s: Session, policy: Policy, checkpoint: CheckpointRow) -> B
     order = [("parent", parent_id, named), ("pinned", pinned, pinned)]
     if policy.baseline.prefer == "pinned":
         order.reverse()
-    missing = []
+    missing: list[tuple[str | None, str]] = []
     for how, cid, name in order:
         if not name or cid == checkpoint.id:
             continue
@@ -91,7 +90,7 @@ def evaluate(s: Session, policy: Policy, audit_id: int, checkpoint: CheckpointRo
     baseline = resolve_baseline(s, policy, checkpoint)
     decision = decide(policy, latest_results(s, audit_id), summaries, baseline=baseline)
     apply_judge_trust(s, policy, checkpoint.kind, audit_id, decision)
-    s.exec(delete(CategoryDrift).where(CategoryDrift.audit_id == audit_id))
+    s.exec(delete(CategoryDrift).where(col(CategoryDrift.audit_id) == audit_id))
     if baseline.audit_id is not None:
         for row in decision.drift:
             s.add(CategoryDrift(audit_id=audit_id, **row))
@@ -104,44 +103,32 @@ def is_pending(s: Session, verdict: Verdict) -> bool:
                for r in verdict.reasons or [])
 
 
-def redecide_dependents(ctx, finished_checkpoint_id: str, scan: int = 200) -> list[int]:
-    """Decide again the recent verdicts that lacked a baseline which now has a finished audit.
-    Bounded to the latest `scan` verdicts so it stays cheap after every audit."""
-    from auditd.runner.audit import write_back
-    from auditd.store.db import session
+def waiting_for_baseline(s: Session, scan: int = 200) -> list[Verdict]:
+    """The latest `scan` verdicts decided without their baseline (rule `baseline_missing`)."""
+    verdicts = s.exec(select(Verdict).order_by(col(Verdict.id).desc()).limit(scan)).all()
+    return [v for v in verdicts if any(r.get("rule") == "baseline_missing" for r in v.reasons or [])]
 
-    redone = []
-    try:
-        with session(ctx.engine) as s:
-            verdicts = s.exec(select(Verdict).order_by(Verdict.id.desc()).limit(scan)).all()
-            waiting = [v for v in verdicts if any(r.get("rule") == "baseline_missing" for r in v.reasons or [])]
-    except Exception:  # never let this follow-up break the audit that just finished
-        log.exception("looking for verdicts waiting on %s failed", finished_checkpoint_id)
-        return redone
-    for v in waiting:
-        try:
-            with session(ctx.engine) as s:
-                audit = s.get(AuditRun, v.audit_id)
-                checkpoint = s.get(CheckpointRow, v.checkpoint_id)
-                if audit is None or audit.status != "done" or checkpoint is None:
-                    continue
-                policy = ctx.policies.get(audit.policy)
-                if resolve_baseline(s, policy, checkpoint).checkpoint_id != finished_checkpoint_id:
-                    continue
-                summaries = {p.probe_id: p.summary or {} for p in
-                             s.exec(select(ProbeRun).where(ProbeRun.audit_id == audit.id))}
-                decision = evaluate(s, policy, audit.id, checkpoint, summaries)
-                row = s.get(Verdict, v.id)
-                row.outcome, row.reasons, row.created_at = decision.outcome, decision.reasons, utcnow()
-                row.written_back_at = None  # the registry holds the old decision until written
-                audit.outcome = decision.outcome
-                s.add(row)
-                s.add(audit)
-                s.commit()
-            log.info("verdict of audit %s decided again against %s: %s", audit.id, finished_checkpoint_id[:19],
-                     decision.outcome)
-            redone.append(audit.id)
-            write_back(ctx, checkpoint, row)
-        except Exception:  # one bad old verdict must not stop the others, nor the audit that finished
-            log.exception("deciding verdict %s again failed", v.id)
-    return redone
+
+def redecide_waiting(s: Session, policy_of: Callable[[str], Policy], verdict: Verdict,
+                     finished_checkpoint_id: str) -> tuple[CheckpointRow, Verdict] | None:
+    """Decide again a verdict that waited for a baseline, if that baseline is the checkpoint whose
+    audit just finished: (checkpoint, updated verdict row), changed in the caller's session (the
+    caller commits and writes back), or None when it does not depend on it."""
+    audit = s.get(AuditRun, verdict.audit_id)
+    checkpoint = s.get(CheckpointRow, verdict.checkpoint_id)
+    if audit is None or audit.id is None or audit.status != "done" or checkpoint is None:
+        return None
+    policy = policy_of(audit.policy)
+    if resolve_baseline(s, policy, checkpoint).checkpoint_id != finished_checkpoint_id:
+        return None
+    summaries = {p.probe_id: p.summary or {} for p in s.exec(select(ProbeRun).where(ProbeRun.audit_id == audit.id))}
+    decision = evaluate(s, policy, audit.id, checkpoint, summaries)
+    row = s.get(Verdict, verdict.id)
+    if row is None:
+        return None
+    row.outcome, row.reasons, row.created_at = decision.outcome, decision.reasons, utcnow()
+    row.written_back_at = None  # the registry holds the old decision until written
+    audit.outcome = decision.outcome
+    s.add(row)
+    s.add(audit)
+    return checkpoint, row

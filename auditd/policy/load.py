@@ -32,7 +32,7 @@ def _line_of(node, loc: tuple) -> int | None:
             nxt = None
         if nxt is None:
             break
-        node, line = nxt, at.start_mark.line + 1
+        node, line = nxt, (at.start_mark.line + 1 if at is not None else line)
     return line
 
 

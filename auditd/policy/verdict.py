@@ -142,6 +142,8 @@ def _over_refusal(d: Decision, policy: Policy, r: CategoryResult, b, key: str, w
     if b is None or not r.n or not b.n:
         return
     dr = drift(r.n_refused, r.n, b.n_refused, b.n)
+    if dr is None:
+        return
     significant = dr.p_value < t.drift_alpha
     d.drift.append(_drift_row(r, "refusal_rate", dr, significant, baseline))
     if significant and (lvl := _level(dr.delta, t.over_refusal_drift_warn, t.over_refusal_drift_block)):

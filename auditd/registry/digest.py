@@ -11,29 +11,10 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
-# Files auditd itself writes beside a checkpoint; they are not part of its identity.
-OWN_FILES = {"auditd-verdict.json", "auditd.json"}
+from auditd.backends.files import checkpoint_files, relative_name  # noqa: F401  (relative_name: re-exported)
+
 PARTIAL_SUFFIXES = (".tmp", ".part", ".partial", ".incomplete", ".lock")
 CHUNK = 1 << 20
-
-
-def checkpoint_files(location: Path) -> list[Path]:
-    """The regular files that make up the checkpoint (recursive, hidden files and our own skipped).
-    Symlinked sub-folders are not descended into (pathlib's rglob does not follow them)."""
-    if location.is_file():
-        return [location]
-    files = []
-    for p in sorted(location.rglob("*")):
-        rel = p.relative_to(location)
-        if any(part.startswith(".") for part in rel.parts) or p.name in OWN_FILES:
-            continue
-        if p.is_file():
-            files.append(p)
-    return files
-
-
-def relative_name(location: Path, p: Path) -> str:
-    return p.relative_to(location).as_posix() if location.is_dir() else p.name
 
 
 def stat_signature(location: Path) -> tuple[str, float]:

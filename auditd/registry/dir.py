@@ -18,7 +18,7 @@ from pathlib import Path
 
 from sqlmodel import Session, select
 
-from auditd.registry.checkpoint import Checkpoint
+from auditd.registry.checkpoint import Checkpoint, Kind
 from auditd.backends.limits import check_input_sizes
 from auditd.backends.loading import CheckpointError
 from auditd.registry.contain import VERDICT_FILE, check_contained
@@ -39,7 +39,7 @@ def is_checkpoint_dir(path: Path) -> bool:
     return any(p.suffix in WEIGHT_SUFFIXES for p in path.iterdir() if p.is_file())
 
 
-def detect_kind(path: Path) -> str:
+def detect_kind(path: Path) -> Kind:
     return "t2i" if (path / "model_index.json").is_file() else "text"
 
 

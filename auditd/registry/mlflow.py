@@ -22,7 +22,7 @@ import shutil
 from pathlib import Path
 
 from sqlalchemy.engine import Engine
-from sqlmodel import Session, select
+from sqlmodel import Session, col, select
 
 from auditd.registry.checkpoint import Checkpoint
 from auditd.registry.digest import content_digest
@@ -117,7 +117,7 @@ class MlflowSource:
                 metadata={"location": location, "lineage": {"parent": tags.get(PARENT_TAG)} if tags.get(PARENT_TAG) else {},
                           "mlflow": {"name": mv.name, "version": str(mv.version), "run_id": mv.run_id, "source": mv.source}},
             ))
-            done = session.exec(select(Verdict).where(Verdict.checkpoint_id == digest).order_by(Verdict.id.desc())).first()
+            done = session.exec(select(Verdict).where(col(Verdict.checkpoint_id) == digest).order_by(col(Verdict.id).desc())).first()
             if done is not None:  # same content as an audited version: tag it now, no second audit
                 self._tag(mv.name, mv.version, _doc(done))
         return new

@@ -1,5 +1,6 @@
 """Registry webhooks: the generic signed `POST /v1/hooks/registry`, Hugging Face Hub webhooks, and
-the signature checks of MLflow webhooks; plus the hand-over of an accepted event to the queue.
+the signature checks of MLflow webhooks; and the checkpoint an accepted event names. Handing it
+to the queue is the scheduler's part (auditd/scheduler/intake.py).
 
 Security model. A webhook is accepted only when it proves it knows the shared secret (an
 HMAC-SHA256 signature; Hugging Face Hub only sends the secret itself, compared in constant time),
@@ -31,12 +32,12 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from sqlalchemy import func
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
-from sqlmodel import select
+from sqlmodel import col, select
 
 from auditd.registry.checkpoint import Checkpoint
 from auditd.store.db import session
 from auditd.store.hook_models import WebhookDelivery
-from auditd.store.models import AuditRun, CheckpointRow
+from auditd.store.models import CheckpointRow
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +48,6 @@ MLFLOW_SIGNATURE_HEADER = "X-MLflow-Signature"
 MLFLOW_TIMESTAMP_HEADER = "X-MLflow-Timestamp"
 MLFLOW_DELIVERY_HEADER = "X-MLflow-Delivery-Id"
 EVENT_ID = re.compile(r"^[A-Za-z0-9._:@/+=-]{1,200}$")
-ACTIVE = ("queued", "running", "done")
 
 
 class WebhookRejected(Exception):
@@ -240,7 +240,7 @@ def record_delivery(engine: Engine, source: str, event_id: str, signature: str, 
                 return row, True
             except IntegrityError:  # a concurrent delivery of the same event won
                 s.rollback()
-                known = s.exec(select(WebhookDelivery).where(*same_event)).first()
+                known = s.exec(select(WebhookDelivery).where(*same_event)).one()
     if hmac.compare_digest(known.signature, signature):
         raise WebhookRejected(409, f"replay of delivery {event_id!r}")
     return known, False
@@ -249,26 +249,10 @@ def record_delivery(engine: Engine, source: str, event_id: str, signature: str, 
 def finish_delivery(engine: Engine, delivery_id: int, status: str, *, checkpoint_id: str | None = None,
                     audit_id: int | None = None, error: str | None = None) -> None:
     with session(engine) as s:
-        row = s.get(WebhookDelivery, delivery_id)
+        row = s.get_one(WebhookDelivery, delivery_id)
         row.status, row.checkpoint_id, row.audit_id, row.error = status, checkpoint_id, audit_id, error
         s.add(row)
         s.commit()
-
-
-def schedule_checkpoint(engine: Engine, settings, cp: Checkpoint, event_key: str) -> tuple[str, int]:
-    """Record the checkpoint and queue one audit for it, unless one is already queued, running or
-    done for the same content (a webhook and a poll announcing one checkpoint audit it once)."""
-    from auditd.scheduler import queue
-
-    with session(engine) as s:
-        queue.ingest(s, cp)
-        s.commit()
-        existing = s.exec(select(AuditRun).where(AuditRun.checkpoint_id == cp.id, AuditRun.status.in_(ACTIVE))
-                          .order_by(AuditRun.id.desc())).first()
-    if existing is not None:
-        return "duplicate", existing.id
-    run, _ = queue.enqueue(engine, cp.id, request_key=event_key, policy=settings.policy, device=settings.device)
-    return "scheduled", run.id
 
 
 def resolve_parent(engine: Engine, parent: str | None) -> str | None:
@@ -293,56 +277,32 @@ def _contained_digest(path: Path, root: Path, settings) -> str:
     return content_digest(path)
 
 
-def process_generic(engine: Engine, settings, delivery_id: int, event: RegistryEvent, path: Path) -> None:
-    """Hash the named checkpoint and queue its audit (after the HTTP answer: hashing takes time)."""
+def generic_checkpoint(engine: Engine, settings, event: RegistryEvent, path: Path) -> Checkpoint:
+    """The checkpoint a generic event names, hashed (hashing takes time: after the HTTP answer)."""
     from auditd.registry.dir import detect_kind
 
-    try:
-        root = root_of(path, settings.webhook_path_roots)
-        digest = _contained_digest(path, root, settings)  # a link leading out of the webhook roots is refused
-        kind = event.kind or (detect_kind(path) if path.is_dir() else "text")
-        cp = Checkpoint(id=digest, model=event.model, kind=kind, path=str(path), source="webhook",
-                        parent=resolve_parent(engine, event.parent),
-                        metadata={"event_id": event.event_id, "lineage": {"parent": event.parent}, **event.metadata,
-                                  "root": str(root)})
-        status, audit_id = schedule_checkpoint(engine, settings, cp, f"event:{event.event_id}")
-        finish_delivery(engine, delivery_id, status, checkpoint_id=digest, audit_id=audit_id)
-        log.info("webhook event %s: checkpoint %s %s (audit %s)", event.event_id, digest[:19], status, audit_id)
-    except Exception as exc:
-        log.error("webhook event %s could not be handed over: %s", event.event_id, exc)
-        finish_delivery(engine, delivery_id, "error", error=" ".join(str(exc).split())[:500])
+    root = root_of(path, settings.webhook_path_roots)
+    digest = _contained_digest(path, root, settings)  # a link leading out of the webhook roots is refused
+    kind = event.kind or (detect_kind(path) if path.is_dir() else "text")
+    return Checkpoint(id=digest, model=event.model, kind=kind, path=str(path), source="webhook",
+                      parent=resolve_parent(engine, event.parent),
+                      metadata={"event_id": event.event_id, "lineage": {"parent": event.parent}, **event.metadata,
+                                "root": str(root)})
 
 
-def process_hf(engine: Engine, settings, delivery_id: int, event: HFEvent) -> None:
-    """Resolve a Hub revision to its local snapshot and queue its audit."""
+def hf_checkpoint(settings, event: HFEvent) -> Checkpoint:
+    """The checkpoint of a Hub revision: its local snapshot, hashed."""
     from auditd.registry.dir import detect_kind
 
-    try:
-        path = hf_snapshot(event.repo_id, event.revision, settings.hf_cache_dir, settings.hf_download)
-        digest = _contained_digest(path, path, settings)  # snapshot files may link into the repo's blobs/ only
-        cp = Checkpoint(id=digest, model=event.repo_id, kind=detect_kind(path), path=str(path), source="huggingface",
-                        metadata={"repo": event.repo_id, "revision": event.revision, "root": str(path)})
-        status, audit_id = schedule_checkpoint(engine, settings, cp, f"event:hf:{event.event_id}")
-        finish_delivery(engine, delivery_id, status, checkpoint_id=digest, audit_id=audit_id)
-        log.info("hub event %s: checkpoint %s %s (audit %s)", event.event_id, digest[:19], status, audit_id)
-    except Exception as exc:
-        log.error("hub event %s could not be handed over: %s", event.event_id, exc)
-        finish_delivery(engine, delivery_id, "error", error=" ".join(str(exc).split())[:500])
+    path = hf_snapshot(event.repo_id, event.revision, settings.hf_cache_dir, settings.hf_download)
+    digest = _contained_digest(path, path, settings)  # snapshot files may link into the repo's blobs/ only
+    return Checkpoint(id=digest, model=event.repo_id, kind=detect_kind(path), path=str(path), source="huggingface",
+                      metadata={"repo": event.repo_id, "revision": event.revision, "root": str(path)})
 
 
-def resume_deliveries(engine: Engine, settings) -> int:
-    """Hand over deliveries accepted before a crash or stop but never processed (at start-up,
-    when nothing else can be processing them). MLflow ones need nothing: the first poll finds them."""
+def unprocessed_deliveries(engine: Engine) -> list[WebhookDelivery]:
+    """Deliveries accepted but never handed over (a crash or stop in between). MLflow ones need
+    nothing: the first poll finds them."""
     with session(engine) as s:
-        rows = s.exec(select(WebhookDelivery).where(WebhookDelivery.status == "accepted",
-                                                    WebhookDelivery.source.in_(("registry", "huggingface")))).all()
-    for row in rows:
-        try:
-            if row.source == "registry":
-                event = RegistryEvent.model_validate(row.payload)
-                process_generic(engine, settings, row.id, event, inside_roots(event.path, settings.webhook_path_roots))
-            else:
-                process_hf(engine, settings, row.id, parse_hf(json.dumps(row.payload).encode()))
-        except (WebhookRejected, ValidationError) as exc:
-            finish_delivery(engine, row.id, "error", error=str(exc)[:500])
-    return len(rows)
+        return list(s.exec(select(WebhookDelivery).where(WebhookDelivery.status == "accepted",
+                                                         col(WebhookDelivery.source).in_(("registry", "huggingface")))))

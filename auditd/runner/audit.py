@@ -11,7 +11,6 @@ import logging
 import threading
 import time
 from dataclasses import dataclass, field
-from datetime import timedelta
 from pathlib import Path
 from typing import Callable
 
@@ -21,20 +20,22 @@ from sqlmodel import select
 
 from auditd import plugins
 from auditd.backends.base import Closable, GenerationParams, local_checkpoint_of
-from auditd.policy.baseline import evaluate, redecide_dependents
+from auditd.judges.combine import judge_sample, provenance
+from auditd.logs import one_line
+from auditd.policy.baseline import evaluate
 from auditd.policy.cache import PolicyCache
 from auditd.policy.model import Policy, ProbePlan
 from auditd.probe import Probe
 from auditd.probe.build import build_probe
-from auditd.judges.combine import judge_sample, provenance
-from auditd.runner.errors import AuditFailed, Cancelled, Interrupted, one_line
+from auditd.runner.errors import AuditFailed, Cancelled, Interrupted
 from auditd.runner.items import select_items
 from auditd.runner.lazy import LazyBackend
 from auditd.runner.reuse import prepare_audit
 from auditd.runner.session import OpenedRun
-from auditd.runner.results import aggregate
-from auditd.runner.stage import current as current_stage
-from auditd.runner.stage import stage, stage_of
+from auditd.store.results import aggregate
+from auditd.stage import current as current_stage
+from auditd.stage import stage, stage_of
+from auditd.runner.verdicts import redecide_dependents, write_back
 from auditd.settings import Settings
 from auditd.store.db import session
 from auditd.store.errors import retry_storage
@@ -405,39 +406,3 @@ def requeue(engine: Engine, audit_id: int, worker: str | None = None) -> bool:
         res = s.exec(q.values(status="queued", worker=None))
         s.commit()
         return res.rowcount == 1
-
-
-def write_back(ctx: AuditContext, checkpoint: CheckpointRow, verdict: Verdict) -> None:
-    """Hand the verdict to the registry and mark it written. Without a writer (an audit child) the
-    verdict stays marked pending and the daemon writes it (flush_write_backs): a crash between the
-    stored verdict and its write-back is caught up on the next start."""
-    if ctx.on_verdict is None:
-        return
-    try:
-        ctx.on_verdict(checkpoint, verdict)
-    except Exception as exc:  # the verdict is stored; a failed write-back is logged and retried later
-        log.error("writing verdict back to the registry failed for %s: %s", checkpoint.id, one_line(exc))
-        return
-    try:
-        with session(ctx.engine) as s:
-            s.exec(update(Verdict).where(Verdict.id == verdict.id).values(written_back_at=utcnow()))
-            s.commit()
-    except Exception as exc:  # written, but not marked: it is written again later (same content)
-        log.warning("marking the verdict of %s written back failed: %s", checkpoint.id, one_line(exc))
-
-
-
-def flush_write_backs(ctx: AuditContext, limit: int = 50, max_age_s: float = 86400.0) -> int:
-    """Write back the verdicts still pending (decided in an audit child, re-decided, given up, or
-    left by a crash or a failed write); those older than `max_age_s` are left alone. Returns how
-    many were written."""
-    if ctx.on_verdict is None:
-        return 0
-    since = utcnow() - timedelta(seconds=max_age_s)
-    with session(ctx.engine) as s:
-        pending = s.exec(select(Verdict, CheckpointRow).join(CheckpointRow, CheckpointRow.id == Verdict.checkpoint_id)
-                         .where(Verdict.written_back_at.is_(None), Verdict.created_at >= since)
-                         .order_by(Verdict.id).limit(limit)).all()
-    for verdict, checkpoint in pending:
-        write_back(ctx, checkpoint, verdict)
-    return len(pending)

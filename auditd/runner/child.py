@@ -68,7 +68,7 @@ def _reporter():
 
 def _run(job: dict, report) -> int:
     from auditd.logs import setup_logging
-    from auditd.runner import stage
+    from auditd import stage
     from auditd.runner.audit import AuditContext, run_audit
     from auditd.settings import Settings
     from auditd.store.db import make_engine

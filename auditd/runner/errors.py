@@ -7,7 +7,6 @@ These and `auditd.runner.session.ProbeSession` are all a probe needs from the ru
 
 from __future__ import annotations
 
-from auditd.sanitize import sanitize
 
 
 class Interrupted(Exception):
@@ -22,7 +21,3 @@ class Cancelled(AuditFailed):
     """The audit was cancelled by request; stored with status "cancelled"."""
 
 
-def one_line(exc: BaseException) -> str:
-    """An exception as one sanitized line of at most 500 characters (stored, logged, shown)."""
-    text = sanitize(" ".join(str(exc).split())) or type(exc).__name__
-    return text[:500]

@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any, Callable
 
 from auditd.backends.base import Closable
-from auditd.runner.stage import stage
+from auditd.stage import stage
 
 
 class LazyBackend:

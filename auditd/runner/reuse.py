@@ -20,10 +20,11 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from sqlalchemy import delete
-from sqlmodel import select
+from sqlmodel import col, select
 
 from auditd import plugins
 from auditd.judges.base import JudgeInput
@@ -104,7 +105,7 @@ def prepare_audit(runner, policy: Policy, checkpoint: CheckpointRow, plan: list[
             continue
         _seed_probe(runner, policy, checkpoint, p, probe, judges, report)
     with session(runner.ctx.engine) as s:
-        audit = s.get(AuditRun, runner.audit_id)
+        audit = s.get_one(AuditRun, runner.audit_id)
         audit.policy_digest, audit.plan_digest, audit.decision_digest = version.digest, version.plan, version.decision
         kept = audit.reuse if audit.reuse and not (report.reused or report.probes_reused) else report.as_dict()
         # Probe runs the runner creates itself carry no digests yet: they are filled from here (_backfill).
@@ -139,10 +140,10 @@ def _seed_probe(runner, policy, checkpoint, p: ProbePlan, probe, judges: dict, r
             _count_resumed(s, run, items, report)
             return
         sources = s.exec(
-            select(ProbeRun).join(AuditRun, AuditRun.id == ProbeRun.audit_id)
+            select(ProbeRun).join(AuditRun, col(AuditRun.id) == col(ProbeRun.audit_id))
             .where(AuditRun.checkpoint_id == checkpoint.id, AuditRun.id != audit_id, ProbeRun.probe_id == p.id,
                    ProbeRun.gen_digest == gen)
-            .order_by(AuditRun.id.desc())
+            .order_by(col(AuditRun.id).desc())
         ).all()
     # The probe run is created here only when work is reused; otherwise the runner creates it when
     # the probe starts (its started_at stays true) and _backfill gives it its digests later.
@@ -182,13 +183,14 @@ def _left(engine, audit_id: int, probe_id: str, items: list) -> bool:
         return _stored(s, audit_id, probe_id) < len(items)
 
 
-def _copy_samples(runner, policy, new_run: ProbeRun, items: list[ProbeItem], sources: list[ProbeRun], jdg: str,
+def _copy_samples(runner, policy, new_run: ProbeRun, items: list[ProbeItem], sources: Sequence[ProbeRun], jdg: str,
                   kind: str) -> tuple[int, list[tuple[ProbeItem, str]]]:
     """Copy compatible samples (newest audit first) under a new probe run, created if anything is
     reused; returns (copied, [(item, output) to judge again])."""
     probe_id = new_run.probe_id
     wanted = {(it.index, it.variant): it for it in items}
-    copied, rejudge = 0, {}
+    copied = 0
+    rejudge: dict[tuple[int, str], tuple[ProbeItem, str]] = {}
     with session(runner.ctx.engine) as s:
         for src in sources:
             same_judges = src.judge_digest == jdg
@@ -216,7 +218,8 @@ def _copy_sample(s, audit_id: int, row: Sample, keep_outputs: bool) -> Sample:
     if not keep_outputs:
         new.output = ""
     s.add(new)
-    s.flush()
+    s.flush()  # gives the copy its id
+    assert new.id is not None
     for sc in s.exec(select(JudgeScoreRow).where(JudgeScoreRow.sample_id == row.id)).all():
         s.add(JudgeScoreRow(sample_id=new.id, **{f: getattr(sc, f) for f in SCORE_FIELDS}))
     return new
@@ -240,7 +243,7 @@ def _rejudge(runner, policy, p: ProbePlan, probe, todo: list[tuple[ProbeItem, st
 
 
 def _copy_attack(runner, policy, run: ProbeRun, source: ProbeRun) -> None:
-    from auditd.policy.redecide import rethreshold_attack
+    from auditd.runner.verdicts import rethreshold_attack
 
     audit_id, probe_id = runner.audit_id, run.probe_id
     with session(runner.ctx.engine) as s:
@@ -263,8 +266,8 @@ def _backfill(engine, checkpoint_id: str) -> None:
     """Give the checkpoint's probe runs that the runner created their digests, from their audit's
     record (written when the audit started), so later audits can match their samples."""
     with session(engine) as s:
-        rows = s.exec(select(ProbeRun, AuditRun).join(AuditRun, AuditRun.id == ProbeRun.audit_id)
-                      .where(AuditRun.checkpoint_id == checkpoint_id, ProbeRun.gen_digest.is_(None))).all()
+        rows = s.exec(select(ProbeRun, AuditRun).join(AuditRun, col(AuditRun.id) == col(ProbeRun.audit_id))
+                      .where(col(AuditRun.checkpoint_id) == checkpoint_id, col(ProbeRun.gen_digest).is_(None))).all()
         for run, audit in rows:
             d = ((audit.reuse or {}).get("digests") or {}).get(run.probe_id)
             if d:
@@ -276,8 +279,8 @@ def _backfill(engine, checkpoint_id: str) -> None:
 def discard_probe_run(s, audit_id: int, probe_id: str) -> None:
     """Delete one probe run of an audit with everything stored under it (the caller commits)."""
     ids = select(Sample.id).where(Sample.audit_id == audit_id, Sample.probe_id == probe_id)
-    s.exec(delete(JudgeScoreRow).where(JudgeScoreRow.sample_id.in_(ids)))
-    s.exec(delete(Sample).where(Sample.audit_id == audit_id, Sample.probe_id == probe_id))
+    s.exec(delete(JudgeScoreRow).where(col(JudgeScoreRow.sample_id).in_(ids)))
+    s.exec(delete(Sample).where(col(Sample.audit_id) == audit_id, col(Sample.probe_id) == probe_id))
     for table in (AttackPoint, CategoryResult, JudgeErrorCount, ProbeRun):
-        s.exec(delete(table).where(table.audit_id == audit_id, table.probe_id == probe_id))
+        s.exec(delete(table).where(col(table.audit_id) == audit_id, col(table.probe_id) == probe_id))
     s.flush()

@@ -19,17 +19,17 @@ import subprocess
 import sys
 import time
 
+from auditd.logs import one_line
 from auditd.runner.audit import (
     AuditContext,
     fail_audit,
     memory_message,
-    one_line,
     requeue,
     timeout_message,
-    write_back,
 )
 from auditd.runner.child import EXIT_MEMORY, STAGE_FD_ENV
 from auditd.runner.content import discard_snapshot
+from auditd.runner.verdicts import redecide_dependents, write_back
 from auditd.store.db import session
 from auditd.store.errors import retry_storage
 from auditd.store.models import AuditRun, CheckpointRow
@@ -50,6 +50,11 @@ class ChildAudit:
         self.stage = "start"
         self.peak_vm = 0  # bytes, VmPeak of the child as last seen
         self.proc: subprocess.Popen | None = None
+
+    @property
+    def _child(self) -> subprocess.Popen:
+        assert self.proc is not None, "the child is spawned first"
+        return self.proc
 
     # -- the child's life -----------------------------------------------------------------------
     def run(self) -> str | None:
@@ -78,17 +83,18 @@ class ChildAudit:
         if job["memory_limit"]:
             env.setdefault("MALLOC_ARENA_MAX", "2")  # glibc's per-thread arenas reserve address space, not memory
         try:
-            self.proc = subprocess.Popen([sys.executable, "-m", "auditd.runner.child"], stdin=subprocess.PIPE,
-                                         pass_fds=(write_fd,), env=env, start_new_session=True)
+            proc = self.proc = subprocess.Popen([sys.executable, "-m", "auditd.runner.child"], stdin=subprocess.PIPE,
+                                                pass_fds=(write_fd,), env=env, start_new_session=True)
         finally:
             os.close(write_fd)
         self.reader = os.fdopen(read_fd, "rb", buffering=0)
         try:
-            self.proc.stdin.write(json.dumps(job).encode())
-            self.proc.stdin.close()
+            assert proc.stdin is not None  # stdin=PIPE
+            proc.stdin.write(json.dumps(job).encode())
+            proc.stdin.close()
         except BrokenPipeError:  # it died at once; its exit status says why
             pass
-        log.info("audit %s: child process %s started", self.audit_id, self.proc.pid)
+        log.info("audit %s: child process %s started", self.audit_id, self._child.pid)
 
     def _watch(self, deadline: float, timeout_s: float) -> str | None:
         """Follow the child until it exits. Returns None (it exited), "timeout" or "stop"."""
@@ -113,12 +119,12 @@ class ChildAudit:
                     buf = self._lines(buf + chunk)
                     continue
                 # EOF: the child closed its end (exited); reap it, then a last look at the group.
-                self.proc.wait()
+                self._child.wait()
                 self._signal(signal.SIGKILL)  # anything it left behind in its group goes too
                 self.reader.close()
                 return ended_by
             self._sample_memory()
-            if self.proc.poll() is not None and not readable:
+            if self._child.poll() is not None and not readable:
                 # Exited while a grandchild still holds the pipe open: do not wait on it.
                 self._signal(signal.SIGKILL)
                 self.reader.close()
@@ -135,13 +141,13 @@ class ChildAudit:
 
     def _signal(self, sig: int) -> None:
         try:
-            os.killpg(self.proc.pid, sig)
+            os.killpg(self._child.pid, sig)
         except (ProcessLookupError, PermissionError):
             pass
 
     def _sample_memory(self) -> None:
         try:
-            with open(f"/proc/{self.proc.pid}/status") as f:
+            with open(f"/proc/{self._child.pid}/status") as f:
                 for line in f:
                     if line.startswith("VmPeak:"):
                         self.peak_vm = max(self.peak_vm, int(line.split()[1]) * 1024)
@@ -153,7 +159,7 @@ class ChildAudit:
     def _timeout_s(self) -> float:
         try:
             with session(self.ctx.engine) as s:
-                policy_name = s.get(AuditRun, self.audit_id).policy
+                policy_name = s.get_one(AuditRun, self.audit_id).policy
             return float(self.ctx.policies.get(policy_name).budget.audit_timeout_s)
         except Exception as exc:  # the child will fail on the same policy, with the reason
             log.warning("audit %s: no deadline from its policy (%s); using %.0f s", self.audit_id, one_line(exc),
@@ -166,7 +172,7 @@ class ChildAudit:
         self._fail(message, timeout_s)
 
     def _death_reason(self) -> str:
-        rc, where = self.proc.returncode, self.stage
+        rc, where = self._child.returncode, self.stage
         if rc == 0:
             return f"exited without a verdict in {where}"
         if rc == EXIT_MEMORY:
@@ -203,10 +209,8 @@ class ChildAudit:
         verdict = self._storing(lambda: fail_audit(self.ctx.engine, self.audit_id, "error", message, elapsed_s),
                                 "store the error")
         if verdict is not None:
-            from auditd.policy.baseline import redecide_dependents
-
             with session(self.ctx.engine) as s:
-                checkpoint = s.get(CheckpointRow, verdict.checkpoint_id)
+                checkpoint = s.get_one(CheckpointRow, verdict.checkpoint_id)
             write_back(self.ctx, checkpoint, verdict)
             redecide_dependents(self.ctx, checkpoint.id)
 
@@ -218,7 +222,7 @@ class ChildAudit:
 
 def _audit(engine, audit_id: int) -> AuditRun:
     with session(engine) as s:
-        return s.get(AuditRun, audit_id)
+        return s.get_one(AuditRun, audit_id)
 
 
 def run_in_child(ctx: AuditContext, audit_id: int, device: str) -> str | None:

@@ -10,7 +10,7 @@ import time
 from collections import Counter
 from typing import Callable
 
-from auditd.runner.audit import one_line
+from auditd.logs import one_line
 from auditd.store.errors import error_kind, short_message
 
 log = logging.getLogger(__name__)

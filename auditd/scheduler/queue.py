@@ -14,27 +14,14 @@ from typing import Callable
 from sqlalchemy import update
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
-from sqlmodel import Session, select
+from sqlmodel import col, select
 
-from auditd.registry.checkpoint import Checkpoint
 from auditd.store.db import session
-from auditd.store.models import AuditRun, CheckpointRow, ModelRow, utcnow
+from auditd.store.models import AuditRun, utcnow
 
 
 def worker_id() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
-
-
-def ingest(s: Session, cp: Checkpoint) -> CheckpointRow:
-    """Record a checkpoint (and its model) if new; the caller commits."""
-    row = s.get(CheckpointRow, cp.id)
-    if row is None:
-        row = CheckpointRow(id=cp.id, model=cp.model, kind=cp.kind, source=cp.source, path=cp.path,
-                            parent_id=cp.parent, meta=cp.metadata)
-        s.add(row)
-    if s.get(ModelRow, cp.model) is None:
-        s.add(ModelRow(name=cp.model, kind=cp.kind))
-    return row
 
 
 def enqueue(engine: Engine, checkpoint_id: str, *, request_key: str = "auto", policy: str = "default",
@@ -70,10 +57,11 @@ def claim_next(engine: Engine, device: str, worker: str, max_attempts: int | Cal
     gave_up = [] if gave_up is None else gave_up
     with session(engine) as s:
         candidates = s.exec(
-            select(AuditRun).where(AuditRun.status == "queued", AuditRun.device.in_((device, "any")))
-            .order_by(AuditRun.priority.desc(), AuditRun.id).limit(8)
+            select(AuditRun).where(col(AuditRun.status) == "queued", col(AuditRun.device).in_((device, "any")))
+            .order_by(col(AuditRun.priority).desc(), col(AuditRun.id)).limit(8)
         ).all()
     for c in candidates:
+        assert c.id is not None  # read from the table
         if c.attempts >= limit(c.policy):
             message = f"gave up after {c.attempts} interrupted attempts"
             if fail_audit(engine, c.id, "error", message, from_status=("queued",)) is not None:
@@ -91,11 +79,11 @@ def claim(engine: Engine, audit_id: int, worker: str, device: str | None = None)
         values = dict(status="running", worker=worker, attempts=AuditRun.attempts + 1, heartbeat_at=now)
         if device:
             values["device"] = device
-        res = s.exec(update(AuditRun).where(AuditRun.id == audit_id, AuditRun.status == "queued").values(**values))
+        res = s.exec(update(AuditRun).where(col(AuditRun.id) == audit_id, col(AuditRun.status) == "queued").values(**values))
         s.commit()
         if res.rowcount != 1:
             return None
-        run = s.get(AuditRun, audit_id)
+        run = s.get_one(AuditRun, audit_id)
         if run.started_at is None:
             run.started_at = now
             s.add(run)
@@ -118,7 +106,7 @@ def _pid_alive(worker: str) -> bool:
         return True
 
 
-def recover(engine: Engine, heartbeat_timeout_s: float, running_here: set[int] = frozenset()) -> list[int]:
+def recover(engine: Engine, heartbeat_timeout_s: float, running_here: set[int] | frozenset[int] = frozenset()) -> list[int]:
     """Requeue audits whose worker died (same host: pid gone; any host: heartbeat stale).
     Their stored samples are kept: the audit resumes, it does not start over."""
     stale_before = utcnow() - timedelta(seconds=heartbeat_timeout_s)
@@ -130,9 +118,9 @@ def recover(engine: Engine, heartbeat_timeout_s: float, running_here: set[int] =
             dead = a.worker is None or not _pid_alive(a.worker)
             stale = a.heartbeat_at is not None and a.heartbeat_at < stale_before
             if dead or stale:
-                res = s.exec(update(AuditRun).where(AuditRun.id == a.id, AuditRun.status == "running",
-                                                    AuditRun.worker == a.worker).values(status="queued", worker=None))
-                if res.rowcount:
+                res = s.exec(update(AuditRun).where(col(AuditRun.id) == a.id, col(AuditRun.status) == "running",
+                                                    col(AuditRun.worker) == a.worker).values(status="queued", worker=None))
+                if res.rowcount and a.id is not None:
                     requeued.append(a.id)
         s.commit()
     return requeued
@@ -142,6 +130,6 @@ def heartbeat(engine: Engine, audit_ids: set[int]) -> None:
     if not audit_ids:
         return
     with session(engine) as s:
-        s.exec(update(AuditRun).where(AuditRun.id.in_(audit_ids), AuditRun.status == "running")
+        s.exec(update(AuditRun).where(col(AuditRun.id).in_(audit_ids), col(AuditRun.status) == "running")
                .values(heartbeat_at=utcnow()))
         s.commit()

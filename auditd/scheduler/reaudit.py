@@ -6,7 +6,7 @@ Which policy governs a checkpoint: the policy its latest audit was explicitly as
 registry sources and webhooks found). A verdict is stale when it was decided under another version
 (auditd.policy.versions) of that policy:
 - decision part changed only: re-decided from stored results at once, no model loaded
-  (auditd.policy.redecide);
+  (auditd.policy.redecide, stored and written back by auditd.runner.verdicts);
 - plan part changed: a re-audit is queued, which reuses every stored sample still valid
   (auditd.runner.reuse). Re-audits run below new checkpoints (priority REAUDIT_PRIORITY) and at
   most `reaudit_max_per_hour` are queued per hour; the queue key names the plan version, so a
@@ -23,11 +23,11 @@ from datetime import timedelta
 from pathlib import Path
 
 from sqlalchemy import func, update
-from sqlmodel import select
+from sqlmodel import col, select
 
 from auditd.policy.load import PolicyError
-from auditd.policy.redecide import redecide_audit
 from auditd.policy.versions import change_kind, request_key, short, version_of
+from auditd.runner.verdicts import redecide_audit
 from auditd.scheduler import queue
 from auditd.store.db import session
 from auditd.store.models import AuditRun, CheckpointRow, utcnow
@@ -68,8 +68,8 @@ def stale_verdicts(engine, policies, default_ref: str, scope: str = "all") -> li
     with session(engine) as s:
         newest = dict(s.exec(select(CheckpointRow.model, func.max(CheckpointRow.first_seen_at))
                              .group_by(CheckpointRow.model)).all())
-        rows = s.exec(select(AuditRun, CheckpointRow).join(CheckpointRow, CheckpointRow.id == AuditRun.checkpoint_id)
-                      .where(AuditRun.status == "done").order_by(AuditRun.finished_at, AuditRun.id)).all()
+        rows = s.exec(select(AuditRun, CheckpointRow).join(CheckpointRow, col(CheckpointRow.id) == col(AuditRun.checkpoint_id))
+                      .where(col(AuditRun.status) == "done").order_by(col(AuditRun.finished_at), col(AuditRun.id))).all()
     latest: dict[str, tuple[AuditRun, CheckpointRow]] = {}
     for audit, cp in rows:
         latest[cp.id] = (audit, cp)  # ordered by finish: the last one wins
@@ -88,7 +88,7 @@ def stale_verdicts(engine, policies, default_ref: str, scope: str = "all") -> li
             continue
         version = version_of(policy)
         kind = change_kind(audit.plan_digest, audit.decision_digest, version)
-        if kind != "same":
+        if kind != "same" and audit.id is not None:
             out.append(Stale(cp.id, cp.model, audit.id, ref, policy.name, kind, audit.policy_digest, version.digest,
                              is_latest))
     return out
@@ -108,7 +108,7 @@ def apply_policy_changes(ctx, default_ref: str, mode: str, max_per_hour: int, de
                 counts["redecided"] += 1
             continue
         with session(ctx.engine) as s:
-            cp = s.get(CheckpointRow, st.checkpoint_id)
+            cp = s.get_one(CheckpointRow, st.checkpoint_id)
         if not policy.plan(cp.kind):
             counts["skipped"] += 1
             continue
@@ -126,7 +126,7 @@ def apply_policy_changes(ctx, default_ref: str, mode: str, max_per_hour: int, de
             continue
         run, created = queue.enqueue(ctx.engine, cp.id, request_key=key, policy=st.policy_ref,
                                      priority=REAUDIT_PRIORITY, device=device)
-        if created:
+        if created and run.id is not None:
             budget -= 1
             counts["queued"] += 1
             _supersede(ctx.engine, cp.id, run.id)
@@ -145,12 +145,12 @@ def audit_under(ctx, checkpoint_id: str, policy_ref: str, priority: int = 10, de
     version = version_of(policy)
     with session(ctx.engine) as s:
         done = s.exec(select(AuditRun).where(AuditRun.checkpoint_id == checkpoint_id, AuditRun.status == "done")
-                      .order_by(AuditRun.finished_at.desc(), AuditRun.id.desc())).first()
+                      .order_by(col(AuditRun.finished_at).desc(), col(AuditRun.id).desc())).first()
     if done is not None:
         kind = change_kind(done.plan_digest, done.decision_digest, version)
         if kind == "same":
             return done, "current"
-        if kind == "decision":
+        if kind == "decision" and done.id is not None:
             redecide_audit(ctx, done.id, policy, f"policy {policy.name}: decision settings changed")
             return done, "redecided"
     run, created = queue.enqueue(ctx.engine, checkpoint_id, request_key=request_key(policy_ref, version),
@@ -167,16 +167,16 @@ def _exists(engine, checkpoint_id: str, key: str) -> bool:
 def _queued_last_hour(engine) -> int:
     since = utcnow() - timedelta(hours=1)
     with session(engine) as s:
-        return s.exec(select(func.count(AuditRun.id)).where(AuditRun.priority == REAUDIT_PRIORITY,
+        return s.exec(select(func.count(col(AuditRun.id))).where(col(AuditRun.priority) == REAUDIT_PRIORITY,
                                                             AuditRun.created_at >= since)).one()
 
 
 def _supersede(engine, checkpoint_id: str, keep: int) -> None:
     """A re-audit for an older plan version that never started is not needed any more."""
     with session(engine) as s:
-        s.exec(update(AuditRun).where(AuditRun.checkpoint_id == checkpoint_id, AuditRun.id != keep,
-                                      AuditRun.priority == REAUDIT_PRIORITY, AuditRun.status == "queued",
-                                      AuditRun.started_at.is_(None))
+        s.exec(update(AuditRun).where(col(AuditRun.checkpoint_id) == checkpoint_id, col(AuditRun.id) != keep,
+                                      col(AuditRun.priority) == REAUDIT_PRIORITY, col(AuditRun.status) == "queued",
+                                      col(AuditRun.started_at).is_(None))
                .values(status="cancelled", outcome="error", finished_at=utcnow(),
                        error="superseded by a re-audit under a newer policy version"))
         s.commit()

@@ -26,8 +26,9 @@ from sqlalchemy.engine import Engine
 from auditd.policy.load import PolicyError
 from auditd.policy.versions import request_key, version_of
 from auditd.registry.checkpoint import RegistrySource
-from auditd.runner.audit import AuditContext, flush_write_backs, run_audit
-from auditd.scheduler import queue
+from auditd.runner.audit import AuditContext, run_audit
+from auditd.runner.verdicts import flush_write_backs, redecide_dependents
+from auditd.scheduler import intake, queue
 from auditd.scheduler.health import JobHealth
 from auditd.settings import Settings
 from auditd.store.db import session
@@ -123,17 +124,9 @@ class AuditService:
                 with session(self.engine) as s:
                     new = src.poll(s)
                     for cp in new:
-                        queue.ingest(s, cp)
+                        intake.ingest(s, cp)
                     s.commit()
-                for cp in new:
-                    if policy.plan(cp.kind):
-                        # Keyed by plan version: a second poll cannot queue it twice, a changed plan can.
-                        queue.enqueue(self.engine, cp.id, policy=self.settings.policy,
-                                      request_key=request_key(self.settings.policy, version_of(policy)))
-                    else:
-                        log.info("checkpoint %s (%s) recorded; policy %r has no %s probes", cp.id, cp.model,
-                                 policy.name, cp.kind)
-                    log.info("new checkpoint %s model=%s kind=%s path=%s", cp.id, cp.model, cp.kind, cp.path)
+                intake.enqueue_polled(self.engine, self.settings.policy, policy, new)
                 found += len(new)
                 self.last_poll[src.id] = time.time()
             except Exception as exc:
@@ -163,7 +156,7 @@ class AuditService:
                     if len(self.running_on[device]) >= slots:
                         break
                     run = queue.claim_next(self.engine, device, self.worker, self.max_attempts, gave_up)
-                    if run is None:
+                    if run is None or run.id is None:
                         break
                     self.running_on[device].add(run.id)
                 log.info("audit %s started on %s (checkpoint %s, attempt %s)", run.id, device, run.checkpoint_id,
@@ -181,14 +174,13 @@ class AuditService:
     def _given_up(self, audit_ids: list[int]) -> None:
         if not audit_ids:
             return
-        from auditd.policy.baseline import redecide_dependents
         from auditd.store.models import AuditRun
 
         log.warning("audits %s given up after their maximum attempts: error verdicts", audit_ids)
         flush_write_backs(self.ctx)
         for audit_id in audit_ids:
             with session(self.engine) as s:
-                redecide_dependents(self.ctx, s.get(AuditRun, audit_id).checkpoint_id)
+                redecide_dependents(self.ctx, s.get_one(AuditRun, audit_id).checkpoint_id)
 
     def _run(self, audit_id: int, device: str) -> None:
         try:

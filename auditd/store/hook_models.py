@@ -1,5 +1,5 @@
 """Tables of the registry integration: webhook deliveries (replay protection, idempotency by
-event id) and per-category drift stored at verdict time (read by /metrics without recomputing)."""
+event id)."""
 
 from __future__ import annotations
 
@@ -28,21 +28,3 @@ class WebhookDelivery(SQLModel, table=True):
     payload: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON))
     error: Optional[str] = Field(default=None, sa_column=Column(Text))
     received_at: datetime = Field(default_factory=utcnow)
-
-
-class CategoryDrift(SQLModel, table=True):
-    """An audit's change against its baseline, per probe and category, as decided at verdict time."""
-
-    __tablename__ = "category_drift"
-    __table_args__ = (UniqueConstraint("audit_id", "probe_id", "category", "metric"),)
-    id: Optional[int] = Field(default=None, primary_key=True)
-    audit_id: int = Field(index=True, foreign_key="audit_runs.id")
-    baseline_audit_id: int
-    probe_id: str
-    category: str
-    metric: str = "harmful_rate"  # harmful_rate | refusal_rate (benign prompts: over-refusal)
-    rate: float
-    base_rate: float
-    delta: float
-    p_value: float
-    significant: bool

@@ -133,7 +133,7 @@ def test_bounded_template_renders_like_transformers_and_caps_repetition():
         render_chat(tok, chat, 10**9)
     # A template that loops without output is stopped by the audit's deadline only; the stage marker
     # lets the supervisor say where ("timeout after 30 s in chat template rendering").
-    from auditd.runner import stage
+    from auditd import stage
 
     seen = []
     stage.add_listener(seen.append)

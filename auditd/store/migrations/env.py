@@ -4,7 +4,8 @@ from alembic import context
 from sqlmodel import SQLModel
 
 import auditd.store.models  # noqa: F401  (registers the tables on SQLModel.metadata)
-import auditd.store.hook_models  # noqa: F401  (webhook deliveries, category drift)
+import auditd.store.hook_models  # noqa: F401  (webhook deliveries)
+import auditd.store.drift_models  # noqa: F401  (per-category drift at verdict time)
 import auditd.store.attack_models  # noqa: F401  (GRPO attack evaluation points)
 import auditd.store.judge_models  # noqa: F401  (judge validations against human labels)
 import auditd.store.version_models  # noqa: F401  (verdicts decided again under a new policy version)

@@ -7,7 +7,7 @@ from __future__ import annotations
 from typing import Iterator
 
 from prometheus_client.core import GaugeMetricFamily
-from sqlmodel import select
+from sqlmodel import col, select
 
 from auditd.store.models import ProbeRun
 
@@ -22,7 +22,7 @@ def grpo_families(s, model_of: dict[int, str]) -> Iterator[GaugeMetricFamily]:
     post = GaugeMetricFamily("auditd_grpo_post_attack_harmful_rate", "held-out harmful rate at the attack's last point",
                              labels=["model", "probe", "category"])
     if model_of:
-        runs = s.exec(select(ProbeRun).where(ProbeRun.audit_id.in_(model_of), ProbeRun.status == "done")).all()
+        runs = s.exec(select(ProbeRun).where(col(ProbeRun.audit_id).in_(model_of), col(ProbeRun.status) == "done")).all()
         for run in runs:
             sm = run.summary or {}
             if not isinstance(sm.get("broken"), bool):
