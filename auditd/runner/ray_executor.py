@@ -25,6 +25,7 @@ from auditd.store.models import AuditRun
 
 log = logging.getLogger(__name__)
 
+LOCAL_OBJECT_STORE_BYTES = 200_000_000
 _connect_lock = threading.Lock()
 _remote = None  # the task, made remote once per process
 
@@ -43,7 +44,9 @@ def connect(settings, engine) -> None:
             if settings.ray_address:
                 kwargs["address"] = settings.ray_address
             else:
-                kwargs["num_cpus"] = settings.ray_local_cpus
+                # Tasks pass a small job dict and get an outcome back: no need for Ray's default
+                # object store of 30% of the machine's memory.
+                kwargs.update(num_cpus=settings.ray_local_cpus, object_store_memory=LOCAL_OBJECT_STORE_BYTES)
             ray.init(**kwargs)
             log.info("executor ray: connected to %s", settings.ray_address or "a local Ray instance")
         if engine.dialect.name == "sqlite":
