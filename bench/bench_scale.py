@@ -99,6 +99,7 @@ def main() -> None:
     workers = [int(w) for w in (args.workers or ("1,2" if args.quick else "1,2,4")).split(",")]
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    os.environ.setdefault("RAY_AUTH_MODE", "disabled")  # a loopback instance; no token file left in ~/.ray
 
     from auditd.testing import make_tiny_llama
 

@@ -15,6 +15,8 @@ from pathlib import Path
 
 from tests.reliability.procs import free_port
 
+AUTH_ENV = {"RAY_AUTH_MODE": "disabled"}
+
 
 def processes_under(marker: str) -> list[int]:
     """Pids whose command line names `marker` (our temp dir): this cluster's processes only."""
@@ -55,7 +57,9 @@ class RayCluster:
         self.proc: subprocess.Popen | None = None
 
     def start(self, timeout: float = 90) -> RayCluster:
-        env = dict(os.environ, RAY_USAGE_STATS_ENABLED="0", OMP_NUM_THREADS="1")
+        # A loopback-only cluster: no token auth, which would otherwise depend on a token file in ~/.ray
+        # that any earlier local ray.init on the machine may have left (the driver must agree: see AUTH_ENV).
+        env = dict(os.environ, RAY_USAGE_STATS_ENABLED="0", OMP_NUM_THREADS="1", **AUTH_ENV)
         self.log = open(self.root / "start.log", "wb")
         self.proc = subprocess.Popen(self.cmd, env=env, stdout=self.log, stderr=subprocess.STDOUT,
                                      start_new_session=True)

@@ -26,8 +26,10 @@ ray = pytest.importorskip("ray")
 
 @pytest.fixture(scope="module")
 def cluster():
-    from tests.ray_cluster import RayCluster
+    from tests.ray_cluster import AUTH_ENV, RayCluster
 
+    saved = {k: os.environ.get(k) for k in AUTH_ENV}
+    os.environ.update(AUTH_ENV)  # the driver (this process) as the cluster
     c = RayCluster(num_cpus=2).start()
     try:
         yield c
@@ -35,6 +37,8 @@ def cluster():
         if ray.is_initialized():
             ray.shutdown()
         c.stop()
+        for k, v in saved.items():
+            os.environ.pop(k, None) if v is None else os.environ.__setitem__(k, v)
 
 
 def _policy(tmp_path, latency_s: float):
@@ -120,6 +124,30 @@ def test_metrics_show_audits_per_node_and_the_clusters_gpus(tmp_path, cluster, t
     assert f'auditd_replica_leader{{replica="{svc.worker}"}} 1.0' in body
 
 
+@pytest.mark.slow
+def test_an_audit_past_its_deadline_on_ray_ends_in_error_and_its_task_is_killed(tmp_path, cluster, tiny_model_dir):
+    import time
+
+    doc = yaml.safe_load(_policy(tmp_path, latency_s=1.0).read_text())
+    doc["budget"] = {"audit_timeout_s": 6}
+    policy = write_policy(tmp_path, yaml.safe_dump(doc), "deadline")
+    svc, engine, (audit_id,) = _service(tmp_path, cluster, policy, ["sha256:ray4"], tiny_model_dir)
+    svc.start()
+    try:
+        wait_for(lambda: _audits(engine)[0].status not in ("queued", "running"), 90, interval=0.2,
+                 what="the deadline to end the audit")
+    finally:
+        svc.stop(wait=True)
+    audit = _audits(engine)[0]
+    assert (audit.status, audit.outcome) == ("error", "error") and "6" in audit.error
+    deadline = time.monotonic() + 20
+    while cluster.workers("auditd-audit") and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not cluster.workers("auditd-audit"), "the task outlived its deadline"
+    with session(engine) as s:
+        assert len(s.exec(select(Verdict).where(Verdict.audit_id == audit_id)).all()) == 1
+
+
 def _audits(engine) -> list[AuditRun]:
     with session(engine) as s:
         return s.exec(select(AuditRun).order_by(AuditRun.id)).all()
@@ -143,5 +171,5 @@ def test_task_resources_follow_the_settings():
 def test_the_daemon_does_not_import_ray_unless_it_is_the_executor(tmp_path):
     code = ("import sys; from auditd.daemon import Daemon; from auditd.settings import Settings; "
             f"d = Daemon(Settings(home={str(tmp_path)!r})); print('ray' in sys.modules)")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=False)
     assert out.stdout.strip().splitlines()[-1] == "False", out.stderr[-2000:]

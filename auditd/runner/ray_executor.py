@@ -124,7 +124,7 @@ def run_on_ray(ctx: AuditContext, audit_id: int, device: str, poll_s: float = 0.
             log.info("audit %s: daemon stopping; its task was cancelled and it stays queued", audit_id)
             return None
     try:
-        return ray.get(ref, timeout=60)
+        outcome = ray.get(ref, timeout=60)
     except RayTaskError as exc:  # the task raised outside the runner's own handling: fail closed
         message = f"ray task failed: {one_line(exc.cause if getattr(exc, 'cause', None) else exc)}"[:500]
         log.error("audit %s: %s", audit_id, message)
@@ -136,12 +136,22 @@ def run_on_ray(ctx: AuditContext, audit_id: int, device: str, poll_s: float = 0.
             log.warning("audit %s: Ray worker lost (%s); requeued", audit_id, type(exc).__name__)
             return None
         return _outcome(ctx, audit_id)
+    if outcome is None and _still_running(ctx, audit_id):  # returned, yet left no verdict: fail closed
+        store_failure(ctx, audit_id, "ray task ended without a verdict", time.monotonic() - started)
+        return "error"
+    return outcome
+
+
+def _still_running(ctx: AuditContext, audit_id: int) -> bool:
+    with session(ctx.engine) as s:
+        audit = s.get(AuditRun, audit_id)
+    return audit is not None and audit.status == "running"
 
 
 def _outcome(ctx: AuditContext, audit_id: int) -> str | None:
     with session(ctx.engine) as s:
         audit = s.get(AuditRun, audit_id)
-    return audit.outcome if audit.status not in ("queued", "running") else None
+    return audit.outcome if audit is not None and audit.status not in ("queued", "running") else None
 
 
 def cluster_gpus() -> tuple[float, float] | None:

@@ -17,7 +17,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from typing import Callable
+from collections.abc import Callable
 
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import Connection, Engine
@@ -119,8 +119,8 @@ class Leadership:
         if conn is not None:
             try:
                 conn.close()  # closing the session releases the lock
-            except Exception:
-                pass
+            except Exception as exc:  # already broken: the server has ended the session, and the lock
+                log.debug("closing the leader session: %s", exc)
         if self._lock_engine is not None:
             self._lock_engine.dispose()
             self._lock_engine = None
