@@ -55,6 +55,7 @@ class Leadership:
         if self._thread is not None:
             self._thread.join(timeout=self.period_s + 5)
         self._release()
+        self.is_leader = not self.shared
 
     def _loop(self) -> None:
         while not self._stop.is_set():
@@ -118,7 +119,9 @@ class Leadership:
         conn, self._conn = self._conn, None
         if conn is not None:
             try:
-                conn.close()  # closing the session releases the lock
+                if self.is_leader:  # hand over now: the server ends a closed session a moment later
+                    conn.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": LOCK_KEY})
+                conn.close()  # closing the session releases the lock in any case
             except Exception as exc:  # already broken: the server has ended the session, and the lock
                 log.debug("closing the leader session: %s", exc)
         if self._lock_engine is not None:

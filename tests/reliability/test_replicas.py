@@ -1,14 +1,19 @@
 """Two real daemons (`auditd run`) on one private PostgreSQL server, sharing a registry folder. The
 leader is killed with kill -9 right after checkpoints land (mid-poll) and while an audit of its own
-runs (mid-audit), while more checkpoints keep landing. Every checkpoint ends audited exactly once:
+runs (mid-audit), while more checkpoints keep landing, and one webhook event reaches both replicas
+at once. Every checkpoint ends audited exactly once:
 one audit, one verdict, one write-back, no sample stored twice, nothing passed; and the follower
 takes over within two lease periods (the measured failover time is printed)."""
 
 from __future__ import annotations
 
+import json
 import re
 import time
 from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+
+import httpx
 
 import pytest
 from sqlalchemy import func
@@ -18,6 +23,7 @@ from auditd.store.db import session
 from auditd.store.models import AuditRun, Sample
 from tests.conftest import wait_for
 from tests.pg_server import BIN, PgServer
+from auditd.registry.webhook import sign_generic
 from tests.reliability.procs import Daemon, add_checkpoint, integrity
 
 LEASE_S = 1.0
@@ -35,6 +41,7 @@ budget: {audit_timeout_s: 120}
 """
 ELECTED = re.compile(r"replica (\S+) is the leader now")
 WRITTEN = re.compile(r"verdict \d+ of (\S+) written back")
+SECRET = "replica-test-secret"
 
 
 @pytest.fixture
@@ -61,6 +68,19 @@ def _failover(survivor: Daemon, killed: Daemon) -> float:
     return time.monotonic() - t0
 
 
+def _deliver_to_both(replicas: list[Daemon], hooks, tiny_model_dir) -> list[int]:
+    """One webhook event, sent to every replica at once (a sender retrying against a load balancer)."""
+    path = add_checkpoint(tiny_model_dir, hooks, "w1")
+    body = json.dumps({"event_id": "evt-replicas-1", "model": "hooked", "path": str(path)}).encode()
+
+    def send(d: Daemon) -> int:
+        headers = {"Content-Type": "application/json", **sign_generic(SECRET, body)}
+        return httpx.post(f"{d.url}/v1/hooks/registry", content=body, headers=headers, timeout=30).status_code
+
+    with ThreadPoolExecutor(len(replicas)) as pool:
+        return list(pool.map(send, replicas))
+
+
 def _own_running_audit(engine, d: Daemon) -> bool:
     with session(engine) as s:
         for a in s.exec(select(AuditRun).where(AuditRun.status == "running")).all():
@@ -76,7 +96,10 @@ def test_replicas_audit_each_checkpoint_once_through_leader_kills(tmp_path, pg_u
     registry.mkdir()
     policy = tmp_path / "replicas.yaml"
     policy.write_text(POLICY)
-    env = {"AUDITD_DB_URL": pg_url, "AUDITD_LEADER_LEASE_S": str(LEASE_S), "AUDITD_LOG_LEVEL": "INFO"}
+    hooks = tmp_path / "hooks"  # webhook checkpoints live outside the polled registry
+    hooks.mkdir()
+    env = {"AUDITD_DB_URL": pg_url, "AUDITD_LEADER_LEASE_S": str(LEASE_S), "AUDITD_LOG_LEVEL": "INFO",
+           "AUDITD_WEBHOOK_SECRET": SECRET, "AUDITD_WEBHOOK_ROOTS": json.dumps([str(hooks)])}
     (tmp_path / "a").mkdir()
     (tmp_path / "b").mkdir()
     a = Daemon(tmp_path / "a", registry, policy, **env)
@@ -96,6 +119,8 @@ def test_replicas_audit_each_checkpoint_once_through_leader_kills(tmp_path, pg_u
         add_checkpoint(tiny_model_dir, registry, "c3")
         a.log_mark = len(a.log())
         a.start()  # back as a follower
+        codes = _deliver_to_both([a, b], hooks, tiny_model_dir)
+        assert all(c in (200, 202, 409) for c in codes), codes
 
         # Mid-audit: the leader (b) dies while an audit it claimed has stored samples.
         add_checkpoint(tiny_model_dir, registry, "c4")
@@ -105,7 +130,7 @@ def test_replicas_audit_each_checkpoint_once_through_leader_kills(tmp_path, pg_u
         b.log_mark = len(b.log())
         b.start()
 
-        wait_for(lambda: integrity(engine)["checkpoints"] == 5 and integrity(engine)["unfinished"] == 0
+        wait_for(lambda: integrity(engine)["checkpoints"] == 6 and integrity(engine)["unfinished"] == 0
                  and all(n == 1 for n in integrity(engine)["verdicts_per_checkpoint"]), 300, interval=0.5,
                  what="every checkpoint's verdict")
         # Let any stray second write-back (the failure this test looks for) happen before counting.
