@@ -148,6 +148,26 @@ def test_an_audit_past_its_deadline_on_ray_ends_in_error_and_its_task_is_killed(
         assert len(s.exec(select(Verdict).where(Verdict.audit_id == audit_id)).all()) == 1
 
 
+@pytest.mark.slow
+def test_sqlite_refuses_a_cluster_with_a_node_on_another_host(tmp_path):
+    from auditd.daemon import Daemon
+    from auditd.runner.ray_executor import RayConfigError
+    from tests.ray_cluster import RayCluster
+
+    if ray.is_initialized():
+        ray.shutdown()  # the module's cluster: this test joins its own
+    two = RayCluster(num_cpus=1).start()
+    try:
+        two.add_node("127.0.0.2")  # this host, but the cluster cannot know: it reports another address
+        settings = Settings(home=tmp_path / "home", executor="ray", ray_address=two.address)
+        with pytest.raises(RayConfigError, match=r"with SQLite needs every Ray node on this host .*127\.0\.0\.2"):
+            Daemon(settings)
+    finally:
+        if ray.is_initialized():
+            ray.shutdown()
+        two.stop()
+
+
 def _audits(engine) -> list[AuditRun]:
     with session(engine) as s:
         return s.exec(select(AuditRun).order_by(AuditRun.id)).all()
