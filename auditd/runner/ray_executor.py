@@ -76,9 +76,9 @@ def audit_task(job: dict) -> str | None:
 
     from auditd.logs import setup_logging
     from auditd.runner.audit import run_audit
-    from auditd.scheduler import queue
     from auditd.settings import Settings
     from auditd.store.db import make_engine
+    from auditd.store.placement import place
     from auditd.writeback import build_sources, make_write_back
 
     settings = Settings(**job["settings"])
@@ -86,7 +86,7 @@ def audit_task(job: dict) -> str | None:
     engine = make_engine(settings.database_url)
     try:
         node = ray.get_runtime_context().get_node_id()
-        queue.place(engine, job["audit_id"], f"ray:{ray.util.get_node_ip_address()}/{node[:8]}")
+        place(engine, job["audit_id"], f"ray:{ray.util.get_node_ip_address()}/{node[:8]}")
         ctx = AuditContext(engine, settings, on_verdict=make_write_back(build_sources(settings, engine)))
         return run_audit(ctx, int(job["audit_id"]))
     finally:

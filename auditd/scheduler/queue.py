@@ -21,17 +21,6 @@ from auditd.store.db import session
 from auditd.store.models import AuditRun, CheckpointRow, ModelRow, utcnow
 
 
-HOST = socket.gethostname()
-
-
-def place(engine: Engine, audit_id: int, placement: str) -> None:
-    """Record where a running audit runs (`auditd status`, the per-node metrics)."""
-    with session(engine) as s:
-        s.exec(update(AuditRun).where(AuditRun.id == audit_id, AuditRun.status == "running")
-               .values(placement=placement[:200]))
-        s.commit()
-
-
 def worker_id() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
 

@@ -32,6 +32,7 @@ from auditd.scheduler.leader import Leadership
 from auditd.settings import Settings
 from auditd.store.db import session
 from auditd.store.errors import storage_error_kind
+from auditd.store.placement import HOST, place
 
 log = logging.getLogger(__name__)
 
@@ -203,10 +204,10 @@ class AuditService:
             elif self.settings.executor == "process":
                 from auditd.runner.supervisor import run_in_child
 
-                queue.place(self.engine, audit_id, queue.HOST)
+                place(self.engine, audit_id, HOST)
                 outcome = run_in_child(self.ctx, audit_id, device)
             else:
-                queue.place(self.engine, audit_id, queue.HOST)
+                place(self.engine, audit_id, HOST)
                 outcome = run_audit(self.ctx, audit_id)
             log.info("audit %s finished: %s", audit_id, outcome or "interrupted")
         except Exception:  # e.g. the database went away for good while stopping; recovery requeues it
