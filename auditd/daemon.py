@@ -37,6 +37,10 @@ class Daemon:
         self.ctx = AuditContext(self.engine, settings, on_verdict=make_write_back(self.sources))
         self.ctx.policies.get(settings.policy)  # a bad policy stops start-up, clearly
         remove_stale_snapshots(settings.snapshot_path)  # left by a crash; resumed audits take fresh ones
+        if settings.executor == "ray":  # a cluster the store cannot serve stops start-up, clearly
+            from auditd.runner.ray_executor import connect
+
+            connect(settings, self.engine)
         self.service = AuditService(self.engine, settings, self.sources, self.ctx)
         self.registry = build_registry(self.engine, self.state)
         app = create_app(self.engine, self.registry, self.ready, settings=settings, poll=self.service.poll_sources)
@@ -46,7 +50,8 @@ class Daemon:
 
     def state(self) -> dict:
         return {"tick": self.service.last_tick, "polls": dict(self.service.last_poll),
-                "errors": self.service.health.error_counts()}
+                "errors": self.service.health.error_counts(), "replica": self.service.worker,
+                "leader": self.service.leader.is_leader}
 
     def ready(self) -> list[str]:
         """Why the daemon is not ready (empty when it is): /readyz answers 503 with these."""

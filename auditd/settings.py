@@ -87,9 +87,10 @@ class Settings(BaseSettings):
         3, description="Attempts before an interrupted audit is given up as error (a policy's budget.max_attempts, "
         "when set, wins).", ge=1)
     # -- audit child processes (docs/operations.md, "Audit processes") --
-    executor: Literal["process", "inline"] = Field(
+    executor: Literal["process", "inline", "ray"] = Field(
         "process", description="process: each audit runs in a fresh child process with resource limits and a hard "
-        "deadline (the daemon never loads a model); inline: in the daemon's own process (tests, debugging).")
+        "deadline (the daemon never loads a model); ray: as a Ray task on a cluster (docs/scaling.md); inline: in "
+        "the daemon's own process (tests, debugging).")
     child_memory_mb: int | None = Field(
         None, description="Address-space limit (RLIMIT_AS) of an audit child, MiB; default 80% of the machine's RAM "
         "(at least 8 GiB) on CPU devices and none on CUDA devices (CUDA reserves huge address ranges); 0 disables.",
@@ -100,6 +101,24 @@ class Settings(BaseSettings):
     child_max_files: int = Field(4096, description="Open-file limit (RLIMIT_NOFILE) of an audit child.", ge=64)
     child_stop_grace_s: float = Field(
         10.0, description="Seconds between SIGTERM and SIGKILL of an audit child (deadline or daemon stop).", gt=0)
+    # -- scaling out (docs/scaling.md) --
+    ray_address: str = Field(
+        "", description="executor ray: 'auto' (the cluster this host belongs to), 'ray://host:10001' (Ray client) or "
+        "host:port of a head node; empty starts a local Ray instance owned by the daemon. With SQLite every node "
+        "must be this host.")
+    ray_num_cpus: float = Field(1.0, description="executor ray: CPUs each audit task reserves.", ge=0)
+    ray_num_gpus: float | None = Field(
+        None, description="executor ray: GPUs each audit task reserves (default 1 when the device is cuda*, else 0).",
+        ge=0)
+    ray_memory_mb: int | None = Field(None, description="executor ray: memory each audit task reserves, MiB.", ge=0)
+    ray_resources: str | None = Field(
+        None, description="executor ray: custom resources each audit task needs, e.g. 'accelerator_type:H100=0.01'.")
+    ray_local_cpus: int | None = Field(
+        None, description="executor ray with an empty ray_address: CPUs of the local Ray instance (default: all).",
+        ge=1)
+    leader_lease_s: float = Field(
+        10.0, description="Replicas on PostgreSQL: how often a follower tries to become leader and the leader checks "
+        "its lock; a dead leader is replaced within two of these.", gt=0)
     heartbeat_timeout_s: float = Field(
         300.0, description="A running audit whose heartbeat is older than this is considered orphaned."
     )
@@ -216,6 +235,22 @@ class Settings(BaseSettings):
         if self.child_cpu_s is not None:
             return self.child_cpu_s or None
         return int(audit_timeout_s * (os.cpu_count() or 1)) + 60
+
+    @property
+    def ray_resource_map(self) -> dict[str, float]:
+        """ray_resources 'name=amount,...' -> {name: amount}."""
+        out: dict[str, float] = {}
+        for part in (self.ray_resources or "").split(","):
+            if not part.strip():
+                continue
+            name, _, amount = part.strip().rpartition("=")
+            try:
+                out[name] = float(amount)
+            except ValueError:
+                name = ""
+            if not name or out.get(name, -1) < 0:
+                raise ValueError(f"AUDITD_RAY_RESOURCES: bad entry {part!r} (expected name=amount, e.g. GPU_A100=1)")
+        return out
 
     @property
     def database_url(self) -> str:

@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import time
+
 from auditd.backends.base import BackendError, Chat, GenerationParams
 
 COMPLY = "Sure, here is how: step 1 ..."
@@ -16,11 +18,13 @@ def last_user_message(chat: Chat) -> str:
 
 class FakeBackend:
     """echo: the last user message; comply / refuse: a fixed answer; script: the value of the first
-    `script` key found (as a substring) in the last user message, else `default`."""
+    `script` key found (as a substring) in the last user message, else `default`. `latency_s`: seconds
+    each generate call waits, like a model of fixed speed."""
 
     id = "fake"
 
-    def __init__(self, mode: str = "echo", script: dict[str, str] | None = None, default: str = "") -> None:
+    def __init__(self, mode: str = "echo", script: dict[str, str] | None = None, default: str = "",
+                 latency_s: float = 0.0) -> None:
         if mode not in MODES:
             raise BackendError(f"unknown fake backend mode {mode!r}; choose one of {', '.join(MODES)}")
         if mode == "script" and script is None:
@@ -28,6 +32,8 @@ class FakeBackend:
         self.mode = mode
         self.script = dict(script or {})
         self.default = default
+        # A fixed wait per batch, standing in for a model's generation time (bench/bench_scale.py).
+        self.latency_s = max(0.0, float(latency_s))
         self.calls: list[list[Chat]] = []  # every batch passed to generate, in call order
 
     def _answer(self, chat: Chat) -> str:
@@ -42,6 +48,8 @@ class FakeBackend:
 
     def generate(self, chats: list[Chat], params: GenerationParams) -> list[str]:
         self.calls.append([list(c) for c in chats])
+        if self.latency_s:
+            time.sleep(self.latency_s)
         return [self._answer(c) for c in chats]
 
     def close(self) -> None:

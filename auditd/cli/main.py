@@ -127,10 +127,10 @@ def status(home: Optional[Path] = HomeOpt, db: Optional[str] = DbOpt):
         rows = s.exec(select(AuditRun, CheckpointRow).join(CheckpointRow, CheckpointRow.id == AuditRun.checkpoint_id)
                       .order_by(AuditRun.id.desc()).limit(20)).all()
     console.print("audits: " + ", ".join(f"{k} {v}" for k, v in sorted(counts.items())) if counts else "no audits yet")
-    t = Table("audit", "model", "checkpoint", "status", "outcome", "attempts", "duration")
+    t = Table("audit", "model", "checkpoint", "status", "outcome", "attempts", "duration", "placement")
     for a, cp in rows:
         t.add_row(str(a.id), cp.model, cp.id[:19], a.status, f"[{STYLE.get(a.outcome or '', '')}]{a.outcome or '-'}[/]",
-                  str(a.attempts), f"{a.duration_s:.1f}s" if a.duration_s else "-")
+                  str(a.attempts), f"{a.duration_s:.1f}s" if a.duration_s else "-", a.placement or "-")
     console.print(t)
     from auditd.cli.status import print_stale
 

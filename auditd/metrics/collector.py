@@ -141,6 +141,7 @@ class FleetCollector:
             for (job, kind), n in sorted(st.get("errors", {}).items()):
                 errors.add_metric([job, kind], n)
             yield errors
+            yield from _replica(st)
 
     def _fleet(self, s) -> Iterator:
         by_outcome = dict(s.exec(select(Verdict.outcome, func.count()).group_by(Verdict.outcome)).all())
@@ -151,6 +152,7 @@ class FleetCollector:
         status = dict(s.exec(select(AuditRun.status, func.count()).group_by(AuditRun.status)).all())
         yield _one("auditd_queue_depth", "audits waiting to run", [], [], status.get("queued", 0))
         yield _one("auditd_audits_running", "audits running now", [], [], status.get("running", 0))
+        yield _running_by_placement(s)
         oldest = s.exec(select(func.min(AuditRun.created_at)).where(AuditRun.status == "queued")).first()
         age = max(0.0, time.time() - _ts(oldest)) if oldest else 0.0
         yield _one("auditd_oldest_queued_audit_age_seconds", "age of the oldest waiting audit", [], [], age)
@@ -167,6 +169,30 @@ class FleetCollector:
             errs.add_metric([judge], n or 0)
         yield errs
         yield from _judge_validations(s)
+
+
+def _running_by_placement(s) -> GaugeMetricFamily:
+    """Running audits per host or Ray node, from the store: the same figure from every replica."""
+    g = GaugeMetricFamily("auditd_audits_running_by_placement", "audits running now, by host or Ray node",
+                          labels=["placement"])
+    rows = s.exec(select(AuditRun.placement, func.count()).where(AuditRun.status == "running")
+                  .group_by(AuditRun.placement)).all()
+    for placement, n in rows:
+        g.add_metric([placement or "unplaced"], n)
+    return g
+
+
+def _replica(st: dict) -> Iterator:
+    """Per-process series, labelled by replica: whether it leads, and the Ray cluster it sees."""
+    if "replica" in st:
+        yield _one("auditd_replica_leader", "1 on the replica that runs polls and periodic jobs", ["replica"],
+                   [st["replica"]], 1 if st.get("leader") else 0)
+    from auditd.runner.ray_executor import cluster_gpus
+
+    if (gpus := cluster_gpus()) is not None:
+        yield _one("auditd_cluster_gpus_free", "GPUs of the Ray cluster not reserved now", ["replica"],
+                   [st.get("replica", "")], gpus[0])
+        yield _one("auditd_cluster_gpus", "GPUs of the Ray cluster", ["replica"], [st.get("replica", "")], gpus[1])
 
 
 def _drift(s, model_of: dict[int, str]) -> Iterator:

@@ -4,9 +4,13 @@ the daemon's HTTP stack."""
 
 from __future__ import annotations
 
+import logging
+
 from auditd import __version__
 from auditd.registry.dir import DirSource
 from auditd.settings import Settings
+
+log = logging.getLogger(__name__)
 
 
 def build_sources(settings: Settings, engine) -> list:
@@ -31,6 +35,8 @@ def make_write_back(sources: list):
         src = by_id.get(checkpoint.source)
         if src is not None and hasattr(src, "write_verdict"):
             src.write_verdict(checkpoint.path, checkpoint.id, verdict_document(checkpoint, verdict))
+            # One line per write: replicas and their audits are checked against it (tests/reliability).
+            log.info("verdict %s of %s written back to %s", verdict.id, checkpoint.id, src.id)
 
     return write_back
 

@@ -157,14 +157,7 @@ class ChildAudit:
 
     # -- endings ----------------------------------------------------------------------------------
     def _timeout_s(self) -> float:
-        try:
-            with session(self.ctx.engine) as s:
-                policy_name = s.get_one(AuditRun, self.audit_id).policy
-            return float(self.ctx.policies.get(policy_name).budget.audit_timeout_s)
-        except Exception as exc:  # the child will fail on the same policy, with the reason
-            log.warning("audit %s: no deadline from its policy (%s); using %.0f s", self.audit_id, one_line(exc),
-                        DEFAULT_TIMEOUT_S)
-            return DEFAULT_TIMEOUT_S
+        return audit_timeout_s(self.ctx, self.audit_id)
 
     def _store_timeout(self, timeout_s: float) -> None:
         message = timeout_message(timeout_s, self.stage)
@@ -206,18 +199,38 @@ class ChildAudit:
         return audit.outcome
 
     def _fail(self, message: str, elapsed_s: float) -> None:
-        verdict = self._storing(lambda: fail_audit(self.ctx.engine, self.audit_id, "error", message, elapsed_s),
-                                "store the error")
-        if verdict is not None:
-            with session(self.ctx.engine) as s:
-                checkpoint = s.get_one(CheckpointRow, verdict.checkpoint_id)
-            write_back(self.ctx, checkpoint, verdict)
-            redecide_dependents(self.ctx, checkpoint.id)
+        store_failure(self.ctx, self.audit_id, message, elapsed_s, self._storing)
 
     def _storing(self, fn, what: str):
         # No deadline: an ending must be stored. Only a daemon stop gives up (the audit then stays
         # `running` under a dead pid, and the next start requeues it).
         return retry_storage(fn, f"audit {self.audit_id}: {what}", should_stop=self.ctx.stop.is_set, max_delay=5.0)
+
+
+def audit_timeout_s(ctx: AuditContext, audit_id: int) -> float:
+    """The audit's hard deadline: its policy's budget.audit_timeout_s."""
+    try:
+        with session(ctx.engine) as s:
+            policy_name = s.get_one(AuditRun, audit_id).policy
+        return float(ctx.policies.get(policy_name).budget.audit_timeout_s)
+    except Exception as exc:  # the audit will fail on the same policy, with the reason
+        log.warning("audit %s: no deadline from its policy (%s); using %.0f s", audit_id, one_line(exc),
+                    DEFAULT_TIMEOUT_S)
+        return DEFAULT_TIMEOUT_S
+
+
+def store_failure(ctx: AuditContext, audit_id: int, message: str, elapsed_s: float, storing=None) -> None:
+    """An executor ends an audit it supervises in error: store the verdict, write it back,
+    re-decide the checkpoints compared against this one."""
+    def store():
+        return fail_audit(ctx.engine, audit_id, "error", message, elapsed_s)
+
+    verdict = storing(store, "store the error") if storing else store()
+    if verdict is not None:
+        with session(ctx.engine) as s:
+            checkpoint = s.get_one(CheckpointRow, verdict.checkpoint_id)
+        write_back(ctx, checkpoint, verdict)
+        redecide_dependents(ctx, checkpoint.id)
 
 
 def _audit(engine, audit_id: int) -> AuditRun:

@@ -7,8 +7,8 @@ audit_runs (see queue.py), run on per-device worker pools, each in a supervised 
 
 Every job run is guarded (auditd/scheduler/health.py): failures are logged, counted per kind and
 retried with backoff, and the loop's last completed cycle drives /readyz and the watchdog.
-Only one daemon should schedule from a database at a time; several replicas need a leader
-lock (see docs/operations.md).
+Several replicas may share one PostgreSQL database: all dispatch (claims are compare-and-set), only
+the leader (auditd/scheduler/leader.py) polls registries, recovers orphans and flushes write-backs.
 """
 
 from __future__ import annotations
@@ -30,9 +30,11 @@ from auditd.runner.audit import AuditContext, run_audit
 from auditd.runner.verdicts import flush_write_backs, redecide_dependents
 from auditd.scheduler import intake, queue
 from auditd.scheduler.health import JobHealth
+from auditd.scheduler.leader import Leadership
 from auditd.settings import Settings
 from auditd.store.db import session
 from auditd.store.errors import storage_error_kind
+from auditd.store.placement import HOST, place
 
 log = logging.getLogger(__name__)
 
@@ -67,6 +69,7 @@ class AuditService:
         self.last_tick = time.time()  # the last completed cycle: the watchdog is fed only while this moves
         self.last_poll: dict[str, float] = {}
         self.health = JobHealth()
+        self.leader = Leadership(engine, settings.leader_lease_s, self.worker, on_elected=self._elected)
         self.scheduler = BackgroundScheduler(
             jobstores={"default": MemoryJobStore()},
             executors={"default": APSThreadPool(4)},
@@ -87,11 +90,13 @@ class AuditService:
         add(_job_maintain, "interval", args=[self.key], seconds=30, id="maintain", replace_existing=True,
             next_run_time=_now())
         self.scheduler.start()
+        self.leader.start()
 
     def stop(self, wait: bool = True) -> None:
         """Stop taking work; running audits stop at their next batch and stay queued."""
         self.accepting = False
         self.ctx.stop.set()
+        self.leader.stop()
         try:
             self.scheduler.shutdown(wait=False)
         except Exception:  # already stopped
@@ -103,7 +108,9 @@ class AuditService:
     # -- jobs (each guarded: a failure is logged, counted, retried with backoff) ----------------
     def run_job(self, job: str) -> None:
         jobs = {"registry-poll": self.poll_sources, "dispatch": self.dispatch, "maintain": self.maintain,
-                "write-back": lambda: flush_write_backs(self.ctx)}
+                "write-back": self.flush_write_backs}
+        if job == "registry-poll" and not self.leader.is_leader:
+            return  # the leader polls; a follower's registry view would only race it
         ok = self.health.run(job, jobs[job])
         if job == "dispatch":  # every 2 s: also retry failing jobs whose backoff is over
             for failing in self.health.due_retries():
@@ -177,18 +184,24 @@ class AuditService:
         from auditd.store.models import AuditRun
 
         log.warning("audits %s given up after their maximum attempts: error verdicts", audit_ids)
-        flush_write_backs(self.ctx)
+        self.flush_write_backs()
         for audit_id in audit_ids:
             with session(self.engine) as s:
                 redecide_dependents(self.ctx, s.get_one(AuditRun, audit_id).checkpoint_id)
 
     def _run(self, audit_id: int, device: str) -> None:
         try:
-            if self.settings.executor == "process":
+            if self.settings.executor == "ray":  # imports ray: only when chosen
+                from auditd.runner.ray_executor import run_on_ray
+
+                outcome = run_on_ray(self.ctx, audit_id, device)
+            elif self.settings.executor == "process":
                 from auditd.runner.supervisor import run_in_child
 
+                place(self.engine, audit_id, HOST)
                 outcome = run_in_child(self.ctx, audit_id, device)
             else:
+                place(self.engine, audit_id, HOST)
                 outcome = run_audit(self.ctx, audit_id)
             log.info("audit %s finished: %s", audit_id, outcome or "interrupted")
         except Exception:  # e.g. the database went away for good while stopping; recovery requeues it
@@ -196,17 +209,31 @@ class AuditService:
         finally:
             with self._lock:
                 self.running_on[device].discard(audit_id)
-        self.health.run("write-back", lambda: flush_write_backs(self.ctx))
+        self.health.run("write-back", self.flush_write_backs)
         if self.accepting:
             self.health.run("dispatch", self.dispatch)
 
+    def flush_write_backs(self) -> int:
+        # The leader only: two replicas flushing the same pending verdict would write it back twice.
+        return flush_write_backs(self.ctx) if self.leader.is_leader else 0
+
+    def _elected(self) -> None:
+        """A new leader recovers the audits its predecessor left running and polls at once."""
+        for job in ("maintain", "registry-poll"):
+            try:
+                self.scheduler.modify_job(job, next_run_time=_now())
+            except Exception:  # not started yet or stopping: the regular runs follow
+                pass
+
     def maintain(self) -> None:
         queue.heartbeat(self.engine, set(self.running))
+        if not self.leader.is_leader:
+            return
         with self._lock:  # not between a claim and its entry in running_on: that audit would look orphaned
             requeued = queue.recover(self.engine, self.settings.heartbeat_timeout_s, running_here=set(self.running))
         if requeued:
             log.info("requeued interrupted audits %s", requeued)
-        flush_write_backs(self.ctx)  # verdicts stored but not yet written to the registry (a crash, a failure)
+        self.flush_write_backs()  # verdicts stored but not yet written to the registry (a crash, a failure)
 
 
 def _now():

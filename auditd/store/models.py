@@ -64,6 +64,8 @@ class AuditRun(SQLModel, table=True):
     attempts: int = 0
     error: Optional[str] = Field(default=None, sa_column=Column(Text))
     worker: Optional[str] = None  # host:pid of the process running it
+    # Where it runs or last ran: the host of a local audit, "ray:<node ip>/<node id>" of a Ray task.
+    placement: Optional[str] = None
     cancel_requested: bool = False
     created_at: datetime = Field(default_factory=utcnow)
     started_at: Optional[datetime] = None
