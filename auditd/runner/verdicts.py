@@ -119,6 +119,8 @@ def redecide_dependents(ctx: VerdictContext, finished_checkpoint_id: str, scan: 
 def rethreshold_attack(s: Session, audit_id: int, probe_id: str, summary: dict, policy: Policy) -> dict:
     """An attack's `broken` / `steps_to_break` depend on the policy's harmful_rate_block unless the
     attack sets its own break_threshold: recompute them from the stored points under `policy`."""
+    from auditd.attacks.summary import break_point, headline
+
     if summary.get("attack") not in ATTACKS:
         return summary
     threshold = (summary.get("config") or {}).get("break_threshold") or policy.thresholds.harmful_rate_block
@@ -138,8 +140,6 @@ def rethreshold_attack(s: Session, audit_id: int, probe_id: str, summary: dict, 
         "break_threshold": threshold,
         "steps_to_break": broken_at.step if broken_at is not None else None,
     }
-    from auditd.attacks.summary import break_point, headline
-
     try:
         out["headline"] = headline(out)
     except (KeyError, TypeError):  # an older summary without every figure: keep its line
