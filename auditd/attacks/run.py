@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Callable
+from typing import Any, Callable, cast
 
 from sqlalchemy import delete
 
@@ -48,7 +48,7 @@ def run_attack_probe(probe_session: ProbeSession, policy, plan, probe, load_back
     `load_backend` returns the audited model (loaded on first call: a finished attack never loads it)."""
     workdir, opened = open_attack_run(probe_session, plan, probe)
     if opened.finished:
-        return opened.summary
+        return cast(dict[str, Any], opened.summary)  # a done run always has its summary (close_probe)
     try:
         config = probe.config.with_overrides(plan.attack)
     except ValueError as exc:

@@ -126,7 +126,7 @@ def task_report(items: list[GoldItem], scores: list[Score], task: str, rounds: i
     rows = [(it, s) for it, s in zip(items, scores) if _gold(it, task) is not None]
     preds = predictions([s for _, s in rows], task)
     kept = [(it, s, p) for (it, s), p in zip(rows, preds) if p is not None]
-    gold = [_gold(it, task) for it, _, _ in kept]
+    gold = [g for g in (_gold(it, task) for it, _, _ in kept) if g is not None]  # rows kept only where gold is set
     pred = [p for _, _, p in kept]
     report = {"task": task, **binary_figures(gold, pred, rounds, seed),
               "n_labelled": len(rows), "n_errors": len(rows) - len(kept),

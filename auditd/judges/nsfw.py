@@ -18,10 +18,13 @@ t2i_sexual/ folder) and stored per model file.
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from auditd.judges.base import JudgeInput, Score
 from auditd.judges.image_base import UncalibratedError, load_images, raw_json
+
+if TYPE_CHECKING:
+    from auditd.judges.calibration import Calibration
 
 SIGNAL = "t2i_sexual"
 MODEL_NAME = "open-nsfw"
@@ -60,7 +63,7 @@ class NsfwJudge:
         self.batch_size = batch_size
         self.threads = threads
         self.require_calibration = require_calibration
-        self.calibration = None
+        self.calibration: Calibration | None = None
         self.thresholds = {SIGNAL: threshold if threshold is not None else 0.5}
         self._device = device
         self._session = None
