@@ -183,7 +183,7 @@ def validate(judge, judge_id: str, options: dict[str, Any] | None, gold: GoldSet
     if len(scores) != len(gold.items):
         raise RuntimeError(f"judge {judge_id!r} returned {len(scores)} scores for {len(gold.items)} items")
     tasks = {t: task_report(gold.items, scores, t, rounds, seed) for t in gold.tasks}
-    headline = tasks.get("refusal") if "refusal" in tasks and _decides_refusal(scores) else next(iter(tasks.values()))
+    headline = tasks["refusal"] if "refusal" in tasks and _decides_refusal(scores) else next(iter(tasks.values()))
     return {
         "judge": judge_id, "config_digest": config_digest(judge_id, options), "gold": gold.name,
         "gold_path": str(gold.path), "gold_digest": gold.digest, "format": gold.format, "n": len(gold.items),
