@@ -97,7 +97,7 @@ class HFBackend:
             raise BackendError(f"max_memory applies only with device='auto' (got device={device!r})")
         try:
             tokenizer = AutoTokenizer.from_pretrained(folder, **common)
-            model = AutoModelForCausalLM.from_pretrained(folder, **kwargs)  # type: ignore[arg-type]  # transformers' stub
+            model = AutoModelForCausalLM.from_pretrained(folder, **kwargs)  # type: ignore[arg-type]  # wrong stub
             if "device_map" not in kwargs:
                 model.to(device)
         except CheckpointError:
