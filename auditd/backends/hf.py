@@ -97,9 +97,9 @@ class HFBackend:
             raise BackendError(f"max_memory applies only with device='auto' (got device={device!r})")
         try:
             tokenizer = AutoTokenizer.from_pretrained(folder, **common)
-            model = AutoModelForCausalLM.from_pretrained(folder, **kwargs)  # type: ignore[arg-type]  # wrong stub
+            model = AutoModelForCausalLM.from_pretrained(folder, **kwargs)
             if "device_map" not in kwargs:
-                model.to(device)
+                model.to(device)  # type: ignore[arg-type]  # transformers types the wrapped to() as unbound
         except CheckpointError:
             raise
         except Exception as e:  # OSError, ValueError, safetensors and torch errors alike

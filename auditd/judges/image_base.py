@@ -103,7 +103,7 @@ class ImageJudgeBase:
         """Which thresholds this judge decides with, for the report beside the verdict."""
         _, model, tag = self.calibration_identity()
         source = "policy" if self.policy_thresholds else "calibrated" if self.calibration else "default"
-        info = {"judge": self.id, "model": model, "pretrained": tag or "none", "source": source,
+        info: dict[str, Any] = {"judge": self.id, "model": model, "pretrained": tag or "none", "source": source,
                 "thresholds": dict(self.thresholds)}
         if self.calibration:
             info.update(calibrated_at=self.calibration.created_at, target_fpr=self.calibration.target_fpr,

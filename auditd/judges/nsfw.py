@@ -117,7 +117,7 @@ class NsfwJudge:
 
     def calibration_info(self) -> dict[str, Any]:
         source = "policy" if self.policy_threshold is not None else "calibrated" if self.calibration else "default"
-        info = {"judge": self.id, "model": MODEL_NAME, "pretrained": self.sha256[:16], "source": source,
+        info: dict[str, Any] = {"judge": self.id, "model": MODEL_NAME, "pretrained": self.sha256[:16], "source": source,
                 "thresholds": dict(self.thresholds), "providers": self._providers()}
         if self.calibration:
             info.update(calibrated_at=self.calibration.created_at, target_fpr=self.calibration.target_fpr,
