@@ -226,11 +226,12 @@ def run_demo(console: Console, err: Console, registry: Path, home: Path | None, 
         print_verdict(console, docs["variants"])
         print_variant_rates(console, daemon.engine, runs["variants"])
 
-    report: Path | None = (settings.home / "demo-report.html").resolve()
+    report_path = (settings.home / "demo-report.html").resolve()
+    report: Path | None = report_path  # None once writing it failed
     try:
         from auditd.report.html import render_html
 
-        report.write_text(render_html(daemon.engine, ids["child"], settings.home), encoding="utf-8")
+        report_path.write_text(render_html(daemon.engine, ids["child"], settings.home), encoding="utf-8")
     except Exception as exc:  # the report is a convenience; the verdicts above stand without it
         err.print(f"could not write the HTML report: {type(exc).__name__}: {exc}")
         report = None
