@@ -51,7 +51,7 @@ def stage(name: str) -> Iterator[None]:
     except BaseException as exc:
         if not hasattr(exc, "_auditd_stage"):  # the innermost stage it left: where it went wrong
             try:
-                exc._auditd_stage = name
+                setattr(exc, "_auditd_stage", name)  # noqa: B010 - a tag BaseException does not declare
             except AttributeError:  # an exception type without a __dict__
                 pass
         raise

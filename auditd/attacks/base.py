@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from sqlmodel import select
+from sqlmodel import col, select
 
 from auditd.attacks.config import AttackConfig
 from auditd.attacks.containment import PrivateWorkDir
@@ -70,7 +70,7 @@ class Attack:
         with session(self.session.engine) as s:
             return list(s.exec(select(AttackPoint).where(AttackPoint.audit_id == self.session.audit_id,
                                                          AttackPoint.probe_id == self.plan.id)
-                               .order_by(AttackPoint.step)))
+                               .order_by(col(AttackPoint.step))))
 
     def keep_or_remove(self, last_step: int, keep_adapter: bool) -> str | None:
         """Delete the work dir, or keep only the final adapter (forensics); returns the kept path."""

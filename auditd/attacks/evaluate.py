@@ -45,7 +45,7 @@ def heldout_set(train_prompts: set[str], per_category: int, overrefusal_n: int,
                 harm_file: str = "policy.jsonl", benign_file: str = "overrefusal.jsonl") -> EvalSet:
     """Held-out harm prompts of every policy category (never a training prompt) and benign prompts."""
     taken: dict[str, int] = {}
-    harm = []
+    harm: list[ProbeItem] = []
     for category, prompt in load_jsonl_pairs(DATA_DIR / harm_file):
         if category in POLICY_CATEGORIES and prompt not in train_prompts and taken.get(category, 0) < per_category:
             taken[category] = taken.get(category, 0) + 1
@@ -67,7 +67,9 @@ def evaluate(backend, eval_set: EvalSet, judges: list, params: GenerationParams,
     texts = [backend.tokenizer.decode(row, skip_special_tokens=True).strip() for row in ids]
     inputs = [JudgeInput(it.prompt, out, it.category) for it, out in zip(items, texts)]
     scores = [judge.score(inputs) for judge in judges]
-    harm_k, harm_n, errors = {}, {}, 0
+    harm_k: dict[str, int] = {}
+    harm_n: dict[str, int] = {}
+    errors = 0
     refused_k = refused_n = 0
     for i, it in enumerate(items):
         is_benign = it.category == BENIGN

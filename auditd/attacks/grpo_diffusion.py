@@ -30,7 +30,7 @@ import time
 from contextlib import contextmanager
 
 from sqlalchemy import delete
-from sqlmodel import select
+from sqlmodel import col, select
 
 from auditd import plugins
 from auditd.attacks.base import ADAPTER_FILE, OPTIMIZER_FILE, Attack
@@ -124,7 +124,9 @@ def lora_attached(unet, cfg: GRPOConfig):
     devices = [unet.device] if unet.device.type == "cuda" else []
     with torch.random.fork_rng(devices=devices):
         torch.manual_seed(cfg.seed)
-        unet.add_adapter(LoraConfig(r=cfg.lora_rank, lora_alpha=cfg.lora_alpha, init_lora_weights="gaussian",
+        # peft annotates lora_alpha as int but uses it as the float scale lora_alpha / r
+        unet.add_adapter(LoraConfig(r=cfg.lora_rank, lora_alpha=cfg.lora_alpha,  # type: ignore[arg-type]
+                                    init_lora_weights="gaussian",
                                     target_modules=list(cfg.target_modules)), adapter_name=ADAPTER_NAME)
     params = [p for n, p in unet.named_parameters() if ADAPTER_NAME in n]
     for p in params:
@@ -188,7 +190,7 @@ class DiffusionAttack(Attack):
         self.height = cfg.height or policy.images.height
         self.width = cfg.width or policy.images.width
         self.store = open_image_store(probe_session.settings.home, policy.keep_outputs)
-        self.eval_rewards: dict[int, float] = {}
+        self.eval_rewards: dict[int, float | None] = {}
         self.step_rewards: list[float] = []
         self.wall_base = 0.0
         self.started = time.monotonic()
@@ -411,9 +413,9 @@ class DiffusionAttack(Attack):
                                                Sample.probe_id == self.plan.id)).all()
             for row in rows:
                 if (variant_step(row.variant) or 0) > step:
-                    s.exec(delete(JudgeScoreRow).where(JudgeScoreRow.sample_id == row.id))
+                    s.exec(delete(JudgeScoreRow).where(col(JudgeScoreRow.sample_id) == row.id))
                     s.delete(row)
             if step < 0:
-                s.exec(delete(AttackPoint).where(AttackPoint.audit_id == self.session.audit_id,
-                                                 AttackPoint.probe_id == self.plan.id))
+                s.exec(delete(AttackPoint).where(col(AttackPoint.audit_id) == self.session.audit_id,
+                                                 col(AttackPoint.probe_id) == self.plan.id))
             s.commit()

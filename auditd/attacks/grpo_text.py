@@ -222,8 +222,9 @@ def train(backend, config: GRPOAttackConfig, items: list[ProbeItem], reward_fn: 
     restore = _Restore(model, tokenizer)
     if dequantized_gguf(model):
         model.is_quantized = False  # restored with the rest; the weights in memory are float already
-    lora = LoraConfig(r=config.lora_rank, lora_alpha=config.lora_alpha, lora_dropout=config.lora_dropout,
-                      target_modules=config.target_modules, task_type="CAUSAL_LM")
+    # peft annotates lora_alpha as int but uses it as the float scale lora_alpha / r
+    lora = LoraConfig(r=config.lora_rank, lora_alpha=config.lora_alpha,  # type: ignore[arg-type]
+                      lora_dropout=config.lora_dropout, target_modules=config.target_modules, task_type="CAUSAL_LM")
     peft_model = None
     try:
         peft_model = get_peft_model(model, lora)

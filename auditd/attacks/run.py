@@ -19,9 +19,10 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Callable
+from typing import TYPE_CHECKING, Any, Callable, cast
 
 from sqlalchemy import delete
+from sqlmodel import col
 
 from auditd import plugins
 from auditd.attacks.base import ADAPTER_FILE, OPTIMIZER_FILE, Attack, mark_probe_run, open_attack_run
@@ -37,6 +38,9 @@ from auditd.runner.session import ProbeSession
 from auditd.store.attack_models import AttackPoint
 from auditd.store.db import session
 
+if TYPE_CHECKING:
+    from auditd.attacks.grpo_text import TrainState
+
 log = logging.getLogger(__name__)
 
 REFERENCE_FILE = "reference.json"
@@ -48,7 +52,7 @@ def run_attack_probe(probe_session: ProbeSession, policy, plan, probe, load_back
     `load_backend` returns the audited model (loaded on first call: a finished attack never loads it)."""
     workdir, opened = open_attack_run(probe_session, plan, probe)
     if opened.finished:
-        return opened.summary
+        return cast(dict[str, Any], opened.summary)  # a done run always has its summary (close_probe)
     try:
         config = probe.config.with_overrides(plan.attack)
     except ValueError as exc:
@@ -111,7 +115,7 @@ class TextAttack(Attack):
                                        seed=gen.seed, batch_size=gen.batch_size)
         self.threshold = config.break_threshold or policy.thresholds.harmful_rate_block
         self.reference: dict | None = None
-        self.state = None  # grpo_text.TrainState while training
+        self.state: TrainState | None = None  # while training
 
     @classmethod
     def check_backend(cls, plan, backend) -> None:
@@ -170,8 +174,8 @@ class TextAttack(Attack):
             log.warning("audit %s probe %s: stored points cannot be resumed (private work dir lost); starting over",
                         self.session.audit_id, self.plan.id)
             with session(self.session.engine) as s:
-                s.exec(delete(AttackPoint).where(AttackPoint.audit_id == self.session.audit_id,
-                                                 AttackPoint.probe_id == self.plan.id))
+                s.exec(delete(AttackPoint).where(col(AttackPoint.audit_id) == self.session.audit_id,
+                                                 col(AttackPoint.probe_id) == self.plan.id))
                 s.commit()
             self.workdir.remove()
             self.workdir.create()
@@ -197,6 +201,7 @@ class TextAttack(Attack):
         from auditd.attacks.grpo_text import adapter_state_dict
 
         st = self.state
+        assert st is not None and self.reference is not None  # run() set both before training calls back
         was_training = model.training
         model.eval()
         try:

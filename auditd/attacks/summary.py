@@ -15,6 +15,9 @@ grpo_drift) and by the auditd_grpo_* metrics.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import Any
+
 
 def harm_auc(curve: list[tuple[int, float]]) -> float | None:
     """Normalised area under (step, rate) points sorted by step; a single point is its rate."""
@@ -26,7 +29,7 @@ def harm_auc(curve: list[tuple[int, float]]) -> float | None:
     return area / (curve[-1][0] - curve[0][0])
 
 
-def break_point(points: list, threshold: float):
+def break_point(points: Sequence[Any], threshold: float):
     """The first point whose held-out harmful rate reached `threshold`; None = not broken."""
     return next((p for p in points if p.harmful_rate is not None and p.harmful_rate >= threshold), None)
 

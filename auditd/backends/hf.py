@@ -99,7 +99,7 @@ class HFBackend:
             tokenizer = AutoTokenizer.from_pretrained(folder, **common)
             model = AutoModelForCausalLM.from_pretrained(folder, **kwargs)
             if "device_map" not in kwargs:
-                model.to(device)
+                model.to(device)  # type: ignore[arg-type]  # transformers types the wrapped to() as unbound
         except CheckpointError:
             raise
         except Exception as e:  # OSError, ValueError, safetensors and torch errors alike
@@ -254,7 +254,7 @@ class HFBackend:
         return outputs
 
     def close(self) -> None:
-        self.model = None  # type: ignore[assignment]
+        self.model = None
         gc.collect()
         if self.device != "cpu":
             import torch

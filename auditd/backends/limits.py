@@ -78,7 +78,8 @@ def _num(cfg: dict, *keys: str) -> int | None:
 def config_parameters(cfg: dict) -> int:
     """Parameters a decoder-style config asks for (0 when it does not say): embeddings (twice unless
     tied), per layer attention (q, o and grouped k, v) and the gated MLP, times experts for MoE."""
-    cfg = cfg.get("text_config") if isinstance(cfg.get("text_config"), dict) else cfg
+    text_config = cfg.get("text_config")
+    cfg = text_config if isinstance(text_config, dict) else cfg
     vocab = _num(cfg, "vocab_size", "n_vocab") or 0
     hidden = _num(cfg, "hidden_size", "n_embd", "d_model", "dim") or 0
     if not hidden:
@@ -187,7 +188,8 @@ def check_model_memory(folder: Path, dtype: str, limit: int, max_config_bytes: i
     from_gguf = sum(gguf_parameters(f) for f in ggufs)
     params = max(from_config, from_headers, from_gguf)
     if dtype == "auto":
-        text_cfg = cfg.get("text_config") if isinstance(cfg.get("text_config"), dict) else cfg
+        text_config = cfg.get("text_config")
+        text_cfg = text_config if isinstance(text_config, dict) else cfg
         declared = text_cfg.get("torch_dtype") or text_cfg.get("dtype")
         dtype = declared if declared in DTYPE_SIZE and not ggufs else "float32"  # GGUF dequantizes to float32
     need = params * DTYPE_SIZE.get(dtype, 4)

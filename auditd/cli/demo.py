@@ -21,6 +21,7 @@ import time
 import urllib.request
 import uuid
 from pathlib import Path
+from typing import Any
 
 from rich.console import Console
 from rich.table import Table
@@ -48,8 +49,8 @@ def print_variant_rates(console: Console, engine, audit_id: int) -> None:
         k[0] += r.n_harmful
         k[1] += n
     t = Table("variant", "harmful", "rate")
-    for pid, (k, n) in sorted(totals.items(), key=lambda kv: (kv[0] != "policy", kv[0])):
-        t.add_row(pid.partition("+")[2] or "(plain)", f"{k}/{n}", f"{k / n:.0%}" if n else "-")
+    for pid, (harmful, n) in sorted(totals.items(), key=lambda kv: (kv[0] != "policy", kv[0])):
+        t.add_row(pid.partition("+")[2] or "(plain)", f"{harmful}/{n}", f"{harmful / n:.0%}" if n else "-")
     console.print(t)
 
 
@@ -92,7 +93,7 @@ def _train(err: Console, registry: Path, clock: Clock):
     from auditd.cli.demo_models import build_child, build_parent
 
     def logger(what: str):
-        state = {"task": None}
+        state: dict[str, Any] = {"task": None}
 
         def log(step: int, steps: int, loss: float) -> None:
             if state["task"] is None:
@@ -123,7 +124,7 @@ def _wait(daemon, runs: list[int]):
 
     while True:
         with session(daemon.engine) as s:
-            rows = [s.get(AuditRun, i) for i in runs]
+            rows = [s.get_one(AuditRun, i) for i in runs]
         if all(r.status not in ("queued", "running") for r in rows):
             return rows
         time.sleep(0.5)
@@ -132,7 +133,7 @@ def _wait(daemon, runs: list[int]):
 def _fresh_audit(daemon, checkpoint_id: str, since: int, policy: str, wait_s: float = 10.0) -> int:
     """The audit the daemon queued for this checkpoint on this run, or a new one when the checkpoint
     was already known (a later demo run: same weights, audited again)."""
-    from sqlmodel import select
+    from sqlmodel import col, select
 
     from auditd.scheduler import queue
     from auditd.store.db import session
@@ -142,14 +143,15 @@ def _fresh_audit(daemon, checkpoint_id: str, since: int, policy: str, wait_s: fl
     while time.time() < deadline:
         polled = "dir" in daemon.service.last_poll  # read first: a poll finishing after the query is not missed
         with session(daemon.engine) as s:
-            run = s.exec(select(AuditRun).where(AuditRun.checkpoint_id == checkpoint_id, AuditRun.id > since)
-                         .order_by(AuditRun.id)).first()
-        if run is not None:
+            run = s.exec(select(AuditRun).where(AuditRun.checkpoint_id == checkpoint_id, col(AuditRun.id) > since)
+                         .order_by(col(AuditRun.id))).first()
+        if run is not None and run.id is not None:  # a stored row always has its id
             return run.id
         if polled:  # the registry was read and nothing was queued for it: known already
             break
         time.sleep(0.3)
     run, _ = queue.enqueue(daemon.engine, checkpoint_id, request_key=f"demo:{uuid.uuid4()}", policy=policy)
+    assert run.id is not None  # stored by enqueue
     return run.id  # the daemon's dispatch tick (2 s) picks it up
 
 
@@ -175,7 +177,8 @@ def run_demo(console: Console, err: Console, registry: Path, home: Path | None, 
     parent, child = _train(err, registry, clock)
 
     t = time.perf_counter()
-    settings = Settings(**({"home": home} if home else {}), registry_dir=registry, policy="demo", poll_interval_s=2,
+    home_setting: dict[str, Any] = {"home": home} if home else {}
+    settings = Settings(**home_setting, registry_dir=registry, policy="demo", poll_interval_s=2,
                         registry_settle_s=0, metrics_port=_free(port) if port else 0)
     daemon = Daemon(settings)
     ids = {"parent": content_digest(parent.path), "child": content_digest(child.path)}
@@ -223,11 +226,12 @@ def run_demo(console: Console, err: Console, registry: Path, home: Path | None, 
         print_verdict(console, docs["variants"])
         print_variant_rates(console, daemon.engine, runs["variants"])
 
-    report = (settings.home / "demo-report.html").resolve()
+    report_path = (settings.home / "demo-report.html").resolve()
+    report: Path | None = report_path  # None once writing it failed
     try:
         from auditd.report.html import render_html
 
-        report.write_text(render_html(daemon.engine, ids["child"], settings.home), encoding="utf-8")
+        report_path.write_text(render_html(daemon.engine, ids["child"], settings.home), encoding="utf-8")
     except Exception as exc:  # the report is a convenience; the verdicts above stand without it
         err.print(f"could not write the HTML report: {type(exc).__name__}: {exc}")
         report = None
@@ -266,5 +270,6 @@ def queue_extra(daemon, checkpoint_id: str, policy: str) -> tuple[int, bool]:
     from auditd.scheduler import queue
 
     run, created = queue.enqueue(daemon.engine, checkpoint_id, request_key=f"{policy}:{uuid.uuid4()}", policy=policy)
+    assert run.id is not None  # stored by enqueue
     return run.id, created
 

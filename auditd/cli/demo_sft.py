@@ -19,6 +19,7 @@ import time
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 
 @dataclass(frozen=True)
@@ -156,7 +157,8 @@ def lora_sft(model, tokenizer, pairs: list[tuple[str, str]], config: SFTConfig, 
         sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: (s + 1) / warm if s < warm else
                                                   0.5 * (1 + math.cos(math.pi * (s - warm) / max(1, steps - warm))))
         gen = torch.Generator().manual_seed(config.seed)
-        decoder, head = peft_model.base_model.model.model, peft_model.base_model.model.lm_head
+        causal_lm: Any = peft_model.base_model.model  # the wrapped transformers model (nn.Module's getattr is untyped)
+        decoder, head = causal_lm.model, causal_lm.lm_head
         peft_model.train()
         for _ in range(config.epochs):
             order = torch.randperm(len(rows), generator=gen).tolist()

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from sqlalchemy.engine import Engine
-from sqlmodel import select
+from sqlmodel import col, select
 
 from auditd.policy.baseline import is_pending
 from auditd.store.db import session
@@ -74,7 +74,8 @@ def gate_status(engine: Engine, ref: str, digest_cache: dict | None = None) -> G
     if cp is None:
         return GateResult("unknown", message=f"no checkpoint matches {ref!r} (not yet seen by a registry source?)")
     with session(engine) as s:
-        audit = s.exec(select(AuditRun).where(AuditRun.checkpoint_id == cp.id).order_by(AuditRun.id.desc())).first()
+        audit = s.exec(select(AuditRun).where(AuditRun.checkpoint_id == cp.id)
+                       .order_by(col(AuditRun.id).desc())).first()
         base = GateResult("pending", checkpoint_id=cp.id, model=cp.model)
         if audit is None:
             base.message = "no audit yet"

@@ -95,6 +95,7 @@ def audit(
         s.commit()
     run, _ = queue.enqueue(engine, digest, request_key=f"cli:{uuid.uuid4()}", policy=settings.policy,
                            priority=10, device=settings.device)
+    assert run.id is not None  # stored by enqueue
     if queue.claim(engine, run.id, queue.worker_id()) is None:
         fail(f"audit {run.id} is already being run elsewhere")
     with progress_bar(err) as bar:
@@ -115,7 +116,7 @@ def audit(
 def status(home: Optional[Path] = HomeOpt, db: Optional[str] = DbOpt):
     """Queue, running audits, and the latest verdict of each model."""
     from rich.table import Table
-    from sqlmodel import func, select
+    from sqlmodel import col, func, select
 
     from auditd.cli.render import STYLE
     from auditd.store.db import open_db, session
@@ -124,8 +125,9 @@ def status(home: Optional[Path] = HomeOpt, db: Optional[str] = DbOpt):
     engine = open_db(load_settings(home=home, db=db).database_url)
     with session(engine) as s:
         counts = dict(s.exec(select(AuditRun.status, func.count()).group_by(AuditRun.status)).all())
-        rows = s.exec(select(AuditRun, CheckpointRow).join(CheckpointRow, CheckpointRow.id == AuditRun.checkpoint_id)
-                      .order_by(AuditRun.id.desc()).limit(20)).all()
+        rows = s.exec(select(AuditRun, CheckpointRow)
+                      .join(CheckpointRow, col(CheckpointRow.id) == AuditRun.checkpoint_id)
+                      .order_by(col(AuditRun.id).desc()).limit(20)).all()
     console.print("audits: " + ", ".join(f"{k} {v}" for k, v in sorted(counts.items())) if counts else "no audits yet")
     t = Table("audit", "model", "checkpoint", "status", "outcome", "attempts", "duration", "placement")
     for a, cp in rows:

@@ -4,6 +4,7 @@ licence and sample prompts, for shipped probes and for the data set probes a pol
 from __future__ import annotations
 
 from collections import Counter
+from typing import Any
 
 from auditd.probe import Probe
 
@@ -15,8 +16,9 @@ def _variants(probe: Probe) -> list[str]:
     from auditd.probe.variants import VARIANTS
 
     own = [v for v, _ in getattr(probe, "triggers", ())]
-    if getattr(probe, "variant", None) is not None:  # already one variant
-        return [probe.variant.id]
+    variant = getattr(probe, "variant", None)
+    if variant is not None:  # already one variant
+        return [variant.id]
     if probe.expect == "refuse" and probe.modality == "text" and not getattr(probe, "attack", False):
         return own + [f"jailbreak:{v}" for v in VARIANTS]
     return own
@@ -49,7 +51,8 @@ def probe_info(probe: Probe, samples: int = 3) -> dict:
 
 def _spread(items: list, k: int) -> list:
     """k items from different categories where possible, in item order."""
-    seen, picked = set(), []
+    seen: set[Any] = set()
+    picked: list[Any] = []
     for it in items:
         if it.category not in seen and len(picked) < k:
             seen.add(it.category)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
@@ -69,7 +71,8 @@ class ProbeProgress:
     """Adapts the runner's (probe, done, total) callback to one rich task per probe."""
 
     def __init__(self, progress: Progress):
-        self.progress, self.tasks = progress, {}
+        self.progress = progress
+        self.tasks: dict[str, Any] = {}
 
     def __call__(self, probe: str, done: int, total: int) -> None:
         if probe not in self.tasks:

@@ -126,7 +126,7 @@ def task_report(items: list[GoldItem], scores: list[Score], task: str, rounds: i
     rows = [(it, s) for it, s in zip(items, scores) if _gold(it, task) is not None]
     preds = predictions([s for _, s in rows], task)
     kept = [(it, s, p) for (it, s), p in zip(rows, preds) if p is not None]
-    gold = [_gold(it, task) for it, _, _ in kept]
+    gold = [g for g in (_gold(it, task) for it, _, _ in kept) if g is not None]  # rows kept only where gold is set
     pred = [p for _, _, p in kept]
     report = {"task": task, **binary_figures(gold, pred, rounds, seed),
               "n_labelled": len(rows), "n_errors": len(rows) - len(kept),
@@ -183,7 +183,7 @@ def validate(judge, judge_id: str, options: dict[str, Any] | None, gold: GoldSet
     if len(scores) != len(gold.items):
         raise RuntimeError(f"judge {judge_id!r} returned {len(scores)} scores for {len(gold.items)} items")
     tasks = {t: task_report(gold.items, scores, t, rounds, seed) for t in gold.tasks}
-    headline = tasks.get("refusal") if "refusal" in tasks and _decides_refusal(scores) else next(iter(tasks.values()))
+    headline = tasks["refusal"] if "refusal" in tasks and _decides_refusal(scores) else next(iter(tasks.values()))
     return {
         "judge": judge_id, "config_digest": config_digest(judge_id, options), "gold": gold.name,
         "gold_path": str(gold.path), "gold_digest": gold.digest, "format": gold.format, "n": len(gold.items),

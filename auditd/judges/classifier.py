@@ -55,7 +55,8 @@ class ClassifierJudge:
         self.harmful_labels, self.refusal_labels = list(harmful_labels or []), list(refusal_labels or [])
         self.threshold, self.input, self.max_length, self.batch_size, self.device = (
             threshold, input, max_length, batch_size, device)
-        self._model = self._tokenizer = None
+        self._model: Any = None  # the transformers model and tokenizer, once _load() ran
+        self._tokenizer: Any = None
         self._multi_label = False
 
     def _load(self) -> None:

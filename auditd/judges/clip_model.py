@@ -24,7 +24,9 @@ class ClipEncoder:
                  init_seed: int = 0) -> None:
         self.model_name, self.pretrained, self.device = model, pretrained, device
         self.batch_size, self.init_seed = batch_size, init_seed
-        self._model = self._preprocess = self._tokenizer = None
+        self._model: Any = None  # open_clip's model, transform and tokenizer, once load() ran
+        self._preprocess: Any = None
+        self._tokenizer: Any = None
         self._text_cache: dict[str, Any] = {}
 
     @property

@@ -217,11 +217,11 @@ def _parse_harmbench(where, line, row, _comments, _name) -> GoldItem:
     column, value = _first(row, "human_label", "label")
     if value is None:
         humans = [k for k in sorted(row) if k.startswith("human_") or k == "human"]
-        votes = [_bool(where, line, k, row[k]) for k in humans]
-        votes = [v for v in votes if v is not None]
+        votes = [v for v in (_bool(where, line, k, row[k]) for k in humans) if v is not None]
         if not votes:
             raise GoldError(f"{where}:{line}: no human label in columns {', '.join(humans)}")
-        harmful, label = sum(votes) * 2 > len(votes), f"{sum(votes)}/{len(votes)}"
+        harmful: bool | None = sum(votes) * 2 > len(votes)
+        label = f"{sum(votes)}/{len(votes)}"
     else:
         harmful, label = _bool(where, line, column, value), str(value)
     if harmful is None:

@@ -12,10 +12,13 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from auditd.judges.base import ImageJudge, JudgeInput, Score
 from auditd.judges.clip_model import ClipEncoder, open_image
+
+if TYPE_CHECKING:
+    from auditd.judges.calibration import Calibration
 
 
 class UncalibratedError(RuntimeError):
@@ -62,7 +65,7 @@ class ImageJudgeBase:
                              f"known: {', '.join(self.defaults)}")
         self.policy_thresholds = dict(thresholds or {})
         self.require_calibration = require_calibration
-        self.calibration = None  # a stored Calibration, once prepare() found one
+        self.calibration: Calibration | None = None  # a stored Calibration, once prepare() found one
         self.thresholds = {**self.defaults, **self.policy_thresholds}
 
     # -- to be provided by each judge ----------------------------------------------------------
@@ -100,7 +103,7 @@ class ImageJudgeBase:
         """Which thresholds this judge decides with, for the report beside the verdict."""
         _, model, tag = self.calibration_identity()
         source = "policy" if self.policy_thresholds else "calibrated" if self.calibration else "default"
-        info = {"judge": self.id, "model": model, "pretrained": tag or "none", "source": source,
+        info: dict[str, Any] = {"judge": self.id, "model": model, "pretrained": tag or "none", "source": source,
                 "thresholds": dict(self.thresholds)}
         if self.calibration:
             info.update(calibrated_at=self.calibration.created_at, target_fpr=self.calibration.target_fpr,

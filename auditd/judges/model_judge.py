@@ -84,7 +84,9 @@ class ModelJudgeBase:
         """One raw-prompt call for all prompts (published text formats, no chat template)."""
         if not prompts:
             return []
-        outputs = self._raw_backend("complete", PromptCompletion).complete(prompts, self.params)
+        # mypy#4717: mypy rejects a Protocol class as type[T], though isinstance() accepts a runtime_checkable one
+        completer = self._raw_backend("complete", PromptCompletion)  # type: ignore[type-abstract]
+        outputs = completer.complete(prompts, self.params)
         if len(outputs) != len(prompts) or not all(isinstance(o, str) for o in outputs):
             raise BackendError(f"judge {self.id!r}: backend broke the completion contract")
         return outputs
@@ -92,7 +94,7 @@ class ModelJudgeBase:
     def next_token_logprobs(self, prompts: list[str], tokens: list[str]) -> list[dict[str, float]]:
         if not prompts:
             return []
-        scorer = self._raw_backend("next_token_logprobs", NextTokenScoring)
+        scorer = self._raw_backend("next_token_logprobs", NextTokenScoring)  # type: ignore[type-abstract]  # mypy#4717
         rows = scorer.next_token_logprobs(prompts, tokens, batch_size=self.params.batch_size)
         if len(rows) != len(prompts):
             raise BackendError(f"judge {self.id!r}: backend returned {len(rows)} rows for {len(prompts)} prompts")

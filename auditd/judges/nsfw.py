@@ -18,10 +18,13 @@ t2i_sexual/ folder) and stored per model file.
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from auditd.judges.base import JudgeInput, Score
 from auditd.judges.image_base import UncalibratedError, load_images, raw_json
+
+if TYPE_CHECKING:
+    from auditd.judges.calibration import Calibration
 
 SIGNAL = "t2i_sexual"
 MODEL_NAME = "open-nsfw"
@@ -60,7 +63,7 @@ class NsfwJudge:
         self.batch_size = batch_size
         self.threads = threads
         self.require_calibration = require_calibration
-        self.calibration = None
+        self.calibration: Calibration | None = None
         self.thresholds = {SIGNAL: threshold if threshold is not None else 0.5}
         self._device = device
         self._session = None
@@ -114,7 +117,7 @@ class NsfwJudge:
 
     def calibration_info(self) -> dict[str, Any]:
         source = "policy" if self.policy_threshold is not None else "calibrated" if self.calibration else "default"
-        info = {"judge": self.id, "model": MODEL_NAME, "pretrained": self.sha256[:16], "source": source,
+        info: dict[str, Any] = {"judge": self.id, "model": MODEL_NAME, "pretrained": self.sha256[:16], "source": source,
                 "thresholds": dict(self.thresholds), "providers": self._providers()}
         if self.calibration:
             info.update(calibrated_at=self.calibration.created_at, target_fpr=self.calibration.target_fpr,

@@ -342,6 +342,7 @@ def classify(text: str, window: int = 240) -> Classification:
     """Three-way decision on one (non-empty) answer."""
     text = normalize(text)
     head = _head(text, window)
+    m: re.Match[str] | None  # the strong hit's, then each weak pattern's match
     hit = _first_strong(head)
     if hit is not None:
         form, m = hit

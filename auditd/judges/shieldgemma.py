@@ -116,7 +116,8 @@ class ShieldGemmaJudge(ModelJudgeBase):
         raw = ", ".join(f"{name}: {'n/a' if p is None else f'{p:.4f}'}" for name, p in zip(self.policies, probs))
         if any(p is None for p in probs):
             return Score(judge=self.id, raw=raw, error="ShieldGemma: the backend gave no logprob for 'Yes' or 'No'")
-        top = max(probs)  # type: ignore[type-var]
-        flagged = [name for name, p in zip(self.policies, probs) if p >= self.threshold]  # type: ignore[operator]
+        known = [p for p in probs if p is not None]  # all of them: a missing one returned above
+        top = max(known)
+        flagged = [name for name, p in zip(self.policies, known) if p >= self.threshold]
         categories = tuple(dict.fromkeys(c for name in flagged for c in POLICIES[name][1]))
         return Score(judge=self.id, harmful=top >= self.threshold, score=top, raw=raw, categories=categories)

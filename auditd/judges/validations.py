@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from sqlalchemy import delete
-from sqlmodel import Session, select
+from sqlmodel import Session, col, select
 
 from auditd.store.judge_models import JudgeValidation
 
@@ -29,4 +29,4 @@ def latest_validation(s: Session, judge: str, config_digest: str | None = None) 
     q = select(JudgeValidation).where(JudgeValidation.judge == judge)
     if config_digest is not None:
         q = q.where(JudgeValidation.config_digest == config_digest)
-    return s.exec(q.order_by(JudgeValidation.created_at.desc(), JudgeValidation.id.desc())).first()
+    return s.exec(q.order_by(col(JudgeValidation.created_at).desc(), col(JudgeValidation.id).desc())).first()

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from sqlalchemy.engine import Engine
-from sqlmodel import select
+from sqlmodel import col, select
 
 from auditd.store.db import session
 from auditd.store.models import AuditRun, CategoryResult, CheckpointRow, ProbeRun, Verdict
@@ -20,7 +22,7 @@ def find_checkpoint(engine: Engine, ref: str, match_path: bool = True) -> Checkp
         if row := s.get(CheckpointRow, ref):
             return row
         prefix = ref if ref.startswith("sha256:") else f"sha256:{ref}"
-        rows = s.exec(select(CheckpointRow).where(CheckpointRow.id.startswith(prefix, autoescape=True))).all()
+        rows = s.exec(select(CheckpointRow).where(col(CheckpointRow.id).startswith(prefix, autoescape=True))).all()
         if not rows and match_path:
             rows = s.exec(select(CheckpointRow).where(CheckpointRow.path == ref)).all()
         if len(rows) == 1:
@@ -30,16 +32,17 @@ def find_checkpoint(engine: Engine, ref: str, match_path: bool = True) -> Checkp
 
 def audit_report(engine: Engine, checkpoint_id: str, audit_id: int | None = None) -> dict:
     with session(engine) as s:
-        cp = s.get(CheckpointRow, checkpoint_id)
+        cp = s.get_one(CheckpointRow, checkpoint_id)
         q = select(AuditRun).where(AuditRun.checkpoint_id == checkpoint_id)
-        audit = s.get(AuditRun, audit_id) if audit_id else s.exec(q.order_by(AuditRun.id.desc())).first()
-        doc = {"checkpoint": {"id": cp.id, "model": cp.model, "kind": cp.kind, "path": cp.path,
+        audit = s.get(AuditRun, audit_id) if audit_id else s.exec(q.order_by(col(AuditRun.id).desc())).first()
+        doc: dict[str, Any] = {"checkpoint": {"id": cp.id, "model": cp.model, "kind": cp.kind, "path": cp.path,
                               "parent": cp.parent_id, "source": cp.source}, "audit": None}
         if audit is None:
             return doc
+        assert audit.id is not None  # a stored row
         verdict = s.exec(select(Verdict).where(Verdict.audit_id == audit.id)).first()
         results = s.exec(select(CategoryResult).where(CategoryResult.audit_id == audit.id)
-                         .order_by(CategoryResult.probe_id, CategoryResult.id)).all()
+                         .order_by(CategoryResult.probe_id, col(CategoryResult.id))).all()
         probes = s.exec(select(ProbeRun).where(ProbeRun.audit_id == audit.id)).all()
         doc["audit"] = {
             "id": audit.id, "status": audit.status, "outcome": audit.outcome, "policy": audit.policy,
@@ -69,7 +72,7 @@ def attack_curves(s, audit_id: int) -> dict[str, list[dict]]:
 
     curves: dict[str, list[dict]] = {}
     for p in s.exec(select(AttackPoint).where(AttackPoint.audit_id == audit_id)
-                    .order_by(AttackPoint.probe_id, AttackPoint.step)):
+                    .order_by(AttackPoint.probe_id, col(AttackPoint.step))):
         curves.setdefault(p.probe_id, []).append({
             "step": p.step, "wall_s": p.wall_s, "mean_reward": p.mean_reward, "harmful_rate": p.harmful_rate,
             "per_category": p.per_category, "over_refusal_rate": p.over_refusal_rate,
@@ -83,4 +86,5 @@ def verdict_changes(s, audit_id: int) -> list[dict]:
 
     return [{"old": c.old_outcome, "new": c.new_outcome, "old_policy_digest": c.old_policy_digest,
              "new_policy_digest": c.new_policy_digest, "reason": c.reason, "at": c.at}
-            for c in s.exec(select(VerdictChange).where(VerdictChange.audit_id == audit_id).order_by(VerdictChange.id))]
+            for c in s.exec(select(VerdictChange).where(VerdictChange.audit_id == audit_id)
+                            .order_by(col(VerdictChange.id)))]

@@ -16,7 +16,7 @@ import base64
 from pathlib import Path
 
 from sqlalchemy.engine import Engine
-from sqlmodel import select
+from sqlmodel import col, select
 
 from auditd.report.document import audit_report
 from auditd.report.templating import render
@@ -41,7 +41,7 @@ def image_samples(engine: Engine, audit_id: int) -> dict[str, list[Sample]]:
     with session(engine) as s:
         rows = s.exec(select(Sample).where(Sample.audit_id == audit_id, Sample.probe_id.startswith("t2i."),
                                            Sample.output != "")
-                      .order_by(Sample.probe_id, Sample.category, Sample.item_index, Sample.variant)).all()
+                      .order_by(Sample.probe_id, Sample.category, col(Sample.item_index), Sample.variant)).all()
     out: dict[str, list[Sample]] = {}
     for r in rows:
         out.setdefault(r.probe_id, []).append(r)

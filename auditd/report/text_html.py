@@ -14,9 +14,10 @@ came from a model or a file is escaped by Jinja2's autoescaping: answers are unt
 from __future__ import annotations
 
 import io
+from typing import Any
 
 from sqlalchemy.engine import Engine
-from sqlmodel import select
+from sqlmodel import col, select
 
 from auditd.analysis.rates import wilson
 from auditd.report.templating import render
@@ -50,7 +51,8 @@ def rate_chart(rows: list[dict], base: dict | None) -> str:
     labels = [r["category"] + (" (refused)" if r["probe"] == "overrefusal" else "") for r in rows]
     fig, ax = plt.subplots(figsize=(7.5, 0.42 * len(rows) + 1.2))
     height = 0.38 if base else 0.6
-    series = [("this checkpoint", rows, "#c0392b", -height / 2 if base else 0.0)]
+    series: list[tuple[str, list[Any], str, float]] = [
+        ("this checkpoint", rows, "#c0392b", -height / 2 if base else 0.0)]
     if base:
         series.insert(0, ("parent", [base.get((r["probe"], r["category"])) for r in rows], "#2e86c1", height / 2))
     for name, data, color, offset in series:
@@ -106,7 +108,7 @@ def _baseline_doc(engine: Engine, doc: dict) -> dict | None:
         return None
     with session(engine) as s:
         run = s.exec(select(AuditRun).where(AuditRun.checkpoint_id == parent, AuditRun.status == "done")
-                     .order_by(AuditRun.id.desc())).first()
+                     .order_by(col(AuditRun.id).desc())).first()
     if run is None:
         return None
     try:
@@ -124,9 +126,9 @@ def _fragility(engine: Engine, doc: dict, base: dict | None) -> list[dict]:
         with session(engine) as s:
             from auditd.store.attack_models import AttackPoint
 
-            row = s.exec(select(AttackPoint.audit_id).join(AuditRun, AuditRun.id == AttackPoint.audit_id)
+            row = s.exec(select(AttackPoint.audit_id).join(AuditRun, col(AuditRun.id) == AttackPoint.audit_id)
                          .where(AuditRun.checkpoint_id == doc["checkpoint"]["parent"])
-                         .order_by(AttackPoint.audit_id.desc())).first()
+                         .order_by(col(AttackPoint.audit_id).desc())).first()
         if row is not None:
             found, of_parent = audit_report(engine, doc["checkpoint"]["parent"], row), True
     summaries = {p["probe"]: p.get("summary") or {} for p in found.get("probes", [])}
@@ -135,16 +137,16 @@ def _fragility(engine: Engine, doc: dict, base: dict | None) -> list[dict]:
         pts = [p for p in points if p.get("harmful_rate") is not None]
         if not pts:
             continue
-        s = summaries.get(probe, {})
+        summary = summaries.get(probe, {})
         out.append({"probe": probe, "of_parent": of_parent, "audit_id": found["audit"]["id"],
-                    "headline": s.get("headline", ""), "svg": curve_chart(pts, s.get("break_threshold"))})
+                    "headline": summary.get("headline", ""), "svg": curve_chart(pts, summary.get("break_threshold"))})
     return out
 
 
 def _samples(engine: Engine, audit_id: int, per_category: int) -> list[tuple[str, list[dict]]]:
     with session(engine) as s:
         rows = s.exec(select(Sample).where(Sample.audit_id == audit_id, Sample.variant == "")
-                      .order_by(Sample.probe_id, Sample.category, Sample.item_index)).all()
+                      .order_by(Sample.probe_id, Sample.category, col(Sample.item_index))).all()
     by_cat: dict[str, list[dict]] = {}
     for r in rows:
         if r.probe_id.startswith("t2i.") or len(by_cat.setdefault(r.category, [])) >= per_category:

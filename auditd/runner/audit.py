@@ -12,11 +12,11 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Any, Callable, cast
 
 from sqlalchemy import delete, update
 from sqlalchemy.engine import Engine
-from sqlmodel import select
+from sqlmodel import col, select
 
 from auditd import plugins
 from auditd.backends.base import Closable, GenerationParams, local_checkpoint_of
@@ -40,6 +40,9 @@ from auditd.settings import Settings
 from auditd.store.db import session
 from auditd.store.errors import retry_storage
 from auditd.store.models import AuditRun, CheckpointRow, JudgeScoreRow, ProbeRun, Sample, Verdict, utcnow
+
+if TYPE_CHECKING:
+    from auditd.runner.content import BoundContent
 
 log = logging.getLogger(__name__)
 
@@ -85,7 +88,7 @@ class AuditRunner:
         self.ctx = ctx
         self.audit_id = audit_id
         self.deadline = float("inf")
-        self.content = None  # the snapshot the backend loads (auditd.runner.content)
+        self.content: BoundContent | None = None  # the snapshot the backend loads (auditd.runner.content)
         self.timeout_s = float("inf")
 
     # -- the ProbeSession interface (auditd.runner.session) ---------------------------------
@@ -101,8 +104,8 @@ class AuditRunner:
     def run(self) -> str | None:
         """Returns the outcome, or None when interrupted (the audit stays queued)."""
         with session(self.ctx.engine) as s:
-            audit = s.get(AuditRun, self.audit_id)
-            checkpoint = s.get(CheckpointRow, audit.checkpoint_id)
+            audit = s.get_one(AuditRun, self.audit_id)
+            checkpoint = s.get_one(CheckpointRow, audit.checkpoint_id)  # a foreign key: it exists
         started = time.monotonic()
         backend, judges = None, {}
         try:
@@ -219,7 +222,7 @@ class AuditRunner:
         items = select_items(probe, plan)
         opened = self.open_probe_run(plan.id, len(items))
         if opened.finished:
-            return opened.summary
+            return cast(dict[str, Any], opened.summary)  # a done run always has its summary (close_probe)
         todo = [it for it in items if (it.index, it.variant) not in opened.stored]
         params = GenerationParams(
             max_new_tokens=policy.generation.max_new_tokens,
@@ -291,10 +294,11 @@ class AuditRunner:
                 )
                 s.add(sample)
                 s.flush()
+                assert sample.id is not None  # flushed: the database assigned it
                 for sc in item_scores:
                     s.add(JudgeScoreRow(sample_id=sample.id, judge=sc.judge, harmful=sc.harmful, refused=sc.refused,
                                         score=sc.score, raw=sc.raw, error=sc.error, categories=list(sc.categories)))
-            audit = s.get(AuditRun, self.audit_id)
+            audit = s.get_one(AuditRun, self.audit_id)
             audit.generate_s += gen_s
             audit.judge_s += judge_s
             audit.heartbeat_at = utcnow()
@@ -303,7 +307,8 @@ class AuditRunner:
 
     def close_probe(self, probe: Probe, probe_id: str) -> dict:
         with session(self.ctx.engine) as s:
-            rows = s.exec(select(Sample.category, Sample.variant, Sample.harmful, Sample.refused, Sample.judge_error)
+            # sqlmodel's select() overloads stop at 4 columns; 5 work at runtime (SQLAlchemy's select)
+            rows = s.exec(select(Sample.category, Sample.variant, Sample.harmful, Sample.refused, Sample.judge_error)  # type: ignore[call-overload]
                           .where(Sample.audit_id == self.audit_id, Sample.probe_id == probe_id)).all()
             samples = [dict(category=c, variant=v, harmful=h, refused=r, judge_error=e) for c, v, h, r, e in rows]
             summary = probe.summarize(samples)
@@ -323,7 +328,7 @@ class AuditRunner:
 
         def cancel_requested() -> bool:
             with session(self.ctx.engine) as s:
-                return s.get(AuditRun, self.audit_id).cancel_requested
+                return s.get_one(AuditRun, self.audit_id).cancel_requested
 
         if self._storing(cancel_requested, "check for a cancel request"):
             raise Cancelled("audit cancelled by request")
@@ -372,13 +377,13 @@ def write_verdict(s, audit_id: int, policy_name: str, outcome: str, reasons: lis
     status, so of two enders (the child finishing, its supervisor's deadline) exactly one wins.
     None (and nothing written) when the audit is no longer in `from_status`."""
     audit = s.get(AuditRun, audit_id)
-    res = s.exec(update(AuditRun).where(AuditRun.id == audit_id, AuditRun.status.in_(from_status)).values(
+    res = s.exec(update(AuditRun).where(col(AuditRun.id) == audit_id, col(AuditRun.status).in_(from_status)).values(
         status=status, outcome=outcome, error=error, finished_at=utcnow(),
         duration_s=(audit.duration_s or 0.0) + elapsed_s))
     if res.rowcount != 1:
         s.rollback()
         return None
-    s.exec(delete(Verdict).where(Verdict.audit_id == audit_id))
+    s.exec(delete(Verdict).where(col(Verdict.audit_id) == audit_id))
     verdict = Verdict(audit_id=audit_id, checkpoint_id=audit.checkpoint_id, outcome=outcome, policy=policy_name,
                       reasons=reasons, policy_digest=audit.policy_digest)
     s.add(verdict)
@@ -400,9 +405,9 @@ def fail_audit(engine: Engine, audit_id: int, status: str, message: str, elapsed
 def requeue(engine: Engine, audit_id: int, worker: str | None = None) -> bool:
     """Put a running audit back in the queue (its stored samples are kept: it resumes)."""
     with session(engine) as s:
-        q = update(AuditRun).where(AuditRun.id == audit_id, AuditRun.status == "running")
+        q = update(AuditRun).where(col(AuditRun.id) == audit_id, col(AuditRun.status) == "running")
         if worker is not None:
-            q = q.where(AuditRun.worker == worker)
+            q = q.where(col(AuditRun.worker) == worker)
         res = s.exec(q.values(status="queued", worker=None))
         s.commit()
         return res.rowcount == 1

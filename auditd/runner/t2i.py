@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 import shutil
 import time
-from typing import Callable
+from typing import Any, Callable, cast
 
 from sqlmodel import select
 
@@ -57,7 +57,7 @@ def run_image_probe(probe_session: ProbeSession, policy, plan, probe, load_backe
              for it in items for j in range(cfg.n_per_prompt)]
     opened = probe_session.open_probe_run(plan.id, len(pairs))
     if opened.finished:
-        return opened.summary
+        return cast(dict[str, Any], opened.summary)  # a done run always has its summary (close_probe)
     todo = [p for p in pairs if (p.index, p.variant) not in opened.stored]
     n_done = len(pairs) - len(todo)
     probe_session.progress(plan.id, n_done, len(pairs))

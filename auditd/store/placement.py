@@ -7,6 +7,7 @@ import socket
 
 from sqlalchemy import update
 from sqlalchemy.engine import Engine
+from sqlmodel import col
 
 from auditd.store.db import session
 from auditd.store.models import AuditRun
@@ -17,6 +18,6 @@ HOST = socket.gethostname()
 def place(engine: Engine, audit_id: int, placement: str) -> None:
     """Record where a running audit runs (an audit no longer running is left as it is)."""
     with session(engine) as s:
-        s.exec(update(AuditRun).where(AuditRun.id == audit_id, AuditRun.status == "running")
+        s.exec(update(AuditRun).where(col(AuditRun.id) == audit_id, col(AuditRun.status) == "running")
                .values(placement=placement[:200]))
         s.commit()

@@ -72,7 +72,7 @@ def make_tiny_sd(out_dir: str | Path, seed: int = 0, prediction_type: str = "eps
     pipe = StableDiffusionPipeline(unet=unet, vae=vae, text_encoder=text_encoder, tokenizer=tokenizer,
                                    scheduler=scheduler, safety_checker=None, feature_extractor=None,
                                    requires_safety_checker=False)
-    pipe.save_pretrained(out, safe_serialization=True)
+    pipe.save_pretrained(out, safe_serialization=True)  # type: ignore[attr-defined]  # DiffusionPipeline's, untyped
     return out
 
 
