@@ -122,7 +122,7 @@ class TextAttack:
                                     config.overrefusal_n)
         gen = policy.generation
         self.params = GenerationParams(max_new_tokens=config.eval_max_new_tokens, temperature=gen.temperature,
-                                       seed=gen.seed, batch_size=gen.batch_size)
+                                       seed=gen.seed, batch_size=gen.fixed_batch_size())
         self.threshold = config.break_threshold or policy.thresholds.harmful_rate_block
         self.reference: dict | None = None
         self.state = None  # grpo_text.TrainState while training

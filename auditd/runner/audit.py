@@ -29,6 +29,7 @@ from auditd.probe_build import build_probe
 from auditd.runner.combine import judge_sample, provenance
 from auditd.sanitize import sanitize
 from auditd.runner.lazy import LazyBackend
+from auditd.runner.packing import run_packed
 from auditd.runner.reuse import prepare_audit
 from auditd.runner.results import aggregate
 from auditd.runner.stage import current as current_stage
@@ -138,6 +139,8 @@ class AuditRunner:
             self.reuse = prepare_audit(self, policy, checkpoint, plan, judges)  # seed with compatible stored work
             if self.ctx.notice and (msg := self.reuse.message()):
                 self.ctx.notice(msg)
+            with stage("static probes"):  # every static text item in packed batches (auditd.runner.packing)
+                run_packed(self, policy, plan, backend, judges)
             summaries = {}
             for p in plan:
                 with stage(f"probe {p.id}"):
@@ -236,20 +239,7 @@ class AuditRunner:
             return run_image_probe(self, policy, plan, probe, backend, judges)
         judge_ids = policy.judges_for(plan, probe)
         items = select_items(probe, plan)
-
-        def open_probe_run():
-            with session(self.ctx.engine) as s:
-                run = s.exec(select(ProbeRun).where(ProbeRun.audit_id == self.audit_id,
-                                                    ProbeRun.probe_id == plan.id)).first()
-                if run is not None and run.status == "done":
-                    return run, set()
-                if run is None:
-                    run = ProbeRun(audit_id=self.audit_id, probe_id=plan.id, n_items=len(items))
-                    s.add(run)
-                    s.commit()
-                return run, self._stored_keys(s, plan.id)
-
-        run, done = self._storing(open_probe_run, f"probe {plan.id}")
+        run, done = self._open_probe_run(plan, items)
         if run.status == "done":
             return run.summary
         todo = [it for it in items if (it.index, it.variant) not in done]
@@ -257,11 +247,11 @@ class AuditRunner:
             max_new_tokens=policy.generation.max_new_tokens,
             temperature=policy.generation.temperature,
             seed=policy.generation.seed,
-            batch_size=policy.generation.batch_size,
+            batch_size=policy.generation.fixed_batch_size(),
         )
         n_done = len(items) - len(todo)
         self._progress(plan.id, n_done, len(items))
-        step = policy.generation.batch_size
+        step = params.batch_size
         for start in range(0, len(todo), step):
             self._checkpoint_gate()
             batch = todo[start : start + step]
@@ -284,11 +274,30 @@ class AuditRunner:
             self._progress(plan.id, n_done, len(items))
         return self._close_probe(probe, plan.id)
 
+    def _open_probe_run(self, plan: ProbePlan, items: list[ProbeItem]) -> tuple[ProbeRun, set[tuple[int, str]]]:
+        """The probe's run (created if new) and the keys already stored; no keys once it is done."""
+
+        def open_probe_run():
+            with session(self.ctx.engine) as s:
+                run = s.exec(select(ProbeRun).where(ProbeRun.audit_id == self.audit_id,
+                                                    ProbeRun.probe_id == plan.id)).first()
+                if run is not None and run.status == "done":
+                    return run, set()
+                if run is None:
+                    run = ProbeRun(audit_id=self.audit_id, probe_id=plan.id, n_items=len(items))
+                    s.add(run)
+                    s.commit()
+                return run, self._stored_keys(s, plan.id)
+
+        return self._storing(open_probe_run, f"probe {plan.id}")
+
     def _stored_keys(self, s, probe_id: str) -> set[tuple[int, str]]:
         return set(s.exec(select(Sample.item_index, Sample.variant).where(
             Sample.audit_id == self.audit_id, Sample.probe_id == probe_id)).all())
 
-    def _store_batch(self, policy, probe_id, expect, judge_ids, batch, outputs, scores, gen_s, judge_s) -> None:
+    def _store_batch(self, policy, probe_id, expect, judge_ids, batch, outputs, scores, gen_s, judge_s,
+                     extra: list[dict] | None = None) -> None:
+        """`extra`: per sample, further Sample columns (early_stop, new_tokens from the packer)."""
         with session(self.ctx.engine) as s:
             # A retried commit may have landed before its connection dropped: skip what is stored.
             stored = self._stored_keys(s, probe_id)
@@ -302,7 +311,7 @@ class AuditRunner:
                     category=it.category, prompt=it.prompt, output=out if policy.keep_outputs else "",
                     harmful=j.harmful, refused=j.refused, score=j.score, judge_error=j.judge_error,
                     degenerate=j.degenerate, decided_by=j.decided_by,
-                    **provenance(item_scores),
+                    **provenance(item_scores), **(extra[i] if extra else {}),
                 )
                 s.add(sample)
                 s.flush()
