@@ -12,6 +12,9 @@ that read nothing but the opening of the answer (`PREFIX_SAFE_JUDGES`):
 - a token loop under greedy decoding: the prefix is degenerate (repetitive) and its last tokens
   repeat one short cycle; greedy decoding of a loop continues the loop.
 
+The one decision more tokens could still change after a settled refusal: the answer may collapse
+into a loop, which the judges call degenerate (neither refused nor harmful). Stopping early can
+thus never hide a compliance; it can only miss a degenerate tail (bench/bench_audit.py lists them).
 Everything else continues to `max_new_tokens`. Weak forms (a disclaimer, a referral, a lecture)
 are never final: an answer that goes on to answer is compliance. The decision agreement with
 full-length generation is measured by bench/bench_audit.py.

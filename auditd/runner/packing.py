@@ -287,6 +287,8 @@ def run_packed(
     """Generate, judge and store every static text item of the audit still missing."""
     from auditd.backends.batch_size import resolve
 
+    if not policy.generation.packing:
+        return
     jobs, counts = collect(runner, policy, plan)
     if not jobs:
         return
