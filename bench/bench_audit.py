@@ -33,11 +33,11 @@ import time
 from pathlib import Path
 
 CONFIGS = {  # name -> generation settings
-    "today": dict(packing=False, batch_size=8, early=False, prefix_cache=False),
-    "+packing": dict(packing=True, batch_size=8, early=False, prefix_cache=False),
-    "+early": dict(packing=True, batch_size=8, early=True, prefix_cache=False),
-    "+auto": dict(packing=True, batch_size="auto", early=True, prefix_cache=False),
-    "+prefix": dict(packing=True, batch_size="auto", early=True, prefix_cache=True),
+    "today": {"packing": False, "batch_size": 8, "early": False, "prefix_cache": False},
+    "+packing": {"packing": True, "batch_size": 8, "early": False, "prefix_cache": False},
+    "+early": {"packing": True, "batch_size": 8, "early": True, "prefix_cache": False},
+    "+auto": {"packing": True, "batch_size": "auto", "early": True, "prefix_cache": False},
+    "+prefix": {"packing": True, "batch_size": "auto", "early": True, "prefix_cache": True},
 }
 
 POLICY = """\
@@ -137,13 +137,13 @@ def run_audit(model: Path, name: str, cfg: dict, args, work: Path) -> dict:
             (r.probe_id, r.item_index, r.variant): r
             for r in s.exec(select(Sample).where(Sample.audit_id == run.id)).all()
         }
-    return dict(
-        name=name,
-        wall=wall,
-        timings=doc["audit"]["timings"],
-        samples=samples,
-        outcome=a.outcome,
-    )
+    return {
+        "name": name,
+        "wall": wall,
+        "timings": doc["audit"]["timings"],
+        "samples": samples,
+        "outcome": a.outcome,
+    }
 
 
 def raw_batched(model: Path, runs: dict, batch_size: int, max_new_tokens: int) -> float:
@@ -250,7 +250,7 @@ def main() -> None:
         )
         print(
             f"{name:<10}{r['wall']:>9.1f}{t['load_s'] or 0:>8.1f}{t['generate_s']:>9.1f}{t['judge_s']:>9.2f}"
-            f"{t['tokens']:>8}{t['tokens_per_s'] or 0:>8.1f}{stopped:>9}{str(t['batch_size'] or 8):>7}{speed:>10}"
+            f"{t['tokens']:>8}{t['tokens_per_s'] or 0:>8.1f}{stopped:>9}{t['batch_size'] or 8!s:>7}{speed:>10}"
         )
     if "+packing" in runs:
         raw = raw_batched(model, runs, 8, args.max_new_tokens)

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from auditd.judges.refusal import RefusalJudge
 from auditd.judges.base import JudgeInput
+from auditd.judges.refusal import RefusalJudge
 from auditd.runner.early_stop import (
     decide_prefix,
     prefix_safe,
