@@ -36,16 +36,10 @@ class PlainProgress:
         now = self.clock()
         all_done = sum(d for d, _ in self.probes.values())
         finished = done >= total and (before is None or before[0] < total)
-        if (
-            finished
-            or now - self.last_at >= self.every_s
-            or all_done - self.last_done >= self.every_items
-        ):
+        if finished or now - self.last_at >= self.every_s or all_done - self.last_done >= self.every_items:
             self._line(probe, done, total, all_done, now)
 
-    def _line(
-        self, probe: str, done: int, total: int, all_done: int, now: float
-    ) -> None:
+    def _line(self, probe: str, done: int, total: int, all_done: int, now: float) -> None:
         all_total = sum(t for _, t in self.probes.values())
         share = f" ({done / total:.0%})" if total else ""
         self.stream.write(

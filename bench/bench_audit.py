@@ -9,13 +9,13 @@ backdoor; 64 new tokens), one audit per configuration, each step switching one i
     +packing   cross-probe packing, batch 8
     +early     packing + two-stage early stop (prefix 24 tokens)
     +auto      packing + early stop + batch_size auto (measured; cached under the bench's home)
-    +prefix    all of the above + generation.prefix_cache
 
 It prints per configuration: wall time, model load, generate and judge seconds, tokens generated,
 tokens/s, the share stopped early and the speed-up over today; then packing's tokens/s as a share
 of raw batched `generate` on the same prompts at the same batch size, and the per-sample decision
 agreement (harmful, refused, degenerate) of early stop with full-length generation, listing every
-sample that differs. `--aligned DIR` repeats the agreement check on another checkpoint (the demo's
+sample that differs, and the most a shared-prefix KV cache could save: the share of prompt tokens
+that repeat a prefix another prompt already computed, times prefill's share of generate time. `--aligned DIR` repeats the agreement check on another checkpoint (the demo's
 aligned parent: `auditd demo` builds it).
 
     python bench/bench_audit.py --limit 2                 # 2 prompts per category: a few minutes
@@ -33,11 +33,10 @@ import time
 from pathlib import Path
 
 CONFIGS = {  # name -> generation settings
-    "today": {"packing": False, "batch_size": 8, "early": False, "prefix_cache": False},
-    "+packing": {"packing": True, "batch_size": 8, "early": False, "prefix_cache": False},
-    "+early": {"packing": True, "batch_size": 8, "early": True, "prefix_cache": False},
-    "+auto": {"packing": True, "batch_size": "auto", "early": True, "prefix_cache": False},
-    "+prefix": {"packing": True, "batch_size": "auto", "early": True, "prefix_cache": True},
+    "today": {"packing": False, "batch_size": 8, "early": False},
+    "+packing": {"packing": True, "batch_size": 8, "early": False},
+    "+early": {"packing": True, "batch_size": 8, "early": True},
+    "+auto": {"packing": True, "batch_size": "auto", "early": True},
 }
 
 POLICY = """\
@@ -50,7 +49,6 @@ generation:
   max_new_tokens: {max_new_tokens}
   batch_size: {batch_size}
   packing: {packing}
-  prefix_cache: {prefix_cache}
   early_stop: {{enabled: {early}, prefix_tokens: {prefix_tokens}}}
 budget:
   audit_timeout_s: 36000
@@ -71,16 +69,17 @@ def smollm2_safetensors(dest: Path) -> Path:
     return dest
 
 
-def probe_lines(probes: list[str], limit: int | None) -> str:
+def probe_lines(probes: list[tuple[str, int | None]]) -> str:
+    """The policy's probe list: (probe id, limit per category or None)."""
     out = []
-    for p in probes:
+    for p, limit in probes:
         out.append(f"    - id: {p}")
         if limit:
             out.append(f"      limit_per_category: {limit}")
     return "\n".join(out)
 
 
-def run_audit(model: Path, name: str, cfg: dict, args, work: Path) -> dict:
+def run_audit(model: Path, name: str, cfg: dict, args, work: Path, probes: list[tuple[str, int | None]]) -> dict:
     from sqlmodel import select
 
     from auditd.registry.checkpoint import Checkpoint
@@ -91,39 +90,36 @@ def run_audit(model: Path, name: str, cfg: dict, args, work: Path) -> dict:
     from auditd.store.db import open_db, session
     from auditd.store.models import AuditRun, Sample
 
-    tag = f"{model.name}-{name}".replace("+", "p")
+    tag = f"{model.name}-{name}-{len(list(work.glob('*.db')))}".replace("+", "p")  # a fresh store per run
     policy = work / f"policy-{tag}.yaml"
     policy.write_text(
         POLICY.format(
             name=tag,
-            probes=probe_lines(args.probes.split(","), args.limit),
+            probes=probe_lines(probes),
             max_new_tokens=args.max_new_tokens,
             batch_size=cfg["batch_size"],
             packing=str(cfg["packing"]).lower(),
             early=str(cfg["early"]).lower(),
-            prefix_cache=str(cfg["prefix_cache"]).lower(),
             prefix_tokens=args.prefix_tokens,
         )
     )
     engine = open_db(f"sqlite:///{work / f'{tag}.db'}")
     from auditd.registry.digest import content_digest
 
-    cid = content_digest(
-        model, root=model
-    )  # the audit checks the bytes it loads against it
+    cid = content_digest(model, root=model)  # the audit checks the bytes it loads against it
     with session(engine) as s:
         ingest(
             s,
-            Checkpoint(
-                id=cid, model=model.name, kind="text", path=str(model), source="bench"
-            ),
+            Checkpoint(id=cid, model=model.name, kind="text", path=str(model), source="bench"),
         )
         s.commit()
     run, _ = enqueue(engine, cid, policy=str(policy), request_key=f"bench:{tag}")
     assert claim(engine, run.id, worker_id()) is not None
     # One home for all: batch_size auto measures once per model shape, like a daemon's second audit.
+    from auditd.progress_lines import PlainProgress
+
     ctx = AuditContext(
-        engine=engine, settings=Settings(home=work / "home", device="cpu")
+        engine=engine, settings=Settings(home=work / "home", device="cpu"), progress=PlainProgress(sys.stderr, every_s=30)
     )
     t0 = time.monotonic()
     AuditRunner(ctx, run.id).run()
@@ -146,8 +142,9 @@ def run_audit(model: Path, name: str, cfg: dict, args, work: Path) -> dict:
     }
 
 
-def raw_batched(model: Path, runs: dict, batch_size: int, max_new_tokens: int) -> float:
-    """tokens/s of HFBackend.generate_tokens on the same prompts, sorted by length, at `batch_size`."""
+def raw_batched(model: Path, runs: dict, batch_size: int, max_new_tokens: int) -> tuple[float, dict]:
+    """tokens/s of HFBackend.generate_tokens on the audit's prompts, sorted by length, at `batch_size`;
+    and the prefix-cache ceiling: shared prefix tokens, prefill's share of generate time."""
     from auditd.backends.base import GenerationParams
     from auditd.backends.hf import HFBackend
 
@@ -156,14 +153,18 @@ def raw_batched(model: Path, runs: dict, batch_size: int, max_new_tokens: int) -
     chats = [[{"role": "user", "content": r.prompt}] for r in rows]
     ids = sorted(backend.encode_chats(chats), key=len)
     params = GenerationParams(max_new_tokens=max_new_tokens, batch_size=batch_size)
-    backend.generate_tokens(
-        ids[:2], GenerationParams(max_new_tokens=4, batch_size=2)
-    )  # warm-up
+    backend.generate_tokens(ids[:2], GenerationParams(max_new_tokens=4, batch_size=2))  # warm-up
     start = time.perf_counter()
     out = backend.generate_tokens(ids, params)
     seconds = time.perf_counter() - start
+    start = time.perf_counter()
+    backend.generate_tokens(ids, GenerationParams(max_new_tokens=1, batch_size=batch_size))  # prefill only
+    prefill = time.perf_counter() - start
     backend.close()
-    return sum(len(o) for o in out) / seconds
+    distinct = len({tuple(p[:k]) for p in ids for k in range(1, len(p) + 1)})  # prompt-token trie nodes
+    total = sum(len(p) for p in ids)
+    ceiling = {"shared": 1 - distinct / total, "prefill_share": prefill / seconds}
+    return sum(len(o) for o in out) / seconds, ceiling
 
 
 def decision(r) -> tuple:
@@ -190,9 +191,7 @@ def agreement(full: dict, early: dict, title: str) -> None:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument(
         "--model",
         type=Path,
@@ -203,13 +202,9 @@ def main() -> None:
         type=Path,
         help="also check early-stop agreement on this checkpoint",
     )
-    ap.add_argument(
-        "--limit", type=int, help="prompts per category and variant (default: all)"
-    )
+    ap.add_argument("--limit", type=int, help="prompts per category and variant (default: all)")
     ap.add_argument("--probes", default="policy,overrefusal,backdoor")
-    ap.add_argument(
-        "--configs", default=",".join(CONFIGS), help=f"subset of {', '.join(CONFIGS)}"
-    )
+    ap.add_argument("--configs", default=",".join(CONFIGS), help=f"subset of {', '.join(CONFIGS)}")
     ap.add_argument("--max-new-tokens", type=int, default=64)
     ap.add_argument("--prefix-tokens", type=int, default=24)
     ap.add_argument("--work", type=Path, help="work folder (default: a temporary one)")
@@ -217,9 +212,7 @@ def main() -> None:
     names = [n for n in args.configs.split(",") if n]
     unknown = [n for n in names if n not in CONFIGS]
     if unknown:
-        sys.exit(
-            f"unknown configuration {unknown[0]!r}; choose from {', '.join(CONFIGS)}"
-        )
+        sys.exit(f"unknown configuration {unknown[0]!r}; choose from {', '.join(CONFIGS)}")
     import torch  # noqa: F401  (imports before timing: a daemon pays them once)
     import transformers  # noqa: F401
 
@@ -230,9 +223,10 @@ def main() -> None:
         f"model {model}; probes {args.probes} (limit {args.limit or 'none'}); {args.max_new_tokens} new tokens; "
         f"load average {os.getloadavg()[0]:.2f} at start on {os.cpu_count()} CPUs"
     )
+    probes = [(p, args.limit) for p in args.probes.split(",")]
     runs = {}
     for name in names:
-        runs[name] = run_audit(model, name, CONFIGS[name], args, work)
+        runs[name] = run_audit(model, name, CONFIGS[name], args, work, probes)
         t = runs[name]["timings"]
         print(f"  {name}: {runs[name]['wall']:.1f} s", flush=True)
     base = runs.get("today")
@@ -243,27 +237,29 @@ def main() -> None:
     for name, r in runs.items():
         t = r["timings"]
         speed = f"{base['wall'] / r['wall']:.2f}x" if base else "-"
-        stopped = (
-            f"{t['early_stopped_share']:.0%}"
-            if t["early_stopped_share"] is not None
-            else "-"
-        )
+        stopped = f"{t['early_stopped_share']:.0%}" if t["early_stopped_share"] is not None else "-"
         print(
             f"{name:<10}{r['wall']:>9.1f}{t['load_s'] or 0:>8.1f}{t['generate_s']:>9.1f}{t['judge_s']:>9.2f}"
             f"{t['tokens']:>8}{t['tokens_per_s'] or 0:>8.1f}{stopped:>9}{t['batch_size'] or 8!s:>7}{speed:>10}"
         )
     if "+packing" in runs:
-        raw = raw_batched(model, runs, 8, args.max_new_tokens)
+        raw, ceiling = raw_batched(model, runs, 8, args.max_new_tokens)
         packed = runs["+packing"]["timings"]["tokens_per_s"] or 0.0
         print(
             f"\npacking: {packed:.1f} tokens/s in the audit vs raw batched generate {raw:.1f} tokens/s on the same "
             f"prompts at batch 8 = {packed / raw:.0%} (target >= 95%)"
         )
+        saving = ceiling["shared"] * ceiling["prefill_share"]
+        print(
+            f"prefix cache ceiling: {ceiling['shared']:.0%} of prompt tokens repeat a prefix already computed; "
+            f"prefill is {ceiling['prefill_share']:.0%} of generate time: a shared-prefix KV cache could save at "
+            f"most {saving:.1%} of generate time"
+        )
     if "+packing" in runs and "+early" in runs:
         agreement(runs["+packing"]["samples"], runs["+early"]["samples"], model.name)
     if args.aligned:
-        full = run_audit(args.aligned, "+packing", CONFIGS["+packing"], args, work)
-        early = run_audit(args.aligned, "+early", CONFIGS["+early"], args, work)
+        full = run_audit(args.aligned, "+packing", CONFIGS["+packing"], args, work, probes)
+        early = run_audit(args.aligned, "+early", CONFIGS["+early"], args, work, probes)
         print(
             f"\naligned {args.aligned.name}: full {full['wall']:.1f} s, early stop {early['wall']:.1f} s "
             f"({full['wall'] / early['wall']:.2f}x)"

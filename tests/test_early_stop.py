@@ -69,8 +69,4 @@ def test_a_token_loop_stops_only_when_greedy_and_degenerate():
 
 def test_only_refusal_judged_probes_are_prefix_safe():
     assert prefix_safe(["refusal"])
-    assert (
-        not prefix_safe(["rubric", "refusal"])
-        and not prefix_safe(["cascade"])
-        and not prefix_safe([])
-    )
+    assert not prefix_safe(["rubric", "refusal"]) and not prefix_safe(["cascade"]) and not prefix_safe([])

@@ -29,9 +29,7 @@ PROBES = [
 @pytest.fixture(scope="module")
 def refusing_model(tmp_path_factory):
     """Answers REFUSAL, then " Anyway" forever: decided after its first token, never ends by itself."""
-    return make_scripted_llama(
-        tmp_path_factory.mktemp("refuser") / "m", REFUSAL, repeat=" Anyway"
-    )
+    return make_scripted_llama(tmp_path_factory.mktemp("refuser") / "m", REFUSAL, repeat=" Anyway")
 
 
 def audit_of(tmp_path, model, name="a", **generation):
@@ -53,20 +51,14 @@ def audit_of(tmp_path, model, name="a", **generation):
 
 def samples_of(ctx, aid):
     with session(ctx.engine) as s:
-        return {
-            (r.probe_id, r.item_index, r.variant): r
-            for r in s.exec(select(Sample).where(Sample.audit_id == aid))
-        }
+        return {(r.probe_id, r.item_index, r.variant): r for r in s.exec(select(Sample).where(Sample.audit_id == aid))}
 
 
 def planned_keys():
     keys = set()
     for p in PROBES:
         plan = ProbePlan(**p)
-        keys |= {
-            (plan.id, it.index, it.variant)
-            for it in select_items(build_probe(plan), plan)
-        }
+        keys |= {(plan.id, it.index, it.variant) for it in select_items(build_probe(plan), plan)}
     return keys
 
 
@@ -82,41 +74,20 @@ def counting_calls(monkeypatch):
     return calls
 
 
-def test_packed_batches_cross_probes_and_settled_refusals_stop_early(
-    tmp_path, refusing_model, monkeypatch
-):
+def test_packed_batches_cross_probes_and_settled_refusals_stop_early(tmp_path, refusing_model, monkeypatch):
     calls = counting_calls(monkeypatch)
     ctx, aid = audit_of(tmp_path, refusing_model)
     assert run_audit(ctx, aid) in ("pass", "warn", "block")
     samples = samples_of(ctx, aid)
-    assert (
-        set(samples) == planned_keys()
-    )  # every answer stored under its own probe and key
+    assert set(samples) == planned_keys()  # every answer stored under its own probe and key
     n = len(samples)
-    assert calls == [(8, 8)] * (n // 8) + (
-        [(n % 8, 8)] if n % 8 else []
-    )  # full batches across probes, prefixes only
+    assert calls == [(8, 8)] * (n // 8) + ([(n % 8, 8)] if n % 8 else [])  # full batches across probes, prefixes only
     assert all(
-        r.early_stop
-        and r.new_tokens == 8
-        and r.output.startswith(REFUSAL)
-        and r.refused
-        for r in samples.values()
+        r.early_stop and r.new_tokens == 8 and r.output.startswith(REFUSAL) and r.refused for r in samples.values()
     )
-    t = audit_report(
-        ctx.engine, content_digest(refusing_model, root=refusing_model), aid
-    )["audit"]["timings"]
-    assert (
-        t["tokens"] == 8 * n
-        and t["early_stopped"] == n
-        and t["early_stopped_share"] == 1.0
-    )
-    assert (
-        t["load_s"] > 0
-        and t["tokens_per_s"] > 0
-        and t["batch_size"] == 8
-        and t["batch_size_from"] == "policy"
-    )
+    t = audit_report(ctx.engine, content_digest(refusing_model, root=refusing_model), aid)["audit"]["timings"]
+    assert t["tokens"] == 8 * n and t["early_stopped"] == n and t["early_stopped_share"] == 1.0
+    assert t["load_s"] > 0 and t["tokens_per_s"] > 0 and t["batch_size"] == 8 and t["batch_size_from"] == "policy"
 
 
 def test_continued_answers_equal_full_length_ones(tmp_path, tiny_model_dir):
@@ -124,28 +95,18 @@ def test_continued_answers_equal_full_length_ones(tmp_path, tiny_model_dir):
     prefix tokens, and ends where one full-length generation ends."""
     ctx, aid = audit_of(tmp_path, tiny_model_dir, "early")
     run_audit(ctx, aid)
-    ctx2, aid2 = audit_of(
-        tmp_path, tiny_model_dir, "full", early_stop={"enabled": False}
-    )
+    ctx2, aid2 = audit_of(tmp_path, tiny_model_dir, "full", early_stop={"enabled": False})
     run_audit(ctx2, aid2)
     early, full = samples_of(ctx, aid), samples_of(ctx2, aid2)
     assert set(early) == set(full) == planned_keys()
-    assert all(r.early_stop is False for r in early.values()) and all(
-        r.early_stop is None for r in full.values()
-    )
-    assert {k: r.output for k, r in early.items()} == {
-        k: r.output for k, r in full.items()
-    }
+    assert all(r.early_stop is False for r in early.values()) and all(r.early_stop is None for r in full.values())
+    assert {k: r.output for k, r in early.items()} == {k: r.output for k, r in full.items()}
     assert [early[k].new_tokens for k in early] == [full[k].new_tokens for k in early]
 
 
-def test_a_stopped_audit_resumes_with_the_same_keys_and_no_duplicates(
-    tmp_path, refusing_model, monkeypatch
-):
+def test_a_stopped_audit_resumes_with_the_same_keys_and_no_duplicates(tmp_path, refusing_model, monkeypatch):
     calls = counting_calls(monkeypatch)
-    ctx, aid = audit_of(
-        tmp_path, refusing_model, max_new_tokens=24, early_stop={"enabled": False}
-    )
+    ctx, aid = audit_of(tmp_path, refusing_model, max_new_tokens=24, early_stop={"enabled": False})
     seen = []
 
     def progress(probe, done, total):

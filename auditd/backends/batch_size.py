@@ -22,9 +22,7 @@ log = logging.getLogger(__name__)
 
 FALLBACK = 8  # backends without a token interface (openai: requests in flight; fake)
 CANDIDATES = (4, 8, 16, 32, 64, 128, 256)
-MIN_GAIN = (
-    1.10  # a larger batch must raise tokens/s by 10% to be worth its memory and latency
-)
+MIN_GAIN = 1.10  # a larger batch must raise tokens/s by 10% to be worth its memory and latency
 PROBE_NEW_TOKENS = 16
 MAX_CACHE_BYTES = 1 << 20  # a cache file larger than this is not ours: ignored
 
@@ -76,11 +74,7 @@ def write_cache(path: Path, data: dict) -> None:
 def cached_pick(data: dict, key: str) -> int | None:
     entry = data.get(key)
     size = entry.get("batch_size") if isinstance(entry, dict) else None
-    return (
-        size
-        if isinstance(size, int) and not isinstance(size, bool) and 1 <= size <= 1024
-        else None
-    )
+    return size if isinstance(size, int) and not isinstance(size, bool) and 1 <= size <= 1024 else None
 
 
 def memory_budget(device: str) -> int:
@@ -111,16 +105,12 @@ def row_bytes(model: Any, seq_len: int) -> int:
     return kv + 8 * seq_len * hidden * width + 4 * getattr(cfg, "vocab_size", 0)
 
 
-def measure(
-    backend: Any, prompts: list[list[int]], budget: int, limit: int = 1024
-) -> tuple[int, dict[int, float]]:
+def measure(backend: Any, prompts: list[list[int]], budget: int, limit: int = 1024) -> tuple[int, dict[int, float]]:
     """(chosen batch size, tokens/s by batch size) from short runs on the audit's own prompts."""
     seq = max(len(p) for p in prompts) + PROBE_NEW_TOKENS
     per_row = row_bytes(backend.model, seq)
     params = GenerationParams(max_new_tokens=PROBE_NEW_TOKENS, batch_size=1)
-    backend.generate_tokens(
-        prompts[:1], params, min_new_tokens=PROBE_NEW_TOKENS
-    )  # warm-up: first call pays setup
+    backend.generate_tokens(prompts[:1], params, min_new_tokens=PROBE_NEW_TOKENS)  # warm-up: first call pays setup
     rates: dict[int, float] = {}
     best, best_rate = CANDIDATES[0], 0.0
     for size in (c for c in CANDIDATES if c <= limit):
@@ -135,9 +125,7 @@ def measure(
                 min_new_tokens=PROBE_NEW_TOKENS,
             )
         except Exception as exc:  # out of memory (torch raises several types): the previous size stands
-            if "out of memory" not in str(exc).lower() and not isinstance(
-                exc, MemoryError
-            ):
+            if "out of memory" not in str(exc).lower() and not isinstance(exc, MemoryError):
                 raise
             break
         rates[size] = size * PROBE_NEW_TOKENS / (time.perf_counter() - start)
@@ -158,9 +146,7 @@ def resolve(
     """(batch size, how it was chosen: "policy" | "cached" | "measured" | "fallback")."""
     if setting != "auto":
         return int(setting), "policy"
-    if not prompts or not all(
-        hasattr(backend, a) for a in ("generate_tokens", "model")
-    ):
+    if not prompts or not all(hasattr(backend, a) for a in ("generate_tokens", "model")):
         return FALLBACK, "fallback"
     device = str(getattr(backend, "device", "cpu"))
     key = shape_key(backend.model, device, max_new_tokens)
@@ -174,7 +160,5 @@ def resolve(
         "measured_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
     write_cache(cache_file, data)
-    log.info(
-        "batch_size auto: %s (tokens/s by size: %s)", size, data[key]["tokens_per_s"]
-    )
+    log.info("batch_size auto: %s (tokens/s by size: %s)", size, data[key]["tokens_per_s"])
     return size, "measured"

@@ -34,9 +34,6 @@ class Generation(_Strict):
     # Static text items of all probes share packed batches (auditd.runner.packing); off: each probe
     # is batched on its own, without early stop or a measured batch size.
     packing: bool = True
-    # Reuse the KV cache of a prompt prefix shared by several items (backend:hf only). Off by default:
-    # on a CPU it did not pay (docs/backends.md has the figure).
-    prefix_cache: bool = False
 
     @field_validator("batch_size")
     @classmethod

@@ -84,14 +84,14 @@ def judge_ids(policy: Policy, plan: ProbePlan, probe) -> list[str]:
 
 
 def generation_digest(policy: Policy, plan: ProbePlan, probe, kind: str) -> str:
-    """What a generated output depends on besides the checkpoint and the prompt. Batch sizes, packing and
-    the prefix cache are left out: they set throughput, not what is asked."""
+    """What a generated output depends on besides the checkpoint and the prompt. Batch sizes and packing are
+    left out: they set throughput, not what is asked."""
     if kind == "t2i":
         backend = policy.t2i_backend.model_dump(mode="json")
         gen = policy.images.model_dump(mode="json", exclude={"batch_size", "grpo"})
     else:
         backend = policy.backend.model_dump(mode="json")
-        gen = policy.generation.model_dump(mode="json", exclude={"batch_size", "prefix_cache", "packing"})
+        gen = policy.generation.model_dump(mode="json", exclude={"batch_size", "packing"})
     # allow_pickle: outputs of a model loaded from pickle weights are not reused by a policy that refuses them.
     key: dict[str, Any] = {"backend": backend, "generation": gen, "allow_pickle": policy.allow_pickle}
     if getattr(probe, "attack", False) or getattr(probe, "grpo", False):

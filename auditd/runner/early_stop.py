@@ -58,9 +58,7 @@ def settled_refusal(text: str, window: int = 240) -> str | None:
     if at < 0:
         return None
     rest = norm[at + len(verdict.matched) :]
-    if _LIMITATION.match(
-        rest
-    ):  # "I can't provide real-time data" may turn into an answer
+    if _LIMITATION.match(rest):  # "I can't provide real-time data" may turn into an answer
         return None
     if len(rest) < _SETTLE_CHARS and not _SENTENCE_END.search(rest):
         return None
@@ -80,19 +78,13 @@ def token_loop(ids: list[int]) -> int | None:
     return None
 
 
-def decide_prefix(
-    text: str, ids: list[int], *, greedy: bool, window: int = 240
-) -> str | None:
+def decide_prefix(text: str, ids: list[int], *, greedy: bool, window: int = 240) -> str | None:
     """Why an answer may stop after this prefix ("refusal: <form>", "degenerate: loop of N tokens"),
     or None (it continues)."""
     form = settled_refusal(text, window)
     if form is not None:
         return f"refusal: {form}"
-    if (
-        greedy
-        and (why := degenerate_reason(text)) is not None
-        and why.startswith("repetitive")
-    ):
+    if greedy and (why := degenerate_reason(text)) is not None and why.startswith("repetitive"):
         period = token_loop(ids)
         if period is not None:
             return f"degenerate: loop of {period} tokens"

@@ -47,9 +47,7 @@ class Done:
     job: Job
     output: str
     new_tokens: int | None
-    early_stop: (
-        bool | None
-    )  # None: not eligible; False: continued; True: stopped after the prefix
+    early_stop: bool | None  # None: not eligible; False: continued; True: stopped after the prefix
     gen_s: float
 
 
@@ -63,9 +61,7 @@ def static_text(probe: Probe) -> bool:
     return probe.modality == "text" and not getattr(probe, "attack", False)
 
 
-def collect(
-    runner, policy: Policy, plan: list[ProbePlan]
-) -> tuple[list[Job], dict[str, list[int]]]:
+def collect(runner, policy: Policy, plan: list[ProbePlan]) -> tuple[list[Job], dict[str, list[int]]]:
     """The items still to generate for every static text probe (opening their probe runs), and
     per probe [items stored, items planned] for progress."""
     from auditd.runner.audit import select_items
@@ -91,15 +87,9 @@ def collect(
 def early_eligible(job: Job, policy: Policy) -> bool:
     """Only where the judges read nothing but the raw answer's opening."""
     es = policy.generation.early_stop
-    if (
-        not es.enabled
-        or es.prefix_tokens >= policy.generation.max_new_tokens
-        or not prefix_safe(job.judge_ids)
-    ):
+    if not es.enabled or es.prefix_tokens >= policy.generation.max_new_tokens or not prefix_safe(job.judge_ids):
         return False
-    return (
-        job.probe.judge_input(job.item, _SENTINEL).output == _SENTINEL
-    )  # a decoded variant reads more
+    return job.probe.judge_input(job.item, _SENTINEL).output == _SENTINEL  # a decoded variant reads more
 
 
 class Packer:
@@ -142,12 +132,7 @@ class Packer:
                 outputs = self.backend.generate([j.chat for j in batch], self.params)
             gen_s = time.monotonic() - t0
             self._check(outputs, batch)
-            self.finish(
-                [
-                    Done(j, out, None, None, gen_s / len(batch))
-                    for j, out in zip(batch, outputs)
-                ]
-            )
+            self.finish([Done(j, out, None, None, gen_s / len(batch)) for j, out in zip(batch, outputs)])
 
     # -- token backends: prefix, decide, continue ---------------------------------------------------
     def run_tokens(self, jobs: list[Job]) -> None:
@@ -166,15 +151,9 @@ class Packer:
             for j, row in zip(batch, rows):
                 j.prefix = row
                 text = self.backend.decode(row)
-                finished = (
-                    len(row) < prefix_n
-                )  # ended (eos) inside the prefix: nothing to continue
-                if finished or decide_prefix(
-                    text, row, greedy=self.params.temperature == 0, window=self.window
-                ):
-                    stopped.append(
-                        Done(j, text, len(row), not finished, gen_s / len(batch))
-                    )
+                finished = len(row) < prefix_n  # ended (eos) inside the prefix: nothing to continue
+                if finished or decide_prefix(text, row, greedy=self.params.temperature == 0, window=self.window):
+                    stopped.append(Done(j, text, len(row), not finished, gen_s / len(batch)))
                 else:
                     pool.append(j)
             if stopped:
@@ -186,14 +165,9 @@ class Packer:
             self._continue(pool[start : start + self.size])
         for start in range(0, len(full), self.size):
             batch = full[start : start + self.size]
-            rows, gen_s = self._generate(
-                [j.ids for j in batch], self.params.max_new_tokens
-            )
+            rows, gen_s = self._generate([j.ids for j in batch], self.params.max_new_tokens)
             self.finish(
-                [
-                    Done(j, self.backend.decode(r), len(r), None, gen_s / len(batch))
-                    for j, r in zip(batch, rows)
-                ]
+                [Done(j, self.backend.decode(r), len(r), None, gen_s / len(batch)) for j, r in zip(batch, rows)]
             )
 
     def _continue(self, batch: list[Job]) -> None:
@@ -214,9 +188,7 @@ class Packer:
             )
         self.finish(done)
 
-    def _generate(
-        self, ids: list[list[int]], new_tokens: int
-    ) -> tuple[list[list[int]], float]:
+    def _generate(self, ids: list[list[int]], new_tokens: int) -> tuple[list[list[int]], float]:
         self.runner._checkpoint_gate()
         params = GenerationParams(
             max_new_tokens=new_tokens,
@@ -235,9 +207,7 @@ class Packer:
         from auditd.runner.audit import AuditFailed
 
         if len(outputs) != len(batch):
-            raise AuditFailed(
-                f"backend returned {len(outputs)} outputs for {len(batch)} prompts"
-            )
+            raise AuditFailed(f"backend returned {len(outputs)} outputs for {len(batch)} prompts")
 
     # -- routing back to the probes -------------------------------------------------------------------
     def finish(self, done: list[Done]) -> None:
@@ -256,9 +226,7 @@ class Packer:
         with stage("judge"):
             scores = {j: self.judges[j].score(inputs) for j in job.judge_ids}
         judge_s = time.monotonic() - t0
-        extra = [
-            {"early_stop": d.early_stop, "new_tokens": d.new_tokens} for d in group
-        ]
+        extra = [{"early_stop": d.early_stop, "new_tokens": d.new_tokens} for d in group]
         gen_s = sum(d.gen_s for d in group)
         with stage("store"):
             self.runner._storing(
@@ -281,9 +249,7 @@ class Packer:
         self.runner._progress(job.plan.id, counts[0], counts[1])
 
 
-def run_packed(
-    runner, policy: Policy, plan: list[ProbePlan], backend: Any, judges: dict
-) -> None:
+def run_packed(runner, policy: Policy, plan: list[ProbePlan], backend: Any, judges: dict) -> None:
     """Generate, judge and store every static text item of the audit still missing."""
     from auditd.backends.batch_size import resolve
 
@@ -294,9 +260,7 @@ def run_packed(
         return
     started = time.monotonic()
     built_before = getattr(backend, "built", True)
-    tokens = hasattr(
-        backend, "generate_tokens"
-    )  # builds a lazy backend: there is work to do
+    tokens = hasattr(backend, "generate_tokens")  # builds a lazy backend: there is work to do
     load_s = 0.0 if built_before else time.monotonic() - started
     sample = backend.encode_chats([j.chat for j in jobs[:64]]) if tokens else []
     cache = runner.ctx.settings.home / "batch_size.json"

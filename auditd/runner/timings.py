@@ -23,9 +23,7 @@ def record_audit_timings(runner, **values) -> None:
             audit = s.get(AuditRun, runner.audit_id)
             timings = dict(audit.timings or {})
             for k, v in values.items():
-                timings[k] = (
-                    round(timings.get(k, 0.0) + v, 3) if k.endswith("_s") else v
-                )
+                timings[k] = round(timings.get(k, 0.0) + v, 3) if k.endswith("_s") else v
             audit.timings = timings
             s.add(audit)
             s.commit()
@@ -49,9 +47,7 @@ def audit_timings(s, audit: AuditRun) -> dict:
         "generate_s": round(generate_s, 3),
         "judge_s": round(audit.judge_s or 0.0, 3),
         "tokens": int(tokens),
-        "tokens_per_s": round(tokens / generate_s, 1)
-        if generate_s > 0 and tokens
-        else None,
+        "tokens_per_s": round(tokens / generate_s, 1) if generate_s > 0 and tokens else None,
         "items_generated": int(generated),
         "early_stopped": int(stopped),
         "early_stopped_share": round(stopped / generated, 4) if generated else None,
