@@ -105,8 +105,11 @@ def row_bytes(model: Any, seq_len: int) -> int:
     return kv + 8 * seq_len * hidden * width + 4 * getattr(cfg, "vocab_size", 0)
 
 
-def measure(backend: Any, prompts: list[list[int]], budget: int, limit: int = 1024) -> tuple[int, dict[int, float]]:
-    """(chosen batch size, tokens/s by batch size) from short runs on the audit's own prompts."""
+def measure(
+    backend: Any, prompts: list[list[int]], budget: int, limit: int = 1024
+) -> tuple[int, dict[int, float], bool]:
+    """(chosen batch size, tokens/s by batch size, whether the climb ended on its own) from short runs
+    on the audit's own prompts; a climb cut by `limit` (a small audit) still rose."""
     seq = max(len(p) for p in prompts) + PROBE_NEW_TOKENS
     per_row = row_bytes(backend.model, seq)
     params = GenerationParams(max_new_tokens=PROBE_NEW_TOKENS, batch_size=1)
@@ -132,7 +135,9 @@ def measure(backend: Any, prompts: list[list[int]], budget: int, limit: int = 10
         if rates[size] < best_rate * MIN_GAIN:
             break
         best, best_rate = size, rates[size]
-    return best, rates
+    else:
+        return best, rates, limit >= CANDIDATES[-1]
+    return best, rates, True
 
 
 def resolve(
@@ -153,7 +158,9 @@ def resolve(
     data = read_cache(cache_file)
     if (size := cached_pick(data, key)) is not None:
         return size, "cached"
-    size, rates = measure(backend, prompts, memory_budget(device), upper or 1024)
+    size, rates, settled = measure(backend, prompts, memory_budget(device), upper or 1024)
+    if not settled:  # a small audit could not try larger batches: its pick must not stand for big ones
+        return size, "measured"
     data[key] = {
         "batch_size": size,
         "tokens_per_s": {str(k): round(v, 1) for k, v in rates.items()},
