@@ -8,7 +8,7 @@ a resumed audit reports the work of all its attempts.
 from __future__ import annotations
 
 from sqlalchemy import func
-from sqlmodel import select
+from sqlmodel import col, select
 
 from auditd.store.db import session
 from auditd.store.models import AuditRun, Sample
@@ -35,9 +35,9 @@ def audit_timings(s, audit: AuditRun) -> dict:
     """The timings block of an audit's report."""
     generated, tokens, stopped = s.exec(
         select(
-            func.count(Sample.new_tokens),
-            func.coalesce(func.sum(Sample.new_tokens), 0),
-            func.count(Sample.id).filter(Sample.early_stop.is_(True)),
+            func.count(col(Sample.new_tokens)),
+            func.coalesce(func.sum(col(Sample.new_tokens)), 0),
+            func.count(col(Sample.id)).filter(col(Sample.early_stop).is_(True)),
         ).where(Sample.audit_id == audit.id)
     ).one()
     recorded = dict(audit.timings or {})
