@@ -40,6 +40,7 @@ class Job:
     early: bool = False  # eligible for early stop
     ids: list[int] = field(default_factory=list)  # prompt token ids (token backends)
     prefix: list[int] = field(default_factory=list)  # answer tokens of the first stage
+    prefix_s: float = 0.0  # its share of the first stage's generate seconds
 
 
 @dataclass
@@ -149,7 +150,7 @@ class Packer:
             rows, gen_s = self._generate([j.ids for j in batch], prefix_n)
             stopped = []
             for j, row in zip(batch, rows):
-                j.prefix = row
+                j.prefix, j.prefix_s = row, gen_s / len(batch)
                 text = self.backend.decode(row)
                 finished = len(row) < prefix_n  # ended (eos) inside the prefix: nothing to continue
                 if finished or decide_prefix(text, row, greedy=self.params.temperature == 0, window=self.window):
@@ -183,7 +184,7 @@ class Packer:
                     self.backend.decode(answer),
                     len(answer),
                     False,
-                    gen_s / len(batch),
+                    j.prefix_s + gen_s / len(batch),  # both stages count as generate time
                 )
             )
         self.finish(done)
