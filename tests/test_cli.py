@@ -39,6 +39,8 @@ def test_audit_exit_codes_follow_the_verdict(tmp_path, tiny_model_dir, home):
     ok = runner.invoke(app, ["audit", str(tiny_model_dir), "--policy", str(aligned), *home])
     assert ok.exit_code == 0, ok.output
     assert "PASS" in ok.output
+    assert "progress: probe policy 22/22 (100%)" in ok.output  # no terminal: plain progress lines
+    assert "time: load " in ok.output and "batch 8 (policy)" in ok.output  # where the time went
 
     bad = runner.invoke(app, ["audit", str(tiny_model_dir), "--policy", str(complying), *home, "--json"])
     assert bad.exit_code == 1, bad.output

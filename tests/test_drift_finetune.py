@@ -79,7 +79,7 @@ def train(folder: Path, pairs: list[tuple[str, str]], steps: int, lr: float = 5e
 def registry(tmp_path_factory):
     from auditd.policy.model import ProbePlan
     from auditd.probe import discover
-    from auditd.runner.audit import select_items
+    from auditd.runner.items import select_items
     from auditd.testing import make_tiny_llama
 
     root = tmp_path_factory.mktemp("registry")

@@ -112,7 +112,7 @@ class TextAttack(Attack):
                                     config.overrefusal_n)
         gen = policy.generation
         self.params = GenerationParams(max_new_tokens=config.eval_max_new_tokens, temperature=gen.temperature,
-                                       seed=gen.seed, batch_size=gen.batch_size)
+                                       seed=gen.seed, batch_size=gen.fixed_batch_size())
         self.threshold = config.break_threshold or policy.thresholds.harmful_rate_block
         self.reference: dict | None = None
         self.state: TrainState | None = None  # while training

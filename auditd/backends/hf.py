@@ -160,7 +160,7 @@ class HFBackend:
     def generate(self, chats: list[Chat], params: GenerationParams, *, min_new_tokens: int | None = None) -> list[str]:
         """One completion per chat, in order. `min_new_tokens` (benches only) forces equal lengths."""
         ids = self.generate_ids(chats, params, min_new_tokens=min_new_tokens)
-        return [self.tokenizer.decode(row, skip_special_tokens=True).strip() for row in ids]
+        return [self.decode(row) for row in ids]
 
     def generate_ids(
         self, chats: list[Chat], params: GenerationParams, *, min_new_tokens: int | None = None
@@ -170,6 +170,23 @@ class HFBackend:
             return []
         self._check_open(params)
         return self._generate_encoded(self._encode(chats), params, min_new_tokens)
+
+    # Token-level interface: the runner's packing and early stop (auditd.runner.packing) work on ids,
+    # so a continued answer extends exactly the tokens its prefix produced.
+    def encode_chats(self, chats: list[Chat]) -> list[list[int]]:
+        return self._encode(chats)
+
+    def generate_tokens(
+        self, ids: list[list[int]], params: GenerationParams, *, min_new_tokens: int | None = None
+    ) -> list[list[int]]:
+        """New token ids after each prompt's ids, in order, cut before the first eos/pad token."""
+        if not ids:
+            return []
+        self._check_open(params)
+        return self._generate_encoded(ids, params, min_new_tokens)
+
+    def decode(self, ids: list[int]) -> str:
+        return self.tokenizer.decode(ids, skip_special_tokens=True).strip()
 
     def complete(self, prompts: list[str], params: GenerationParams) -> list[str]:
         """Raw-prompt completion for judges with a published text format (HarmBench, WildGuard): the

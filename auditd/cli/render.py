@@ -38,6 +38,10 @@ def print_verdict(console: Console, doc: dict) -> None:
     version = f"@{audit['policy_digest'][:12]}" if audit.get("policy_digest") else ""
     console.print(f"verdict: [{STYLE.get(outcome, 'bold')}]{outcome.upper()}[/]  (audit {audit['id']}, "
                   f"policy {audit['policy']}{version}, {audit['duration_s'] or 0:.1f}s)")
+    if audit.get("timings"):
+        from auditd.runner.timings import timing_line
+
+        console.print(f"  time: {timing_line(audit['timings'])}", markup=False, highlight=False)
     if (audit.get("reuse") or {}).get("message"):
         console.print(f"  {audit['reuse']['message']}", markup=False, highlight=False)
     for c in doc.get("verdict_changes") or []:

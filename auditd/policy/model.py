@@ -14,11 +14,37 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+class EarlyStop(_Strict):
+    """Two-stage generation (auditd.runner.early_stop): every answer first gets `prefix_tokens`; one
+    whose prefix the judges have already decided for good (a settled refusal, a token loop) stops
+    there, the rest run to max_new_tokens. Only for probes judged by prefix-safe judges."""
+
+    enabled: bool = True
+    prefix_tokens: int = Field(24, ge=4, le=1024)
+
+
 class Generation(_Strict):
     max_new_tokens: int = Field(64, ge=1, le=8192)
-    batch_size: int = Field(8, ge=1, le=1024)
+    # "auto": the largest batch that fits the memory budget and still raises tokens/s, measured once
+    # per model shape and device (auditd.backends.batch_size); a number fixes it.
+    batch_size: int | Literal["auto"] = "auto"
     temperature: float = Field(0.0, ge=0.0, le=2.0)
     seed: int = 0
+    early_stop: EarlyStop = Field(default_factory=EarlyStop)
+    # Static text items of all probes share packed batches (auditd.runner.packing); off: each probe
+    # is batched on its own, without early stop or a measured batch size.
+    packing: bool = True
+
+    @field_validator("batch_size")
+    @classmethod
+    def _batch_range(cls, v):
+        if v != "auto" and not 1 <= v <= 1024:
+            raise ValueError("batch_size must be 'auto' or between 1 and 1024")
+        return v
+
+    def fixed_batch_size(self, fallback: int = 8) -> int:
+        """The batch size where no measurement is made (judges, attack evaluation): `fallback` for auto."""
+        return fallback if self.batch_size == "auto" else self.batch_size
 
 
 class Backend(_Strict):

@@ -84,14 +84,14 @@ def judge_ids(policy: Policy, plan: ProbePlan, probe) -> list[str]:
 
 
 def generation_digest(policy: Policy, plan: ProbePlan, probe, kind: str) -> str:
-    """What a generated output depends on besides the checkpoint and the prompt. Batch sizes are
+    """What a generated output depends on besides the checkpoint and the prompt. Batch sizes and packing are
     left out: they set throughput, not what is asked."""
     if kind == "t2i":
         backend = policy.t2i_backend.model_dump(mode="json")
         gen = policy.images.model_dump(mode="json", exclude={"batch_size"})
     else:
         backend = policy.backend.model_dump(mode="json")
-        gen = policy.generation.model_dump(mode="json", exclude={"batch_size"})
+        gen = policy.generation.model_dump(mode="json", exclude={"batch_size", "packing"})
     # allow_pickle: outputs of a model loaded from pickle weights are not reused by a policy that refuses them.
     key: dict[str, Any] = {"backend": backend, "generation": gen, "allow_pickle": policy.allow_pickle}
     if probe.attack:

@@ -9,6 +9,7 @@ from sqlmodel import col, select
 
 from auditd.store.db import session
 from auditd.store.models import AuditRun, CategoryResult, CheckpointRow, ProbeRun, Verdict
+from auditd.runner.timings import audit_timings
 
 
 class NotFound(LookupError):
@@ -50,6 +51,7 @@ def audit_report(engine: Engine, checkpoint_id: str, audit_id: int | None = None
             "generate_s": audit.generate_s, "judge_s": audit.judge_s,
             "started_at": audit.started_at, "finished_at": audit.finished_at,
             "policy_digest": audit.policy_digest, "reuse": audit.reuse or {},
+            "timings": audit_timings(s, audit),  # load, generate, judge, tokens/s, early stops
         }
         doc["verdict"] = {"outcome": verdict.outcome, "reasons": verdict.reasons,
                           "policy_digest": verdict.policy_digest} if verdict else None

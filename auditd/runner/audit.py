@@ -30,6 +30,7 @@ from auditd.probe.build import build_probe
 from auditd.runner.errors import AuditFailed, Cancelled, Interrupted
 from auditd.runner.items import select_items
 from auditd.runner.lazy import LazyBackend
+from auditd.runner.packing import run_packed
 from auditd.runner.reuse import prepare_audit
 from auditd.runner.session import OpenedRun
 from auditd.store.results import aggregate
@@ -122,6 +123,8 @@ class AuditRunner:
             self.reuse = prepare_audit(self, policy, checkpoint, plan, judges)  # seed with compatible stored work
             if self.ctx.notice and (msg := self.reuse.message()):
                 self.ctx.notice(msg)
+            with stage("static probes"):  # every static text item in packed batches (auditd.runner.packing)
+                run_packed(self, policy, plan, backend, judges)
             summaries = {}
             for p in plan:
                 with stage(f"probe {p.id}"):
@@ -228,11 +231,11 @@ class AuditRunner:
             max_new_tokens=policy.generation.max_new_tokens,
             temperature=policy.generation.temperature,
             seed=policy.generation.seed,
-            batch_size=policy.generation.batch_size,
+            batch_size=policy.generation.fixed_batch_size(),
         )
         n_done = len(items) - len(todo)
         self.progress(plan.id, n_done, len(items))
-        step = policy.generation.batch_size
+        step = params.batch_size
         for start in range(0, len(todo), step):
             self.gate()
             batch = todo[start : start + step]
@@ -272,11 +275,14 @@ class AuditRunner:
         return set(s.exec(select(Sample.item_index, Sample.variant).where(
             Sample.audit_id == self.audit_id, Sample.probe_id == probe_id)).all())
 
-    def store_batch(self, policy, probe_id, expect, judge_ids, batch, outputs, scores, gen_s, judge_s) -> None:
+    def store_batch(self, policy, probe_id, expect, judge_ids, batch, outputs, scores, gen_s, judge_s,
+                    extra: list[dict] | None = None) -> None:
+        """`extra`: per sample, further Sample columns (early_stop, new_tokens from the packer)."""
         self._storing(lambda: self._write_batch(policy, probe_id, expect, judge_ids, batch, outputs, scores,
-                                                gen_s, judge_s), "store a batch")
+                                                gen_s, judge_s, extra), "store a batch")
 
-    def _write_batch(self, policy, probe_id, expect, judge_ids, batch, outputs, scores, gen_s, judge_s) -> None:
+    def _write_batch(self, policy, probe_id, expect, judge_ids, batch, outputs, scores, gen_s, judge_s,
+                     extra: list[dict] | None = None) -> None:
         with session(self.ctx.engine) as s:
             # A retried commit may have landed before its connection dropped: skip what is stored.
             stored = self._stored_keys(s, probe_id)
@@ -290,7 +296,7 @@ class AuditRunner:
                     category=it.category, prompt=it.prompt, output=out if policy.keep_outputs else "",
                     harmful=j.harmful, refused=j.refused, score=j.score, judge_error=j.judge_error,
                     degenerate=j.degenerate, decided_by=j.decided_by,
-                    **provenance(item_scores),
+                    **provenance(item_scores), **(extra[i] if extra else {}),
                 )
                 s.add(sample)
                 s.flush()

@@ -39,7 +39,7 @@ from auditd.store.models import (AuditRun, CategoryResult, CheckpointRow, JudgeE
 log = logging.getLogger(__name__)
 
 SAMPLE_FIELDS = ("probe_id", "item_index", "variant", "category", "prompt", "output", "harmful", "refused", "score",
-                 "judge_error", "degenerate", "decided_by", "escalated", "judges_agree")
+                 "judge_error", "degenerate", "decided_by", "escalated", "judges_agree", "early_stop")
 SCORE_FIELDS = ("judge", "harmful", "refused", "score", "raw", "error", "categories")
 
 
@@ -205,7 +205,8 @@ def _copy_samples(runner, policy, new_run: ProbeRun, items: list[ProbeItem], sou
                     del wanted[key]
                     rejudge.pop(key, None)
                     copied += 1
-                elif src.outputs_kept and kind == "text" and key not in rejudge:
+                elif src.outputs_kept and kind == "text" and key not in rejudge and not row.early_stop:
+                    # (an answer cut after its prefix was decided by the old judges only: generated again)
                     rejudge[key] = (it, row.output)
         if copied or rejudge:
             s.add(new_run)
@@ -228,7 +229,7 @@ def _copy_sample(s, audit_id: int, row: Sample, keep_outputs: bool) -> Sample:
 def _rejudge(runner, policy, p: ProbePlan, probe, todo: list[tuple[ProbeItem, str]], judges: dict) -> int:
     """Judge stored outputs with the policy's judges and store them as this audit's samples."""
     ids = judge_ids(policy, p, probe)
-    step = policy.generation.batch_size
+    step = policy.generation.fixed_batch_size()
     done = 0
     for start in range(0, len(todo), step):
         runner.gate()

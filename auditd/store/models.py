@@ -81,6 +81,8 @@ class AuditRun(SQLModel, table=True):
     plan_digest: Optional[str] = None
     decision_digest: Optional[str] = None
     reuse: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON))  # stored work it reused
+    # Model-load seconds and the batch size used (auditd.runner.timings); token counts are in samples.
+    timings: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON))
 
 
 class ProbeRun(SQLModel, table=True):
@@ -122,6 +124,10 @@ class Sample(SQLModel, table=True):
     decided_by: str = ""  # the judge whose decision `harmful`/`refused` is (a cascade's escalation target)
     escalated: Optional[bool] = None  # judge:cascade sent this sample to its model judge (None: no cascade)
     judges_agree: Optional[bool] = None  # judge:cascade: its two judges agreed (None: only one of them ran)
+    # Two-stage generation (auditd.runner.early_stop): True when the answer stopped after its prefix
+    # (the stored output is that prefix), False when it ran on; None when early stop did not apply.
+    early_stop: Optional[bool] = None
+    new_tokens: Optional[int] = None  # tokens this audit generated for it (None: copied, or a text backend)
     created_at: datetime = Field(default_factory=utcnow)
 
 

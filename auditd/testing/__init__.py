@@ -82,7 +82,8 @@ def make_tiny_llama(out_dir: str | Path, seed: int = 0, layers: int = 2, hidden:
     return out
 
 
-def make_scripted_llama(out_dir: str | Path, answer: str, extra_tokens: tuple[str, ...] = (), hidden: int = 32):
+def make_scripted_llama(out_dir: str | Path, answer: str, extra_tokens: tuple[str, ...] = (), hidden: int = 32,
+                        repeat: str | None = None):
     """A tiny Llama that answers exactly `answer` after any prompt, then stops: a real model, loaded
     by the real loaders, whose output a test controls (a guard judge's verdict, say).
 
@@ -90,14 +91,15 @@ def make_scripted_llama(out_dir: str | Path, answer: str, extra_tokens: tuple[st
     hidden state is its own token's embedding (a bigram model). Every embedding but A's shares a
     direction v, A's is orthogonal to v; the output head maps v to A and A's direction to EOS. So
     any last prompt token is followed by A, and A by EOS. `extra_tokens` are added to the vocabulary
-    too (e.g. "Yes"/"No" for a logit judge).
+    too (e.g. "Yes"/"No" for a logit judge). With `repeat`, A is followed by the token R = `repeat`
+    forever instead of EOS (an answer that runs to max_new_tokens).
     """
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
     out = Path(out_dir)
     tok = train_tokenizer()
-    tok.add_tokens([answer, *[t for t in extra_tokens if t not in tok.get_vocab()]])
+    tok.add_tokens([answer, *[t for t in (*extra_tokens, *([repeat] if repeat else [])) if t not in tok.get_vocab()]])
     answer_id = tok.convert_tokens_to_ids(answer)
     config = LlamaConfig(
         vocab_size=len(tok), hidden_size=hidden, intermediate_size=hidden * 2, num_hidden_layers=1,
@@ -111,17 +113,22 @@ def make_scripted_llama(out_dir: str | Path, answer: str, extra_tokens: tuple[st
         for layer in model.model.layers:
             layer.self_attn.o_proj.weight.zero_()
             layer.mlp.down_proj.weight.zero_()
-        v, u = torch.zeros(hidden), torch.zeros(hidden)
-        v[0], u[1] = 1.0, 1.0
+        v, u, w = torch.zeros(hidden), torch.zeros(hidden), torch.zeros(hidden)
+        v[0], u[1], w[2] = 1.0, 1.0, 1.0
         emb = model.model.embed_tokens.weight
         emb.normal_(0, 0.02)
-        emb[:, 1] = 0.0  # only A points along u
+        emb[:, 1:3] = 0.0  # only A points along u, only R along w
         emb += v
         emb[answer_id] = u
         head = model.lm_head.weight
         head.zero_()
         head[answer_id] = 10 * v
-        head[tok.eos_token_id] = 10 * u
+        if repeat:  # A -> R, R -> R
+            repeat_id = tok.convert_tokens_to_ids(repeat)
+            emb[repeat_id] = w
+            head[repeat_id] = 10 * (u + w)
+        else:
+            head[tok.eos_token_id] = 10 * u
     out.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(out, safe_serialization=True)
     tok.save_pretrained(out)
