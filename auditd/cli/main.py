@@ -105,7 +105,7 @@ def audit(
     plain = not err.is_terminal  # CI, systemd, a pipe: plain lines, never a silent 20-minute audit
     with nullcontext() if plain else progress_bar(err) as bar:
         # Says when stored work of earlier audits of this checkpoint is reused ("reused 41 of 41 ...").
-        ctx = AuditContext(engine, settings, progress=PlainProgress(sys.stderr) if plain else ProbeProgress(bar),
+        ctx = AuditContext(engine, settings, progress=PlainProgress(sys.stderr) if bar is None else ProbeProgress(bar),
                            notice=lambda msg: err.print(msg, markup=False))
         outcome = run_audit(ctx, run.id)
     doc = audit_report(engine, digest, run.id)
