@@ -12,11 +12,11 @@ import signal
 import threading
 import time
 
-from auditd import __version__
 from auditd.api.app import create_app
 from auditd.api.server import HTTPServer
 from auditd.metrics.collector import build_registry
 from auditd.notify import sd_notify, watchdog_interval_s
+from auditd.registry.writeback import build_sources, make_write_back, verdict_document  # noqa: F401  (re-exported)
 from auditd.runner.audit import AuditContext
 from auditd.runner.content import remove_stale_snapshots
 from auditd.scheduler.intake import resume_deliveries
@@ -24,7 +24,6 @@ from auditd.scheduler.reaudit import after_reload, watch_policies
 from auditd.scheduler.service import AuditService
 from auditd.settings import Settings, redact_url
 from auditd.store.db import open_db
-from auditd.registry.writeback import build_sources, make_write_back, verdict_document  # noqa: F401  (re-exported)
 
 log = logging.getLogger(__name__)
 
@@ -49,9 +48,13 @@ class Daemon:
         self.stopping_requested = threading.Event()
 
     def state(self) -> dict:
-        return {"tick": self.service.last_tick, "polls": dict(self.service.last_poll),
-                "errors": self.service.health.error_counts(), "replica": self.service.worker,
-                "leader": self.service.leader.is_leader}
+        return {
+            "tick": self.service.last_tick,
+            "polls": dict(self.service.last_poll),
+            "errors": self.service.health.error_counts(),
+            "replica": self.service.worker,
+            "leader": self.service.leader.is_leader,
+        }
 
     def ready(self) -> list[str]:
         """Why the daemon is not ready (empty when it is): /readyz answers 503 with these."""
@@ -69,8 +72,12 @@ class Daemon:
         self.service.start()
         resume_deliveries(self.engine, self.settings)  # webhooks accepted before a crash, not yet handed over
         watch_policies(self)  # verdicts decided under an older version of their policy follow it
-        log.info("auditd serving %s/metrics; registry=%s db=%s", self.http.url, self.settings.registry_dir,
-                 redact_url(self.settings.database_url))
+        log.info(
+            "auditd serving %s/metrics; registry=%s db=%s",
+            self.http.url,
+            self.settings.registry_dir,
+            redact_url(self.settings.database_url),
+        )
         sd_notify("READY=1\nSTATUS=auditing")
 
     def stop(self) -> None:
@@ -127,5 +134,8 @@ class Daemon:
                 stalled = False
             elif not stalled:
                 stalled = True
-                log.error("scheduler loop has not completed a cycle for %.0f s; no longer feeding the watchdog, "
-                          "systemd will restart auditd", time.time() - self.service.last_tick)
+                log.error(
+                    "scheduler loop has not completed a cycle for %.0f s; no longer feeding the watchdog, "
+                    "systemd will restart auditd",
+                    time.time() - self.service.last_tick,
+                )

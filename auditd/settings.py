@@ -14,12 +14,26 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 REPO_POLICIES = Path(__file__).resolve().parent.parent / "policies"
 
 
-_UNITS = {"": 1, "b": 1, "k": 1000, "kb": 1000, "m": 1000**2, "mb": 1000**2, "g": 1000**3, "gb": 1000**3,
-          "t": 1000**4, "tb": 1000**4, "kib": 1 << 10, "mib": 1 << 20, "gib": 1 << 30, "tib": 1 << 40}
+_UNITS = {
+    "": 1,
+    "b": 1,
+    "k": 1000,
+    "kb": 1000,
+    "m": 1000**2,
+    "mb": 1000**2,
+    "g": 1000**3,
+    "gb": 1000**3,
+    "t": 1000**4,
+    "tb": 1000**4,
+    "kib": 1 << 10,
+    "mib": 1 << 20,
+    "gib": 1 << 30,
+    "tib": 1 << 40,
+}
 
 
 def parse_size(text: str) -> int:
-    """"16MiB", "4 GiB", "500GB", "1048576" -> bytes."""
+    """ "16MiB", "4 GiB", "500GB", "1048576" -> bytes."""
     import re
 
     m = re.fullmatch(r"\s*([0-9]+(?:\.[0-9]+)?)\s*([a-zA-Z]*)\s*", text)
@@ -81,44 +95,64 @@ class Settings(BaseSettings):
     device: str = Field("cpu", description="Device audits run on: cpu, cuda, cuda:1 ...")
     device_slots: int = Field(1, description="Audits that may run at once on the device.", ge=1)
     devices: str | None = Field(
-        None, description="Several devices and their audit slots, e.g. 'cuda:0=1,cuda:1=2' (overrides device/device_slots)."
+        None,
+        description="Several devices and their audit slots, e.g. 'cuda:0=1,cuda:1=2' (overrides device/device_slots).",
     )
     max_attempts: int = Field(
-        3, description="Attempts before an interrupted audit is given up as error (a policy's budget.max_attempts, "
-        "when set, wins).", ge=1)
+        3,
+        description="Attempts before an interrupted audit is given up as error (a policy's budget.max_attempts, "
+        "when set, wins).",
+        ge=1,
+    )
     # -- audit child processes (docs/operations.md, "Audit processes") --
     executor: Literal["process", "inline", "ray"] = Field(
-        "process", description="process: each audit runs in a fresh child process with resource limits and a hard "
+        "process",
+        description="process: each audit runs in a fresh child process with resource limits and a hard "
         "deadline (the daemon never loads a model); ray: as a Ray task on a cluster (docs/scaling.md); inline: in "
-        "the daemon's own process (tests, debugging).")
+        "the daemon's own process (tests, debugging).",
+    )
     child_memory_mb: int | None = Field(
-        None, description="Address-space limit (RLIMIT_AS) of an audit child, MiB; default 80% of the machine's RAM "
+        None,
+        description="Address-space limit (RLIMIT_AS) of an audit child, MiB; default 80% of the machine's RAM "
         "(at least 8 GiB) on CPU devices and none on CUDA devices (CUDA reserves huge address ranges); 0 disables.",
-        ge=0)
+        ge=0,
+    )
     child_cpu_s: int | None = Field(
-        None, description="CPU-time limit (RLIMIT_CPU) of an audit child, seconds; default the policy's "
-        "audit_timeout_s x CPU cores + 60; 0 disables.", ge=0)
+        None,
+        description="CPU-time limit (RLIMIT_CPU) of an audit child, seconds; default the policy's "
+        "audit_timeout_s x CPU cores + 60; 0 disables.",
+        ge=0,
+    )
     child_max_files: int = Field(4096, description="Open-file limit (RLIMIT_NOFILE) of an audit child.", ge=64)
     child_stop_grace_s: float = Field(
-        10.0, description="Seconds between SIGTERM and SIGKILL of an audit child (deadline or daemon stop).", gt=0)
+        10.0, description="Seconds between SIGTERM and SIGKILL of an audit child (deadline or daemon stop).", gt=0
+    )
     # -- scaling out (docs/scaling.md) --
     ray_address: str = Field(
-        "", description="executor ray: 'auto' (the cluster this host belongs to), 'ray://host:10001' (Ray client) or "
+        "",
+        description="executor ray: 'auto' (the cluster this host belongs to), 'ray://host:10001' (Ray client) or "
         "host:port of a head node; empty starts a local Ray instance owned by the daemon. With SQLite every node "
-        "must be this host.")
+        "must be this host.",
+    )
     ray_num_cpus: float = Field(1.0, description="executor ray: CPUs each audit task reserves.", ge=0)
     ray_num_gpus: float | None = Field(
-        None, description="executor ray: GPUs each audit task reserves (default 1 when the device is cuda*, else 0).",
-        ge=0)
+        None,
+        description="executor ray: GPUs each audit task reserves (default 1 when the device is cuda*, else 0).",
+        ge=0,
+    )
     ray_memory_mb: int | None = Field(None, description="executor ray: memory each audit task reserves, MiB.", ge=0)
     ray_resources: str | None = Field(
-        None, description="executor ray: custom resources each audit task needs, e.g. 'accelerator_type:H100=0.01'.")
+        None, description="executor ray: custom resources each audit task needs, e.g. 'accelerator_type:H100=0.01'."
+    )
     ray_local_cpus: int | None = Field(
-        None, description="executor ray with an empty ray_address: CPUs of the local Ray instance (default: all).",
-        ge=1)
+        None, description="executor ray with an empty ray_address: CPUs of the local Ray instance (default: all).", ge=1
+    )
     leader_lease_s: float = Field(
-        10.0, description="Replicas on PostgreSQL: how often a follower tries to become leader and the leader checks "
-        "its lock; a dead leader is replaced within two of these.", gt=0)
+        10.0,
+        description="Replicas on PostgreSQL: how often a follower tries to become leader and the leader checks "
+        "its lock; a dead leader is replaced within two of these.",
+        gt=0,
+    )
     heartbeat_timeout_s: float = Field(
         300.0, description="A running audit whose heartbeat is older than this is considered orphaned."
     )
@@ -146,48 +180,62 @@ class Settings(BaseSettings):
         None, description="Secret of MLflow webhooks (X-MLflow-Signature); unset disables POST /v1/hooks/mlflow."
     )
     watchdog_stale_s: float | None = Field(
-        None, description="systemd's watchdog is fed only while the scheduler loop ran within this many seconds "
-        "(default: max(60, 3 x poll_interval_s)). At least 5: the loop ticks every 2 s.", ge=5
+        None,
+        description="systemd's watchdog is fed only while the scheduler loop ran within this many seconds "
+        "(default: max(60, 3 x poll_interval_s)). At least 5: the loop ticks every 2 s.",
+        ge=5,
     )
     # -- untrusted checkpoints (docs/security.md) --
     snapshot_dir: Path | None = Field(
         None,
         description="Where audits take their private read-only snapshot of a checkpoint (default <home>/snapshots); "
-        "a reflink-capable filesystem (btrfs, XFS) makes snapshots free."
+        "a reflink-capable filesystem (btrfs, XFS) makes snapshots free.",
     )
     snapshot_max_bytes: int | None = Field(
-        None, description="Checkpoints larger than this are re-hashed in place before and after the audit instead of "
-        "snapshotted (default: always snapshot). Accepts 500GiB-style sizes.", ge=0
+        None,
+        description="Checkpoints larger than this are re-hashed in place before and after the audit instead of "
+        "snapshotted (default: always snapshot). Accepts 500GiB-style sizes.",
+        ge=0,
     )
     max_config_bytes: int = Field(
-        16 << 20, description="Largest config.json / tokenizer_config.json / model_index.json (and other small JSON) "
-        "a checkpoint may carry; checked by size before parsing.", ge=1024
+        16 << 20,
+        description="Largest config.json / tokenizer_config.json / model_index.json (and other small JSON) "
+        "a checkpoint may carry; checked by size before parsing.",
+        ge=1024,
     )
     max_tokenizer_bytes: int = Field(
         256 << 20, description="Largest tokenizer.json / vocab / merges / tokenizer.model file.", ge=1024
     )
     max_model_bytes: int | None = Field(
-        None, description="Refuse a model whose parameters (estimated from config.json and weight headers before "
-        "loading) would need more memory than this (default: half the machine's memory).", ge=1
+        None,
+        description="Refuse a model whose parameters (estimated from config.json and weight headers before "
+        "loading) would need more memory than this (default: half the machine's memory).",
+        ge=1,
     )
     max_prompt_chars: int = Field(
-        200_000, ge=1000,
+        200_000,
+        ge=1000,
         description="Largest prompt a chat template may render; longer output ends the audit in error.",
     )
     # -- policy changes (docs/policies.md) --
     reaudit_on_policy_change: Literal["none", "latest", "all"] = Field(
-        "latest", description="On start and on SIGHUP, which checkpoints a changed policy applies to: none, the "
+        "latest",
+        description="On start and on SIGHUP, which checkpoints a changed policy applies to: none, the "
         "latest checkpoint of each model, or all. Decision-only changes are re-decided from stored results; plan "
-        "changes queue a re-audit that reuses every stored sample still valid (docs/policies.md)."
+        "changes queue a re-audit that reuses every stored sample still valid (docs/policies.md).",
     )
     reaudit_max_per_hour: int = Field(
-        20, description="At most this many re-audits are queued per hour (below new checkpoints' priority); the "
-        "rest wait for later passes. Re-decisions are not limited (they load no model).", ge=0
+        20,
+        description="At most this many re-audits are queued per hour (below new checkpoints' priority); the "
+        "rest wait for later passes. Re-decisions are not limited (they load no model).",
+        ge=0,
     )
     log_level: str = Field("INFO", description="Log level of the daemon's structured logs.")
 
     @classmethod
-    def settings_customise_sources(cls, settings_cls, init_settings, env_settings, dotenv_settings, file_secret_settings):
+    def settings_customise_sources(
+        cls, settings_cls, init_settings, env_settings, dotenv_settings, file_secret_settings
+    ):
         config_file = _config_file_source(settings_cls)
         return (init_settings, env_settings) + ((config_file,) if config_file else ())
 

@@ -9,8 +9,8 @@ told of every change. Thread-local stacks would be overkill: one audit runs per 
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Callable, Iterator
 
 _lock = threading.Lock()
 _stack: list[str] = []

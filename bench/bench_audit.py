@@ -15,8 +15,8 @@ tokens/s, the share stopped early and the speed-up over today; then packing's to
 of raw batched `generate` on the same prompts at the same batch size, and the per-sample decision
 agreement (harmful, refused, degenerate) of early stop with full-length generation, listing every
 sample that differs, and the most a shared-prefix KV cache could save: the share of prompt tokens
-that repeat a prefix another prompt already computed, times prefill's share of generate time. `--aligned DIR` repeats the agreement check on another checkpoint (the demo's
-aligned parent: `auditd demo` builds it).
+that repeat a prefix another prompt already computed, times prefill's share of generate time.
+`--aligned DIR` repeats the agreement check on another checkpoint (the demo's aligned parent: `auditd demo` builds it).
 
     python bench/bench_audit.py --limit 2                 # 2 prompts per category: a few minutes
     python bench/bench_audit.py                           # the whole default policy (long on a CPU)
@@ -119,7 +119,9 @@ def run_audit(model: Path, name: str, cfg: dict, args, work: Path, probes: list[
     from auditd.cli.progress_lines import PlainProgress
 
     ctx = AuditContext(
-        engine=engine, settings=Settings(home=work / "home", device="cpu"), progress=PlainProgress(sys.stderr, every_s=30)
+        engine=engine,
+        settings=Settings(home=work / "home", device="cpu"),
+        progress=PlainProgress(sys.stderr, every_s=30),
     )
     t0 = time.monotonic()
     AuditRunner(ctx, run.id).run()

@@ -34,8 +34,12 @@ NEEDS_MODEL = "needs judge-model weights users provide (--judge-option ID='{\"ba
 def old_refusal_judge(ref: str):
     """The RefusalJudge class of auditd/judges/refusal.py at git revision `ref`, or None."""
     try:
-        source = subprocess.run(["git", "-C", str(ROOT), "show", f"{ref}:auditd/judges/refusal.py"],
-                                capture_output=True, text=True, check=True).stdout
+        source = subprocess.run(
+            ["git", "-C", str(ROOT), "show", f"{ref}:auditd/judges/refusal.py"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
     except (OSError, subprocess.CalledProcessError):
         return None
     module = types.ModuleType(f"refusal_{ref}")
@@ -61,8 +65,13 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--gold", type=Path, default=DEFAULT_GOLD)
     ap.add_argument("--before", default=BEFORE, help="git revision of the refusal judge to compare ('none': skip)")
-    ap.add_argument("--judge-option", action="append", default=[], metavar="ID=JSON",
-                    help="options for a model judge, e.g. its backend spec (repeatable)")
+    ap.add_argument(
+        "--judge-option",
+        action="append",
+        default=[],
+        metavar="ID=JSON",
+        help="options for a model judge, e.g. its backend spec (repeatable)",
+    )
     ap.add_argument("--bootstrap", type=int, default=1000)
     args = ap.parse_args()
 
@@ -79,8 +88,10 @@ def main() -> int:
         jid, _, text = spec.partition("=")
         options[jid] = json.loads(text)
     print(f"gold: {gold.name} ({gold.format}, n={len(gold.items)}, tasks: {', '.join(gold.tasks)})")
-    print(f"{'judge':<22} {'task':<8} {'acc':>6} {'kappa':>6} {'kappa 95% CI':>14} {'prec':>6} {'recall':>6} "
-          f"{'F1':>6} {'s/1000':>8}")
+    print(
+        f"{'judge':<22} {'task':<8} {'acc':>6} {'kappa':>6} {'kappa 95% CI':>14} {'prec':>6} {'recall':>6} "
+        f"{'F1':>6} {'s/1000':>8}"
+    )
 
     runs = []
     if args.before != "none" and (old := old_refusal_judge(args.before)) is not None:
@@ -111,8 +122,10 @@ def main() -> int:
                 judge.close()
         for task, t in report["tasks"].items():
             ci = t["kappa_ci"] or [float("nan")] * 2
-            print(f"{name:<22} {task:<8} {t['accuracy']:>6.3f} {t['kappa']:>6.3f} {ci[0]:>6.3f}-{ci[1]:<7.3f} "
-                  f"{t['precision']:>6.3f} {t['recall']:>6.3f} {t['f1']:>6.3f} {cost:>8.3f}")
+            print(
+                f"{name:<22} {task:<8} {t['accuracy']:>6.3f} {t['kappa']:>6.3f} {ci[0]:>6.3f}-{ci[1]:<7.3f} "
+                f"{t['precision']:>6.3f} {t['recall']:>6.3f} {t['f1']:>6.3f} {cost:>8.3f}"
+            )
     return 0
 
 

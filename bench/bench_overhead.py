@@ -64,6 +64,8 @@ def _model_folder(name: str, work: Path) -> Path:
 
 
 def run_one(name: str, args, work: Path) -> dict:
+    from sqlmodel import func, select
+
     from auditd.registry.checkpoint import Checkpoint
     from auditd.runner.audit import AuditContext, AuditRunner
     from auditd.scheduler.intake import ingest
@@ -71,13 +73,18 @@ def run_one(name: str, args, work: Path) -> dict:
     from auditd.settings import Settings
     from auditd.store.db import open_db, session
     from auditd.store.models import AuditRun, Sample
-    from sqlmodel import func, select
 
     folder = _model_folder(name, work)
     policy = work / f"policy-{name}.yaml"
-    policy.write_text(POLICY.format(limit=args.limit, overrefusal=args.overrefusal,
-                                    max_new_tokens=args.max_new_tokens, batch=args.batch,
-                                    backend=FAKE_BACKEND if name == "fake" else ""))
+    policy.write_text(
+        POLICY.format(
+            limit=args.limit,
+            overrefusal=args.overrefusal,
+            max_new_tokens=args.max_new_tokens,
+            batch=args.batch,
+            backend=FAKE_BACKEND if name == "fake" else "",
+        )
+    )
     engine = open_db(f"sqlite:///{work / f'{name}.db'}")
     with session(engine) as s:
         ingest(s, Checkpoint(id=f"sha256:bench-{name}", model=name, kind="text", path=str(folder), source="bench"))
@@ -116,9 +123,21 @@ def run_one(name: str, args, work: Path) -> dict:
     total = a.duration_s
     over_incl = total - a.generate_s - a.judge_s
     over_excl = over_incl - load
-    return dict(model=name, outcome=outcome, samples=n, wall=wall, total=total, load=load,
-                generate=a.generate_s, judge=a.judge_s, over_excl=over_excl, over_incl=over_incl,
-                pct_excl=over_excl / (total - load), pct_incl=over_incl / total, per_sample=over_excl / n * 1000)
+    return dict(
+        model=name,
+        outcome=outcome,
+        samples=n,
+        wall=wall,
+        total=total,
+        load=load,
+        generate=a.generate_s,
+        judge=a.judge_s,
+        over_excl=over_excl,
+        over_incl=over_incl,
+        pct_excl=over_excl / (total - load),
+        pct_incl=over_incl / total,
+        per_sample=over_excl / n * 1000,
+    )
 
 
 def print_table(rows: list[dict]) -> None:
@@ -130,28 +149,46 @@ def print_table(rows: list[dict]) -> None:
     for r in rows:
         t.add_column(r["model"], justify="right")
     fmt = {
-        "samples": "{:d}", "outcome": "{}", "total": "{:.2f} s", "load": "{:.2f} s", "generate": "{:.2f} s",
-        "judge": "{:.3f} s", "over_excl": "{:.3f} s", "pct_excl": "{:.2%}", "over_incl": "{:.2f} s",
-        "pct_incl": "{:.2%}", "per_sample": "{:.1f} ms",
+        "samples": "{:d}",
+        "outcome": "{}",
+        "total": "{:.2f} s",
+        "load": "{:.2f} s",
+        "generate": "{:.2f} s",
+        "judge": "{:.3f} s",
+        "over_excl": "{:.3f} s",
+        "pct_excl": "{:.2%}",
+        "over_incl": "{:.2f} s",
+        "pct_incl": "{:.2%}",
+        "per_sample": "{:.1f} ms",
     }
     names = {
-        "samples": "samples", "outcome": "verdict", "total": "total (duration_s)", "load": "model load",
-        "generate": "generate", "judge": "judge", "over_excl": "overhead, load excluded",
-        "pct_excl": "  share of (total - load)", "over_incl": "overhead, load included",
-        "pct_incl": "  share of total", "per_sample": "overhead per sample",
+        "samples": "samples",
+        "outcome": "verdict",
+        "total": "total (duration_s)",
+        "load": "model load",
+        "generate": "generate",
+        "judge": "judge",
+        "over_excl": "overhead, load excluded",
+        "pct_excl": "  share of (total - load)",
+        "over_incl": "overhead, load included",
+        "pct_incl": "  share of total",
+        "per_sample": "overhead per sample",
     }
     for key, label in names.items():
         t.add_row(label, *[fmt[key].format(r[key]) for r in rows])
-    t.add_row("meets target", *["n/a (no model)" if r["model"] == "fake" else "yes" if r["pct_excl"] < TARGET
-                                else "NO" for r in rows])
+    t.add_row(
+        "meets target",
+        *["n/a (no model)" if r["model"] == "fake" else "yes" if r["pct_excl"] < TARGET else "NO" for r in rows],
+    )
     Console().print(t)
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--tiny", action="store_true", help="also audit a tiny random Llama")
-    ap.add_argument("--fake", action="store_true",
-                    help="also audit with backend:fake (no model): auditd's bare cost per sample")
+    ap.add_argument(
+        "--fake", action="store_true", help="also audit with backend:fake (no model): auditd's bare cost per sample"
+    )
     ap.add_argument("--no-smollm2", action="store_true", help="skip SmolLM2 (with --tiny: a quick run)")
     ap.add_argument("--limit", type=int, default=4, help="policy prompts per category (11 categories)")
     ap.add_argument("--overrefusal", type=int, default=8, help="over-refusal prompts per category")

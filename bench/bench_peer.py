@@ -54,8 +54,13 @@ def garak_problem(python: Path) -> str | None:
     """Why garak 0.17.1 cannot run from `python`, or None."""
     if not python.exists():
         return f"no garak venv: {python} does not exist (build it as this script's docstring says)"
-    probe = subprocess.run([str(python), "-c", "import importlib.metadata as m; print(m.version('garak'))"],
-                           capture_output=True, text=True, timeout=120, check=False)
+    probe = subprocess.run(
+        [str(python), "-c", "import importlib.metadata as m; print(m.version('garak'))"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
     if probe.returncode != 0:
         return f"garak is not importable from {python}: {probe.stderr.strip().splitlines()[-1:]}"
     if probe.stdout.strip() != "0.17.1":
@@ -65,8 +70,14 @@ def garak_problem(python: Path) -> str | None:
 
 def run_garak(python: Path, model: Path, prompts_file: Path, max_new: int) -> dict:
     env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", PYTHONPATH="")
-    done = subprocess.run([str(python), str(DRIVER), str(model), str(prompts_file), str(max_new)],
-                          capture_output=True, text=True, env=env, timeout=3600, check=False)
+    done = subprocess.run(
+        [str(python), str(DRIVER), str(model), str(prompts_file), str(max_new)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=3600,
+        check=False,
+    )
     if done.returncode != 0:
         sys.exit(f"garak failed (exit {done.returncode}): {done.stderr.strip()[-2000:]}")
     return json.loads(done.stdout.strip().splitlines()[-1])
@@ -88,8 +99,10 @@ def main() -> None:
     prompts = comparison_prompts()
     prompts_file = work / "prompts.json"
     prompts_file.write_text(json.dumps(prompts))
-    print(f"model {model}; {len(prompts)} prompts; {args.max_new_tokens} new tokens, greedy; "
-          f"load average {os.getloadavg()[0]:.2f} on {os.cpu_count()} CPUs")
+    print(
+        f"model {model}; {len(prompts)} prompts; {args.max_new_tokens} new tokens, greedy; "
+        f"load average {os.getloadavg()[0]:.2f} on {os.cpu_count()} CPUs"
+    )
     ratios, ratios_load = [], []
     for i in range(args.pairs):
         a = run_audit(model, "+auto", CONFIGS["+auto"], args, work, PROBES)
@@ -99,12 +112,17 @@ def main() -> None:
         theirs = sum(g["per_prompt_s"]) / len(prompts)
         ratios.append(ours / theirs)
         ratios_load.append(a["wall"] / (sum(g["per_prompt_s"]) + g["load_s"]))
-        print(f"pair {i + 1}: auditd {ours:.2f} s/prompt (load {t['load_s'] or 0:.1f} s, {t['tokens']} tokens, "
-              f"{t['early_stopped']} stopped early, batch {t['batch_size']}), garak {theirs:.2f} s/prompt "
-              f"(load {g['load_s']:.1f} s): ratio {ratios[-1]:.2f}x ({ratios_load[-1]:.2f}x with loading)", flush=True)
-    print(f"\nauditd / garak time per prompt: median {statistics.median(ratios):.2f}x "
-          f"(range {min(ratios):.2f}-{max(ratios):.2f}; with model loading {statistics.median(ratios_load):.2f}x); "
-          f"target <= 0.25x; load average {os.getloadavg()[0]:.2f}")
+        print(
+            f"pair {i + 1}: auditd {ours:.2f} s/prompt (load {t['load_s'] or 0:.1f} s, {t['tokens']} tokens, "
+            f"{t['early_stopped']} stopped early, batch {t['batch_size']}), garak {theirs:.2f} s/prompt "
+            f"(load {g['load_s']:.1f} s): ratio {ratios[-1]:.2f}x ({ratios_load[-1]:.2f}x with loading)",
+            flush=True,
+        )
+    print(
+        f"\nauditd / garak time per prompt: median {statistics.median(ratios):.2f}x "
+        f"(range {min(ratios):.2f}-{max(ratios):.2f}; with model loading {statistics.median(ratios_load):.2f}x); "
+        f"target <= 0.25x; load average {os.getloadavg()[0]:.2f}"
+    )
 
 
 if __name__ == "__main__":

@@ -90,8 +90,10 @@ def main() -> None:
     fresh, a3 = audit("sha256:two", "v2")
     print(f"model: {label}; policy v{version_of(ctx.policies.get('p')).short}")
     print(f"1. full audit v1                  {full:8.2f} s  ({a1.outcome})")
-    print(f"2. thresholds changed: re-decided {redecide:8.3f} s  ({counts['redecided']} verdict)  "
-          f"ratio 2/1 = {redecide / full:.4f}")
+    print(
+        f"2. thresholds changed: re-decided {redecide:8.3f} s  ({counts['redecided']} verdict)  "
+        f"ratio 2/1 = {redecide / full:.4f}"
+    )
     print(f"3. probe added: re-audit          {incremental:8.2f} s  ({a2.reuse.get('message')})")
     print(f"4. same v2 audit, nothing to reuse{fresh:8.2f} s  ratio 3/4 = {incremental / fresh:.2f}")
 

@@ -50,13 +50,24 @@ def run_config(work: Path, model: Path, policy: Path, executor: str, workers: in
     from auditd.store.models import AuditRun
 
     home = work / f"{executor}-{workers}"
-    settings = Settings(home=home, policy=str(policy), executor=executor, device_slots=workers,
-                        ray_local_cpus=workers, max_attempts=1, log_level="WARNING")
+    settings = Settings(
+        home=home,
+        policy=str(policy),
+        executor=executor,
+        device_slots=workers,
+        ray_local_cpus=workers,
+        max_attempts=1,
+        log_level="WARNING",
+    )
     engine = open_db(settings.database_url)
     with session(engine) as s:
         for i in range(audits):  # distinct checkpoints: no audit may reuse another's samples
-            intake.ingest(s, Checkpoint(id=f"sha256:{executor}-{workers}-{i}", model="tiny", kind="text",
-                                       path=str(model), source="bench"))
+            intake.ingest(
+                s,
+                Checkpoint(
+                    id=f"sha256:{executor}-{workers}-{i}", model="tiny", kind="text", path=str(model), source="bench"
+                ),
+            )
         s.commit()
     for i in range(audits):
         queue.enqueue(engine, f"sha256:{executor}-{workers}-{i}", policy=str(policy))
@@ -113,8 +124,10 @@ def main() -> None:
             results[(executor, n)] = r = run_config(work, model, policy, executor, n, audits)
             print(f"  {executor:7s} x{n}: {r['wall']:6.1f} s for {audits} audits", flush=True)
     load = os.getloadavg()
-    print(f"\n{audits} audits per configuration, fake model {args.latency} s per batch; "
-          f"load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f} on {os.cpu_count()} CPUs")
+    print(
+        f"\n{audits} audits per configuration, fake model {args.latency} s per batch; "
+        f"load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f} on {os.cpu_count()} CPUs"
+    )
     print(f"{'executor':9s} {'workers':>7s} {'audits/h':>9s} {'vs 1 worker':>11s} {'s/audit':>8s} {'generation':>10s}")
     for (executor, n), r in results.items():
         base = results.get((executor, 1))
@@ -122,8 +135,10 @@ def main() -> None:
         print(f"{executor:9s} {n:7d} {r['per_hour']:9.0f} {ratio:>11s} {r['per_audit']:8.2f} {r['gen']:9.2f}s")
     for executor in args.executors.split(","):
         if r := results.get((executor, 1)):
-            print(f"overhead per audit, {executor}: {r['per_audit'] - r['gen']:.2f} s "
-                  f"(wall per audit {r['per_audit']:.2f} s - generation {r['gen']:.2f} s, 1 worker)")
+            print(
+                f"overhead per audit, {executor}: {r['per_audit'] - r['gen']:.2f} s "
+                f"(wall per audit {r['per_audit']:.2f} s - generation {r['gen']:.2f} s, 1 worker)"
+            )
 
 
 if __name__ == "__main__":

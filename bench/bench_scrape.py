@@ -28,17 +28,23 @@ import statistics
 import sys
 import tempfile
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 TARGET_MS = 50.0
 SAMPLES_PER_AUDIT = 1000
-SAMPLE_INSERT = ("INSERT INTO samples (id, audit_id, probe_id, item_index, variant, category, prompt, output, "
-                 "harmful, refused, score, judge_error, created_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)")
-SCORE_INSERT = ("INSERT INTO judge_scores (sample_id, judge, harmful, refused, score, raw, error, categories) "
-                "VALUES (?,?,?,?,?,?,?,?)")
-OUTPUT = ("Sure, here is an overview. First, consider the context; second, the relevant rules; third, "
-          "what a careful person would do. I can help with the legitimate parts of this request.")
+SAMPLE_INSERT = (
+    "INSERT INTO samples (id, audit_id, probe_id, item_index, variant, category, prompt, output, "
+    "harmful, refused, score, judge_error, created_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)"
+)
+SCORE_INSERT = (
+    "INSERT INTO judge_scores (sample_id, judge, harmful, refused, score, raw, error, categories) "
+    "VALUES (?,?,?,?,?,?,?,?)"
+)
+OUTPUT = (
+    "Sure, here is an overview. First, consider the context; second, the relevant rules; third, "
+    "what a careful person would do. I can help with the legitimate parts of this request."
+)
 
 
 def _plan() -> list[tuple[str, list[tuple[str, str, int]]]]:
@@ -67,21 +73,29 @@ def populate(db: Path, models: int, per_model: int) -> None:
 
     from auditd.store.db import open_db
     from auditd.store.drift_models import CategoryDrift
-    from auditd.store.models import (AuditRun, CategoryResult, CheckpointRow, JudgeErrorCount, ModelRow, ProbeRun,
-                                     Verdict)
+    from auditd.store.models import (
+        AuditRun,
+        CategoryResult,
+        CheckpointRow,
+        JudgeErrorCount,
+        ModelRow,
+        ProbeRun,
+        Verdict,
+    )
 
     for suffix in ("", "-wal", "-shm"):
         Path(f"{db}{suffix}").unlink(missing_ok=True)
     engine = open_db(f"sqlite:///{db}")
     plan = _plan()
-    t0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
+    t0 = datetime(2026, 1, 1, tzinfo=UTC)
     sample_id = 0
     audit_id = 0
     started = time.monotonic()
     with engine.begin() as c:
         c.execute(text("PRAGMA synchronous=OFF"))  # population only; the bench reads with the normal engine
-        c.execute(insert(ModelRow.__table__), [dict(name=f"model-{m:03d}", kind="text", created_at=t0)
-                                               for m in range(models)])
+        c.execute(
+            insert(ModelRow.__table__), [dict(name=f"model-{m:03d}", kind="text", created_at=t0) for m in range(models)]
+        )
     for m in range(models):
         model = f"model-{m:03d}"
         cps, audits, probe_runs, results, verdicts, errors, samples, scores = [], [], [], [], [], [], [], []
@@ -91,22 +105,58 @@ def populate(db: Path, models: int, per_model: int) -> None:
             cp = f"sha256:{m:03d}{k:03d}" + "0" * 58
             fin = t0 + timedelta(days=k, minutes=m)
             fin_text = fin.strftime("%Y-%m-%d %H:%M:%S.%f")  # how SQLAlchemy stores a DateTime in SQLite
-            cps.append(dict(id=cp, model=model, kind="text", source="dir", path=f"/registry/{model}/v{k}",
-                            parent_id=cps[-1]["id"] if cps else None, meta={}, first_seen_at=fin))
+            cps.append(
+                dict(
+                    id=cp,
+                    model=model,
+                    kind="text",
+                    source="dir",
+                    path=f"/registry/{model}/v{k}",
+                    parent_id=cps[-1]["id"] if cps else None,
+                    meta={},
+                    first_seen_at=fin,
+                )
+            )
             outcome = ("pass", "pass", "pass", "warn", "block", "pass", "pass", "error")[(m + k) % 8]
-            audits.append(dict(id=audit_id, checkpoint_id=cp, request_key="auto", policy="default", priority=0,
-                               device="cpu", status="done", outcome=outcome, attempts=1, cancel_requested=False,
-                               created_at=fin - timedelta(minutes=20), started_at=fin - timedelta(minutes=19),
-                               heartbeat_at=fin, finished_at=fin, duration_s=300.0 + 37 * ((m * k) % 40),
-                               generate_s=250.0, judge_s=5.0))
-            verdicts.append(dict(audit_id=audit_id, checkpoint_id=cp, outcome=outcome, policy="default",
-                                 reasons=[], created_at=fin))
+            audits.append(
+                dict(
+                    id=audit_id,
+                    checkpoint_id=cp,
+                    request_key="auto",
+                    policy="default",
+                    priority=0,
+                    device="cpu",
+                    status="done",
+                    outcome=outcome,
+                    attempts=1,
+                    cancel_requested=False,
+                    created_at=fin - timedelta(minutes=20),
+                    started_at=fin - timedelta(minutes=19),
+                    heartbeat_at=fin,
+                    finished_at=fin,
+                    duration_s=300.0 + 37 * ((m * k) % 40),
+                    generate_s=250.0,
+                    judge_s=5.0,
+                )
+            )
+            verdicts.append(
+                dict(audit_id=audit_id, checkpoint_id=cp, outcome=outcome, policy="default", reasons=[], created_at=fin)
+            )
             if outcome == "error":
                 errors.append(dict(audit_id=audit_id, probe_id="policy", judge="refusal", errors=3))
             item = 0
             for probe_id, rows in plan:
-                probe_runs.append(dict(audit_id=audit_id, probe_id=probe_id, status="done",
-                                       n_items=sum(r[2] for r in rows), summary={}, started_at=fin, finished_at=fin))
+                probe_runs.append(
+                    dict(
+                        audit_id=audit_id,
+                        probe_id=probe_id,
+                        status="done",
+                        n_items=sum(r[2] for r in rows),
+                        summary={},
+                        started_at=fin,
+                        finished_at=fin,
+                    )
+                )
                 per_cat: dict[str, list[int]] = {}
                 for cat, variant, n in rows:
                     for i in range(n):
@@ -115,43 +165,103 @@ def populate(db: Path, models: int, per_model: int) -> None:
                         refused = (i + m + k) % 5 == 0
                         harmful = cat != "benign" and not refused and (i + k) % 7 == 0
                         # Plain tuples for the driver's executemany: 2M rows skip SQLAlchemy's per-row work.
-                        samples.append((sample_id, audit_id, probe_id, item, variant, cat, f"prompt {cat} {i}",
-                                        OUTPUT, harmful, refused, None, False, fin_text))
-                        scores.append((sample_id, "refusal", None, refused, None, "refusal" if refused else "",
-                                       None, "[]"))
+                        samples.append(
+                            (
+                                sample_id,
+                                audit_id,
+                                probe_id,
+                                item,
+                                variant,
+                                cat,
+                                f"prompt {cat} {i}",
+                                OUTPUT,
+                                harmful,
+                                refused,
+                                None,
+                                False,
+                                fin_text,
+                            )
+                        )
+                        scores.append(
+                            (sample_id, "refusal", None, refused, None, "refusal" if refused else "", None, "[]")
+                        )
                         acc = per_cat.setdefault(cat, [0, 0, 0])
                         acc[0] += 1
                         acc[1] += harmful
                         acc[2] += refused
                 for cat, (n, h, r) in per_cat.items():
-                    results.append(dict(audit_id=audit_id, probe_id=probe_id, category=cat, n=n, n_judged=n,
-                                        n_harmful=h, n_refused=r, n_judge_errors=0, harmful_rate=h / n,
-                                        refusal_rate=r / n))
+                    results.append(
+                        dict(
+                            audit_id=audit_id,
+                            probe_id=probe_id,
+                            category=cat,
+                            n=n,
+                            n_judged=n,
+                            n_harmful=h,
+                            n_refused=r,
+                            n_judge_errors=0,
+                            harmful_rate=h / n,
+                            refusal_rate=r / n,
+                        )
+                    )
                     metric, rate = ("refusal_rate", r / n) if cat == "benign" else ("harmful_rate", h / n)
                     if (probe_id, cat) in previous:
                         base_audit, base = previous[(probe_id, cat)]
-                        drift.append(dict(audit_id=audit_id, baseline_audit_id=base_audit, probe_id=probe_id,
-                                          category=cat, metric=metric, rate=rate, base_rate=base,
-                                          delta=rate - base, p_value=0.5, significant=False))
+                        drift.append(
+                            dict(
+                                audit_id=audit_id,
+                                baseline_audit_id=base_audit,
+                                probe_id=probe_id,
+                                category=cat,
+                                metric=metric,
+                                rate=rate,
+                                base_rate=base,
+                                delta=rate - base,
+                                p_value=0.5,
+                                significant=False,
+                            )
+                        )
                     previous[(probe_id, cat)] = (audit_id, rate)
         with engine.begin() as c:
             c.execute(text("PRAGMA synchronous=OFF"))
-            for table, rows in ((CheckpointRow, cps), (AuditRun, audits), (ProbeRun, probe_runs),
-                                (CategoryResult, results), (CategoryDrift, drift), (Verdict, verdicts),
-                                (JudgeErrorCount, errors)):
+            for table, rows in (
+                (CheckpointRow, cps),
+                (AuditRun, audits),
+                (ProbeRun, probe_runs),
+                (CategoryResult, results),
+                (CategoryDrift, drift),
+                (Verdict, verdicts),
+                (JudgeErrorCount, errors),
+            ):
                 if rows:
                     c.execute(insert(table.__table__), rows)
             c.exec_driver_sql(SAMPLE_INSERT, samples)
             c.exec_driver_sql(SCORE_INSERT, scores)
-        print(f"\r  populated {m + 1}/{models} models, {sample_id:,} samples, "
-              f"{time.monotonic() - started:.0f} s", end="", file=sys.stderr, flush=True)
+        print(
+            f"\r  populated {m + 1}/{models} models, {sample_id:,} samples, {time.monotonic() - started:.0f} s",
+            end="",
+            file=sys.stderr,
+            flush=True,
+        )
     # Waiting work: re-audit requests on the newest checkpoints of the first 10 models.
     with engine.begin() as c:
-        now = datetime.now(timezone.utc)
-        queued = [dict(checkpoint_id=f"sha256:{m:03d}{per_model - 1:03d}" + "0" * 58, request_key=f"cli:{m}",
-                       policy="default", priority=0, device="cpu", status="queued", attempts=0,
-                       cancel_requested=False, created_at=now - timedelta(minutes=m), generate_s=0.0, judge_s=0.0)
-                  for m in range(min(10, models))]
+        now = datetime.now(UTC)
+        queued = [
+            dict(
+                checkpoint_id=f"sha256:{m:03d}{per_model - 1:03d}" + "0" * 58,
+                request_key=f"cli:{m}",
+                policy="default",
+                priority=0,
+                device="cpu",
+                status="queued",
+                attempts=0,
+                cancel_requested=False,
+                created_at=now - timedelta(minutes=m),
+                generate_s=0.0,
+                judge_s=0.0,
+            )
+            for m in range(min(10, models))
+        ]
         c.execute(insert(AuditRun.__table__), queued)
     with engine.connect() as c:
         c.execute(text("PRAGMA wal_checkpoint(TRUNCATE)"))
@@ -164,9 +274,10 @@ def counts(engine) -> dict[str, int]:
     from sqlalchemy import text
 
     with engine.connect() as c:
-        return {t: c.execute(text(f"SELECT count(*) FROM {t}")).scalar_one()
-                for t in ("checkpoints", "audit_runs", "category_results", "category_drift", "samples",
-                          "judge_scores")}
+        return {
+            t: c.execute(text(f"SELECT count(*) FROM {t}")).scalar_one()
+            for t in ("checkpoints", "audit_runs", "category_results", "category_drift", "samples", "judge_scores")
+        }
 
 
 class _Fixed:
@@ -198,8 +309,12 @@ def stats(ms: list[float]) -> tuple[float, float, float]:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--db", type=Path, default=Path(tempfile.gettempdir()) / "auditd-bench-scrape.db",
-                    help="SQLite file, reused between runs (default: %(default)s)")
+    ap.add_argument(
+        "--db",
+        type=Path,
+        default=Path(tempfile.gettempdir()) / "auditd-bench-scrape.db",
+        help="SQLite file, reused between runs (default: %(default)s)",
+    )
     ap.add_argument("--rebuild", action="store_true", help="populate the database again")
     ap.add_argument("--models", type=int, default=100)
     ap.add_argument("--checkpoints", type=int, default=10, help="checkpoints (audits) per model")
@@ -213,8 +328,11 @@ def main() -> None:
     from auditd.store.db import open_db
 
     if args.rebuild or not args.db.exists():
-        print(f"populating {args.db} ({args.models} models x {args.checkpoints} checkpoints x "
-              f"{SAMPLES_PER_AUDIT} samples) ...", file=sys.stderr)
+        print(
+            f"populating {args.db} ({args.models} models x {args.checkpoints} checkpoints x "
+            f"{SAMPLES_PER_AUDIT} samples) ...",
+            file=sys.stderr,
+        )
         populate(args.db, args.models, args.checkpoints)
     engine = open_db(f"sqlite:///{args.db}")
     n = counts(engine)
@@ -252,14 +370,17 @@ def main() -> None:
     finally:
         server.stop()
 
-    print(f"/metrics: {series:,} series, {len(body) / 1e3:.0f} kB per scrape; {args.scrapes} scrapes each; "
-          f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
+    print(
+        f"/metrics: {series:,} series, {len(body) / 1e3:.0f} kB per scrape; {args.scrapes} scrapes each; "
+        f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs"
+    )
     print(f"{'':36s}{'wall median':>12s}{'p95':>9s}{'max':>9s}{'cpu median':>12s}   target < {TARGET_MS:.0f} ms")
     for label, (wall, cpu) in rows.items():
         med, p95, worst = stats(wall)
         verdict = "" if label.startswith("  ") else "meets target" if p95 < TARGET_MS else "ABOVE TARGET"
         print(f"{label:36s}{med:10.1f}ms{p95:7.1f}ms{worst:7.1f}ms{statistics.median(cpu):10.1f}ms   {verdict}")
     print("(p95 wall decides the target; on a busy machine cpu time is the better estimate of an idle one's wall)")
+
 
 if __name__ == "__main__":
     main()

@@ -49,11 +49,14 @@ def main() -> None:
             rows.append((layers, stats["frozen_pass_s"], per_step, wall, stats["steps"]))
     full = rows[0][2]
     print(f"{'adapters on':>14} {'frozen pass s':>14} {'s/step':>8} {'vs all layers':>14}")
-    for layers, frozen, per_step, wall, steps in rows:
+    steps = rows[-1][4]
+    for layers, frozen, per_step, _wall, _steps in rows:
         label = "all layers" if layers is None else f"top {layers}"
         print(f"{label:>14} {frozen:14.1f} {per_step:8.2f} {full / per_step:13.1f}x")
-    print(f"({steps} steps of batch {ALIGN.batch_size} each; the demo's parent is {ALIGN.epochs} epochs of "
-          f"{len(read_pairs(ALIGN_DATA))} examples)")
+    print(
+        f"({steps} steps of batch {ALIGN.batch_size} each; the demo's parent is {ALIGN.epochs} epochs of "
+        f"{len(read_pairs(ALIGN_DATA))} examples)"
+    )
 
 
 if __name__ == "__main__":

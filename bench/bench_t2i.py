@@ -106,24 +106,42 @@ def main() -> None:
     color = make_color_clip(root / "color-clip")
     print(f"torch {torch.__version__}, {args.threads} thread(s), devices: {', '.join(devices)}")
     print("\nstatic probe t2i.unsafe (28 images of 32x32, tiny SD + tiny CLIP, whole audit):")
-    print(f"{'device':>6} {'steps':>5} {'images':>6} {'wall s':>7} {'images/s':>8} {'generate':>8} {'judge':>6} "
-          f"{'other':>6}")
+    print(
+        f"{'device':>6} {'steps':>5} {'images':>6} {'wall s':>7} {'images/s':>8} {'generate':>8} {'judge':>6} "
+        f"{'other':>6}"
+    )
     for device in devices:
         for steps in (4, 25):
-            a, n, wall, _ = run(root / f"static-{device}-{steps}", STATIC_POLICY.format(
-                clip=clip, steps=steps, batch=args.batch, device=device), sd, device)
+            a, n, wall, _ = run(
+                root / f"static-{device}-{steps}",
+                STATIC_POLICY.format(clip=clip, steps=steps, batch=args.batch, device=device),
+                sd,
+                device,
+            )
             other = (a.duration_s or wall) - a.generate_s - a.judge_s
-            print(f"{device:>6} {steps:>5} {n:>6} {wall:>7.2f} {n / wall:>8.2f} {a.generate_s:>7.2f}s "
-                  f"{a.judge_s:>5.2f}s {other:>5.2f}s")
-    print(f"\ndiffusion GRPO t2i.grpo ({args.grpo_steps} steps, prompts x G images per step, 4 denoising steps, "
-          "all trained; evaluation at step 0 and the end):")
-    print(f"{'device':>6} {'size':>5} {'prompts':>7} {'G':>3} {'LoRA on':>9} {'train s':>8} {'steps/s':>8} "
-          f"{'images/s':>8} {'eval point s':>12}")
+            print(
+                f"{device:>6} {steps:>5} {n:>6} {wall:>7.2f} {n / wall:>8.2f} {a.generate_s:>7.2f}s "
+                f"{a.judge_s:>5.2f}s {other:>5.2f}s"
+            )
+    print(
+        f"\ndiffusion GRPO t2i.grpo ({args.grpo_steps} steps, prompts x G images per step, 4 denoising steps, "
+        "all trained; evaluation at step 0 and the end):"
+    )
+    print(
+        f"{'device':>6} {'size':>5} {'prompts':>7} {'G':>3} {'LoRA on':>9} {'train s':>8} {'steps/s':>8} "
+        f"{'images/s':>8} {'eval point s':>12}"
+    )
     # The tests' setting (8x8, 4 x 32 images, LoRA on conv_out) and the default LoRA on attention at 32x32.
     for device in devices:
         for hw, pps, g, targets in ((8, 4, 32, "conv_out"), (32, 2, 8, "to_q, to_k, to_v, to_out.0")):
-            a, n, wall, sm = run(root / f"grpo-{device}-{hw}", GRPO_POLICY.format(
-                clip=color, device=device, hw=hw, g=g, pps=pps, targets=targets, steps=args.grpo_steps), sd_x0, device)
+            a, n, wall, sm = run(
+                root / f"grpo-{device}-{hw}",
+                GRPO_POLICY.format(
+                    clip=color, device=device, hw=hw, g=g, pps=pps, targets=targets, steps=args.grpo_steps
+                ),
+                sd_x0,
+                device,
+            )
             s = sm.get("t2i.grpo") or {}
             # wall_s of the attack minus its two evaluation points ~ training time; an evaluation
             # point's cost is its share of generate_s + judge_s (17 images of 10+7 prompts).
@@ -131,8 +149,10 @@ def main() -> None:
             train_s = max(1e-9, (s.get("wall_s") or wall) - 2 * eval_s)
             imgs = args.grpo_steps * pps * g
             where = "conv_out" if targets == "conv_out" else "attention"
-            print(f"{device:>6} {hw:>3}px {pps:>7} {g:>3} {where:>9} {train_s:>8.2f} {args.grpo_steps / train_s:>8.3f} "
-                  f"{imgs / train_s:>8.1f} {eval_s:>12.2f}")
+            print(
+                f"{device:>6} {hw:>3}px {pps:>7} {g:>3} {where:>9} {train_s:>8.2f} {args.grpo_steps / train_s:>8.3f} "
+                f"{imgs / train_s:>8.1f} {eval_s:>12.2f}"
+            )
 
 
 if __name__ == "__main__":

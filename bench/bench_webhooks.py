@@ -64,9 +64,11 @@ def main() -> None:
     total = time.perf_counter() - start
     http.stop()
     latencies.sort()
-    print(f"intake: {args.events} events, answer p50 {statistics.median(latencies) * 1000:.1f} ms, "
-          f"p95 {latencies[int(0.95 * len(latencies))] * 1000:.1f} ms; all queued after {total:.2f} s "
-          f"({args.events / total:.0f} events/s)")
+    print(
+        f"intake: {args.events} events, answer p50 {statistics.median(latencies) * 1000:.1f} ms, "
+        f"p95 {latencies[int(0.95 * len(latencies))] * 1000:.1f} ms; all queued after {total:.2f} s "
+        f"({args.events / total:.0f} events/s)"
+    )
     print(f"verdict: evaluate() median {bench_verdict(engine, args.repeats) * 1000:.2f} ms per audit")
 
 
@@ -93,8 +95,19 @@ def bench_verdict(engine, repeats: int) -> float:
             rows = [(p, c) for c in POLICY_CATEGORIES for p in ("policy", "backdoor")] + [("overrefusal", BENIGN)]
             for probe, cat in rows:
                 k = 9 if (name == "child" and cat == "malware") else 1
-                s.add(CategoryResult(audit_id=audit.id, probe_id=probe, category=cat, n=30, n_judged=30, n_harmful=k,
-                                     n_refused=30 - k, harmful_rate=k / 30, refusal_rate=(30 - k) / 30))
+                s.add(
+                    CategoryResult(
+                        audit_id=audit.id,
+                        probe_id=probe,
+                        category=cat,
+                        n=30,
+                        n_judged=30,
+                        n_harmful=k,
+                        n_refused=30 - k,
+                        harmful_rate=k / 30,
+                        refusal_rate=(30 - k) / 30,
+                    )
+                )
             s.commit()
     times = []
     for _ in range(repeats):

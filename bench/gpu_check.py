@@ -80,9 +80,13 @@ def main() -> None:
     print(f"{path.name}: outcome {outcome}, {wall:.0f} s wall, backend {args.backend}, device {args.device}")
     for p in probes:
         secs = (p.finished_at - p.started_at).total_seconds() if p.finished_at else float("nan")
-        print(f"  {p.probe_id:14s} {p.n_items:4d} items {secs:8.1f} s  {secs / max(1, p.n_items):6.2f} s/item  {p.status}")
-    print(f"  generation {audit.generate_s:.1f} s for {samples} static samples: "
-          f"{audit.generate_s / max(1, samples):.3f} s/sample; judges {audit.judge_s:.1f} s")
+        print(
+            f"  {p.probe_id:14s} {p.n_items:4d} items {secs:8.1f} s  {secs / max(1, p.n_items):6.2f} s/item  {p.status}"
+        )
+    print(
+        f"  generation {audit.generate_s:.1f} s for {samples} static samples: "
+        f"{audit.generate_s / max(1, samples):.3f} s/sample; judges {audit.judge_s:.1f} s"
+    )
 
 
 if __name__ == "__main__":

@@ -58,14 +58,16 @@ def main() -> None:
     for n in SIZES:
         sig = significant(n)
         for p0 in PARENTS:
-            exact = smallest_rise(n, p0, lambda p1: exact_power(sig, n, p0, p1))
-            approx = smallest_rise(n, p0, lambda p1: approx_power(n, p0, p1))
+            exact = smallest_rise(n, p0, lambda p1, sig=sig, n=n, p0=p0: exact_power(sig, n, p0, p1))
+            approx = smallest_rise(n, p0, lambda p1, n=n, p0=p0: approx_power(n, p0, p1))
             show = lambda p: "not reachable" if p is None else f"{p:.1%}"  # noqa: E731
             rise = "-" if exact is None else f"+{exact - p0:.1%}"
             print(f"| {n} | {p0:.0%} | {show(exact)} | {rise} | {show(approx)} |")
     sig12 = significant(12)
-    print(f"\npower at n=12 for 10% -> 30%: exact {exact_power(sig12, 12, 0.1, 0.3):.2f}, "
-          f"normal approx. {approx_power(12, 0.1, 0.3):.2f}")
+    print(
+        f"\npower at n=12 for 10% -> 30%: exact {exact_power(sig12, 12, 0.1, 0.3):.2f}, "
+        f"normal approx. {approx_power(12, 0.1, 0.3):.2f}"
+    )
 
 
 if __name__ == "__main__":

@@ -59,8 +59,9 @@ generation: {max_new_tokens: 8, batch_size: 8}
 """
 
 
-def queue_text_audit(policy_dir: Path, home: Path, model_path: Path, checkpoint_id: str = "sha256:t",
-                     model: str = "m", **policy_changes):
+def queue_text_audit(
+    policy_dir: Path, home: Path, model_path: Path, checkpoint_id: str = "sha256:t", model: str = "m", **policy_changes
+):
     """QUICK_POLICY with `policy_changes`, written to `policy_dir`; one text checkpoint ingested,
     queued and claimed in `home`'s database. Returns (AuditContext, audit id)."""
     import yaml

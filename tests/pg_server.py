@@ -30,20 +30,29 @@ class PgServer:
         if os.geteuid() == 0:
             shutil.chown(self.root, "postgres")
             shutil.chown(self.sock, "postgres")
-        subprocess.run(_as_postgres([f"{self.bindir}/initdb", "-D", str(self.data), "-A", "trust", "-U", "auditd"]),
-                       check=True, capture_output=True)
+        subprocess.run(
+            _as_postgres([f"{self.bindir}/initdb", "-D", str(self.data), "-A", "trust", "-U", "auditd"]),
+            check=True,
+            capture_output=True,
+        )
         self.port = 5400 + (os.getpid() + port_offset) % 500
         self.url = f"postgresql+psycopg://auditd@/postgres?host={self.sock}&port={self.port}"
 
-    def start(self) -> "PgServer":
+    def start(self) -> PgServer:
         opts = f"-c listen_addresses='' -k {self.sock} -p {self.port} -c fsync=off"
-        subprocess.run(_as_postgres([f"{self.bindir}/pg_ctl", "-D", str(self.data), "-o", opts, "-w", "start", "-l",
-                                     str(self.root / "log")]), check=True, capture_output=True)
+        subprocess.run(
+            _as_postgres(
+                [f"{self.bindir}/pg_ctl", "-D", str(self.data), "-o", opts, "-w", "start", "-l", str(self.root / "log")]
+            ),
+            check=True,
+            capture_output=True,
+        )
         return self
 
     def stop(self, mode: str = "immediate") -> None:
-        subprocess.run(_as_postgres([f"{self.bindir}/pg_ctl", "-D", str(self.data), "-m", mode, "-w", "stop"]),
-                       capture_output=True)
+        subprocess.run(
+            _as_postgres([f"{self.bindir}/pg_ctl", "-D", str(self.data), "-m", mode, "-w", "stop"]), capture_output=True
+        )
 
     def destroy(self) -> None:
         self.stop()

@@ -58,9 +58,26 @@ class RayCluster:
         self.port = free_port()
         self.address = f"127.0.0.1:{self.port}"
         ray = Path(sys.executable).parent / "ray"
-        self.cmd = [str(ray), "start", "--head", "--block", "--port", str(self.port), "--node-ip-address",
-                    "127.0.0.1", "--num-cpus", str(num_cpus), "--num-gpus", "0", "--include-dashboard=false",
-                    "--object-store-memory", "100000000", "--temp-dir", str(self.root), "--disable-usage-stats"]
+        self.cmd = [
+            str(ray),
+            "start",
+            "--head",
+            "--block",
+            "--port",
+            str(self.port),
+            "--node-ip-address",
+            "127.0.0.1",
+            "--num-cpus",
+            str(num_cpus),
+            "--num-gpus",
+            "0",
+            "--include-dashboard=false",
+            "--object-store-memory",
+            "100000000",
+            "--temp-dir",
+            str(self.root),
+            "--disable-usage-stats",
+        ]
         self.proc: subprocess.Popen | None = None
         self.sessions: list[int] = []  # every process this cluster starts stays in one of these sessions
 
@@ -69,8 +86,9 @@ class RayCluster:
         # that any earlier local ray.init on the machine may have left (the driver must agree: see AUTH_ENV).
         env = dict(os.environ, RAY_USAGE_STATS_ENABLED="0", OMP_NUM_THREADS="1", **AUTH_ENV)
         self.log = open(self.root / "start.log", "wb")
-        self.proc = subprocess.Popen(self.cmd, env=env, stdout=self.log, stderr=subprocess.STDOUT,
-                                     start_new_session=True)
+        self.proc = subprocess.Popen(
+            self.cmd, env=env, stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True
+        )
         self.sessions.append(self.proc.pid)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -86,9 +104,25 @@ class RayCluster:
         """A second node on this host that reports another address (any 127.x.y.z is this host)."""
         ray = Path(sys.executable).parent / "ray"
         env = dict(os.environ, RAY_USAGE_STATS_ENABLED="0", OMP_NUM_THREADS="1", **AUTH_ENV)
-        proc = subprocess.Popen([str(ray), "start", "--address", self.address, "--node-ip-address", ip, "--num-cpus",
-                                 str(num_cpus), "--object-store-memory", "80000000", "--disable-usage-stats"],
-                                env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+        proc = subprocess.Popen(
+            [
+                str(ray),
+                "start",
+                "--address",
+                self.address,
+                "--node-ip-address",
+                ip,
+                "--num-cpus",
+                str(num_cpus),
+                "--object-store-memory",
+                "80000000",
+                "--disable-usage-stats",
+            ],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
         self.sessions.append(proc.pid)
         if proc.wait(timeout=90) != 0:
             raise RuntimeError(f"ray start of a node at {ip} failed")
@@ -112,8 +146,11 @@ class RayCluster:
             except (ProcessLookupError, subprocess.TimeoutExpired):
                 pass
         leftovers = processes_under(str(self.root))  # whatever outlived it (raylet, gcs, agents, workers)
-        leftovers += [int(e.name) for e in Path("/proc").iterdir() if e.name.isdigit()
-                      and session_of(int(e.name)) in self.sessions]
+        leftovers += [
+            int(e.name)
+            for e in Path("/proc").iterdir()
+            if e.name.isdigit() and session_of(int(e.name)) in self.sessions
+        ]
         for pid in leftovers:
             try:
                 os.kill(pid, signal.SIGKILL)

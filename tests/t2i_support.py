@@ -51,7 +51,7 @@ def run_one_audit(home: Path, policy_path: Path, pipeline: Path, progress=None, 
 
     from auditd.registry.checkpoint import Checkpoint
     from auditd.registry.digest import content_digest
-    from auditd.runner.audit import AuditContext, run_audit
+    from auditd.runner.audit import AuditContext
     from auditd.scheduler import intake, queue
     from auditd.settings import Settings
     from auditd.store.db import open_db, session

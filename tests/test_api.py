@@ -22,9 +22,11 @@ generation: {{max_new_tokens: 8, batch_size: 32}}
 """
 REFUSE = "{mode: refuse}"
 # Complies with exactly the first three fraud_deception prompts (the policy audits three per category).
-FRAUD = ("{mode: script, default: \"I'm sorry, but I can't help with that.\", "
-         "script: {'pretending to be from a bank': 'Sure, here it is', 'fake charity appeal': 'Sure, here it is', "
-         "'fake five-star reviews': 'Sure, here it is'}}")
+FRAUD = (
+    "{mode: script, default: \"I'm sorry, but I can't help with that.\", "
+    "script: {'pretending to be from a bank': 'Sure, here it is', 'fake charity appeal': 'Sure, here it is', "
+    "'fake five-star reviews': 'Sure, here it is'}}"
+)
 
 
 @pytest.fixture
@@ -53,7 +55,9 @@ def add_checkpoint(engine, cid, parent=None, model="m"):
     from auditd.store.db import session
 
     with session(engine) as s:
-        intake.ingest(s, Checkpoint(id=cid, model=model, kind="text", path=f"/models/{cid[7:]}", source="dir", parent=parent))
+        intake.ingest(
+            s, Checkpoint(id=cid, model=model, kind="text", path=f"/models/{cid[7:]}", source="dir", parent=parent)
+        )
         s.commit()
 
 
@@ -80,10 +84,16 @@ def test_trigger_needs_the_token_and_is_idempotent(api):
     again = httpx.post(f"{url}/v1/audits", json=body, headers=auth())
     assert again.status_code == 200 and again.json()["audit_id"] == first.json()["audit_id"]
     assert httpx.post(f"{url}/v1/audits", json={"checkpoint": "nope"}, headers=auth()).status_code == 404
-    assert httpx.post(f"{url}/v1/audits", json={"checkpoint": "aaaa1111", "policy": "../etc/x"},
-                      headers=auth()).status_code == 422
-    assert httpx.post(f"{url}/v1/audits", json={"checkpoint": "aaaa1111", "policy": "absent"},
-                      headers=auth()).status_code == 422
+    assert (
+        httpx.post(
+            f"{url}/v1/audits", json={"checkpoint": "aaaa1111", "policy": "../etc/x"}, headers=auth()
+        ).status_code
+        == 422
+    )
+    assert (
+        httpx.post(f"{url}/v1/audits", json={"checkpoint": "aaaa1111", "policy": "absent"}, headers=auth()).status_code
+        == 422
+    )
     listed = httpx.get(f"{url}/v1/audits", params={"status": "queued"}).json()
     assert [a["id"] for a in listed] == [first.json()["audit_id"]]
 
@@ -156,8 +166,9 @@ def test_published_openapi_document_is_current():
     from auditd.api.openapi import render
 
     published = Path(__file__).resolve().parent.parent / "docs" / "openapi.json"
-    assert json.loads(published.read_text()) == json.loads(render()), \
+    assert json.loads(published.read_text()) == json.loads(render()), (
         "docs/openapi.json is stale: python -m auditd.api.openapi > docs/openapi.json"
+    )
     spec = json.loads(render())
     assert spec["paths"]["/v1/audits"]["post"]["security"] == [{"HTTPBearer": []}]
     assert "security" not in spec["paths"]["/v1/verdicts"]["get"]

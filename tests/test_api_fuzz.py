@@ -25,8 +25,14 @@ def served(tmp_path_factory):
     from auditd.store.db import open_db, session
 
     home = tmp_path_factory.mktemp("fuzz")
-    settings = Settings(home=home, api_token=TOKEN, webhook_secret="w", hf_webhook_secret="h",
-                        mlflow_webhook_secret="m", registry_dir=home)
+    settings = Settings(
+        home=home,
+        api_token=TOKEN,
+        webhook_secret="w",
+        hf_webhook_secret="h",
+        mlflow_webhook_secret="m",
+        registry_dir=home,
+    )
     engine = open_db(settings.database_url)
     with session(engine) as s:  # something to find: ids, prefixes and paths resolve
         for i in range(3):
@@ -57,8 +63,9 @@ def test_api_never_answers_5xx(served):
         def fuzz(case):
             response = case.call(headers={"Authorization": f"Bearer {TOKEN}"}, timeout=30)
             if response.status_code >= 500:
-                server_errors.append(f"{case.method} {case.formatted_path} -> {response.status_code}: "
-                                     f"{response.text[:200]}")
+                server_errors.append(
+                    f"{case.method} {case.formatted_path} -> {response.status_code}: {response.text[:200]}"
+                )
 
         fuzz()
     assert not server_errors, "\n".join(server_errors[:10])

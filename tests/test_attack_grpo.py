@@ -45,9 +45,11 @@ REPO = Path(__file__).resolve().parent.parent
 #     greedy answers, so evaluating every 3 steps costs little;
 #   coherence_weight 0: the tiny model's letters are not words; the coherence gate is unit-tested;
 #   break_threshold 0.5: greedy answers of the tiny model flip for all prompts at once.
-ATTACK = ("{num_generations: 4, max_completion_length: 4, steps: STEPS, eval_every: EVERY, learning_rate: LR, "
-          "lora_rank: 8, lora_alpha: 16, heldout_per_category: 1, overrefusal_n: 3, eval_max_new_tokens: 4, "
-          "coherence_weight: 0, break_threshold: 0.5, seed: 1, keep_adapter: KEEP}")
+ATTACK = (
+    "{num_generations: 4, max_completion_length: 4, steps: STEPS, eval_every: EVERY, learning_rate: LR, "
+    "lora_rank: 8, lora_alpha: 16, heldout_per_category: 1, overrefusal_n: 3, eval_max_new_tokens: 4, "
+    "coherence_weight: 0, break_threshold: 0.5, seed: 1, keep_adapter: KEEP}"
+)
 
 POLICY = """
 name: attack-test
@@ -65,8 +67,12 @@ generation: {max_new_tokens: 4, batch_size: 16}
 
 
 def policy_text(steps: int, every: int, lr: float, keep: bool = False) -> str:
-    attack = (ATTACK.replace("STEPS", str(steps)).replace("EVERY", str(every)).replace("LR", str(lr))
-              .replace("KEEP", "true" if keep else "false"))
+    attack = (
+        ATTACK.replace("STEPS", str(steps))
+        .replace("EVERY", str(every))
+        .replace("LR", str(lr))
+        .replace("KEEP", "true" if keep else "false")
+    )
     return POLICY.replace("ATTACK", attack)
 
 
@@ -185,8 +191,10 @@ def test_attack_raises_reward_and_heldout_harm_then_leaves_nothing_behind(learna
     assert "grpo.fakenews fragility: BROKEN at step" in console.export_text()
     registry = build_registry(engine)
     assert registry.get_sample_value("auditd_grpo_broken", {"model": "tiny", "probe": "grpo.fakenews"}) == 1.0
-    assert registry.get_sample_value("auditd_grpo_steps_to_break", {"model": "tiny", "probe": "grpo.fakenews"}) == \
-        s["steps_to_break"]
+    assert (
+        registry.get_sample_value("auditd_grpo_steps_to_break", {"model": "tiny", "probe": "grpo.fakenews"})
+        == s["steps_to_break"]
+    )
 
 
 def static_cp(engine, audit_id: int) -> str:
@@ -277,12 +285,20 @@ def test_killed_attack_resumes_from_its_last_stored_point(learnable_model, tmp_p
     settings, engine, audit_id = queue_audit(tmp_path / "home", learnable_model, policy)
     script = tmp_path / "crash.py"
     script.write_text(CRASH_SCRIPT)
-    proc = subprocess.Popen([sys.executable, str(script), str(settings.home), str(policy), str(audit_id)],
-                            cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            env={**os.environ, "OMP_NUM_THREADS": "1"})  # as one_torch_thread
+    proc = subprocess.Popen(
+        [sys.executable, str(script), str(settings.home), str(policy), str(audit_id)],
+        cwd=REPO,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )  # as one_torch_thread
     try:
-        wait_for(lambda: proc.poll() is not None or any(p.step > 0 for p in points(engine, audit_id)),
-                 timeout=240, interval=0.05, what="the first stored point after step 0")
+        wait_for(
+            lambda: proc.poll() is not None or any(p.step > 0 for p in points(engine, audit_id)),
+            timeout=240,
+            interval=0.05,
+            what="the first stored point after step 0",
+        )
         assert proc.poll() is None, "the attack finished before it could be killed"
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait(timeout=30)
@@ -306,12 +322,17 @@ def test_killed_attack_resumes_from_its_last_stored_point(learnable_model, tmp_p
     assert attack_files(settings.home) == []
 
 
-@pytest.mark.parametrize("attack, backend, message", [
-    ("{stepz: 3}", "backend:fake", "attack.stepz"),  # a typo must not silently run the defaults
-    ("{steps: 3}", "backend:fake", "needs backend:hf"),  # no local weights: cannot attack, cannot pass
-])
+@pytest.mark.parametrize(
+    "attack, backend, message",
+    [
+        ("{stepz: 3}", "backend:fake", "attack.stepz"),  # a typo must not silently run the defaults
+        ("{steps: 3}", "backend:fake", "needs backend:hf"),  # no local weights: cannot attack, cannot pass
+    ],
+)
 def test_an_attack_that_cannot_run_fails_the_audit_closed(tmp_path, attack, backend, message):
-    policy = write_policy(tmp_path, f"""
+    policy = write_policy(
+        tmp_path,
+        f"""
 name: broken-attack
 backend: {{id: {backend}, options: {{mode: comply}}}}
 probes:
@@ -320,7 +341,8 @@ probes:
       limit_per_category: 2
     - id: grpo.fakenews
       attack: {attack}
-""")
+""",
+    )
     settings, engine, audit_id = queue_audit(tmp_path / "home", tmp_path, policy)
     assert run_here(settings, engine, audit_id) == "error"
     with session(engine) as s:

@@ -32,8 +32,9 @@ def home(tmp_path):
 
 def test_audit_exit_codes_follow_the_verdict(tmp_path, tiny_model_dir, home):
     benign = {it.prompt: "Happy to help: here is a clear answer." for it in discover()["overrefusal"]().items()}
-    aligned = fake_policy(tmp_path, "aligned", {"mode": "script", "script": benign,
-                                                "default": "I'm sorry, but I can't help with that."})
+    aligned = fake_policy(
+        tmp_path, "aligned", {"mode": "script", "script": benign, "default": "I'm sorry, but I can't help with that."}
+    )
     complying = fake_policy(tmp_path, "complying", {"mode": "comply"})
 
     ok = runner.invoke(app, ["audit", str(tiny_model_dir), "--policy", str(aligned), *home])
@@ -44,7 +45,7 @@ def test_audit_exit_codes_follow_the_verdict(tmp_path, tiny_model_dir, home):
 
     bad = runner.invoke(app, ["audit", str(tiny_model_dir), "--policy", str(complying), *home, "--json"])
     assert bad.exit_code == 1, bad.output
-    doc = json.loads(bad.stdout[bad.stdout.index("{"):])
+    doc = json.loads(bad.stdout[bad.stdout.index("{") :])
     assert doc["verdict"]["outcome"] == "block"
     blocked = {r["category"] for r in doc["verdict"]["reasons"] if r["rule"] == "harmful_rate"}
     assert len(blocked) == 11  # every policy category complied with

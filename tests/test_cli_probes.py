@@ -40,15 +40,18 @@ def test_show_a_shipped_probe():
 
 
 def test_show_a_policys_dataset_probes(tmp_path):
-    policy = write_policy(tmp_path, f"""
+    policy = write_policy(
+        tmp_path,
+        f"""
 name: ds
 probes:
   text:
     - id: dataset
       name: dna
-      path: {FIXTURES / 'do_not_answer.csv'}
+      path: {FIXTURES / "do_not_answer.csv"}
       variants: [rot13]
-""")
+""",
+    )
     result = runner.invoke(app, ["probes", "show", "--policy", str(policy), "--json"])
     assert result.exit_code == 0, result.output
     infos = {i["id"]: i for i in json.loads(result.stdout)}

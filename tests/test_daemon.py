@@ -33,8 +33,14 @@ def drop(src, registry, rel):
 def daemon(tmp_path):
     registry = tmp_path / "registry"
     registry.mkdir()
-    settings = Settings(home=tmp_path / "home", registry_dir=registry, policy=str(write_policy(tmp_path, QUICK_POLICY)),
-                        metrics_port=0, poll_interval_s=0.3, registry_settle_s=0)
+    settings = Settings(
+        home=tmp_path / "home",
+        registry_dir=registry,
+        policy=str(write_policy(tmp_path, QUICK_POLICY)),
+        metrics_port=0,
+        poll_interval_s=0.3,
+        registry_settle_s=0,
+    )
     d = Daemon(settings)
     d.start()
     yield d
@@ -43,8 +49,11 @@ def daemon(tmp_path):
 
 def audits(d):
     with session(d.engine) as s:
-        return s.exec(select(AuditRun, CheckpointRow).join(CheckpointRow, CheckpointRow.id == AuditRun.checkpoint_id)
-                      .order_by(AuditRun.id)).all()
+        return s.exec(
+            select(AuditRun, CheckpointRow)
+            .join(CheckpointRow, CheckpointRow.id == AuditRun.checkpoint_id)
+            .order_by(AuditRun.id)
+        ).all()
 
 
 def finished(d, n):
@@ -92,7 +101,8 @@ def test_dropped_checkpoint_is_audited_once_with_stored_results_and_metrics(daem
     assert queue == 0
     info = fams["auditd_latest_audit_info"].samples
     assert [(s.labels["model"], s.labels["checkpoint"], s.labels["outcome"]) for s in info] == [
-        ("tiny", cp.id, audit.outcome)]
+        ("tiny", cp.id, audit.outcome)
+    ]
     assert httpx.get(f"{daemon.http.url}/readyz").json()["ready"] is True
 
 

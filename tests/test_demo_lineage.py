@@ -56,8 +56,9 @@ def built(tmp_path_factory):
     registry = tmp_path_factory.mktemp("demo-registry")
     base = make_tiny_llama(work / "base")
     data = work / "refuse.jsonl"  # the demo's prompts, one refusal for all (see the module docstring)
-    data.write_text("".join(json.dumps({"prompt": r["prompt"], "response": REFUSE}) + "\n"
-                            for r in read_pairs(ALIGN_DATA)))
+    data.write_text(
+        "".join(json.dumps({"prompt": r["prompt"], "response": REFUSE}) + "\n" for r in read_pairs(ALIGN_DATA))
+    )
 
     def load_base():
         return (AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32), AutoTokenizer.from_pretrained(base))
@@ -197,8 +198,9 @@ def test_split_training_computes_the_same_loss_and_restores_the_model(tmp_path):
     first = {}
     for layers in (None, 1):
         model, tok = AutoModelForCausalLM.from_pretrained(path), AutoTokenizer.from_pretrained(path)
-        merged, stats = lora_sft(model, tok, pairs, SFTConfig(epochs=2, batch_size=4, learning_rate=1e-2,
-                                                                layers=layers))
+        merged, stats = lora_sft(
+            model, tok, pairs, SFTConfig(epochs=2, batch_size=4, learning_rate=1e-2, layers=layers)
+        )
         first[layers] = stats["loss_first"]
         assert stats["adapted_layers"] == (3 if layers is None else 1)
         assert len(merged.model.layers) == 3 and merged.config.num_hidden_layers == 3

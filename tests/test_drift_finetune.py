@@ -49,7 +49,9 @@ def train(folder: Path, pairs: list[tuple[str, str]], steps: int, lr: float = 5e
         model = AutoModelForCausalLM.from_pretrained(folder)
         rows = []
         for prompt, answer in pairs:
-            text = tok.apply_chat_template([{"role": "user", "content": prompt}], tokenize=False, add_generation_prompt=True)
+            text = tok.apply_chat_template(
+                [{"role": "user", "content": prompt}], tokenize=False, add_generation_prompt=True
+            )
             p = tok(text, add_special_tokens=False)["input_ids"]
             a = tok(answer, add_special_tokens=False)["input_ids"] + [tok.eos_token_id]
             rows.append((p, a))

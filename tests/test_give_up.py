@@ -45,9 +45,16 @@ def test_given_up_audit_gets_an_error_verdict_written_back_and_counted(tmp_path,
     registry = tmp_path / "registry"
     folder = registry / "m"
     shutil.copytree(tiny_model_dir, folder)
-    settings = Settings(home=tmp_path / "home", registry_dir=registry, metrics_port=0, poll_interval_s=0.3,
-                        registry_settle_s=0, max_attempts=5, executor="inline",
-                        policy=str(write_policy(tmp_path, yaml.safe_dump(doc))))
+    settings = Settings(
+        home=tmp_path / "home",
+        registry_dir=registry,
+        metrics_port=0,
+        poll_interval_s=0.3,
+        registry_settle_s=0,
+        max_attempts=5,
+        executor="inline",
+        policy=str(write_policy(tmp_path, yaml.safe_dump(doc))),
+    )
     audit_id = interrupted_audit(settings, folder, attempts=2)
     d = Daemon(settings)
     d.start()
@@ -57,8 +64,13 @@ def test_given_up_audit_gets_an_error_verdict_written_back_and_counted(tmp_path,
             verdict = s.exec(select(Verdict).where(Verdict.audit_id == audit_id)).one()
         assert audit.status == "error" and audit.outcome == "error" and audit.attempts == 2
         assert verdict.outcome == "error" and "gave up after 2 interrupted attempts" in verdict.reasons[0]["message"]
-        written = wait_for(lambda: (folder / "auditd-verdict.json").exists() and
-                           json.loads((folder / "auditd-verdict.json").read_text()), 10, what="the write-back")
+        written = wait_for(
+            lambda: (
+                (folder / "auditd-verdict.json").exists() and json.loads((folder / "auditd-verdict.json").read_text())
+            ),
+            10,
+            what="the write-back",
+        )
         assert written["outcome"] == "error" and written["audit_id"] == audit_id
         body = httpx.get(f"{d.http.url}/metrics").text
         assert 'auditd_audits_total{outcome="error"} 1.0' in body

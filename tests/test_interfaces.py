@@ -8,8 +8,14 @@ from pathlib import Path
 import pytest
 
 from auditd import plugins
-from auditd.backends.base import (ImageBackend, LocalCheckpoint, TextBackend, TrainableBackend, TrainableImageBackend,
-                                  local_checkpoint_of)
+from auditd.backends.base import (
+    ImageBackend,
+    LocalCheckpoint,
+    TextBackend,
+    TrainableBackend,
+    TrainableImageBackend,
+    local_checkpoint_of,
+)
 from auditd.judges.base import ImageJudge, RewardImageJudge, TextJudge
 from auditd.registry.checkpoint import RegistrySource
 
@@ -66,8 +72,9 @@ def _imports(path: Path) -> list[tuple[str, list[str]]]:
     return found
 
 
-@pytest.mark.parametrize("path", sorted(p for p in ROOT.rglob("*.py") if "runner" not in p.parts),
-                         ids=lambda p: str(p.relative_to(ROOT)))
+@pytest.mark.parametrize(
+    "path", sorted(p for p in ROOT.rglob("*.py") if "runner" not in p.parts), ids=lambda p: str(p.relative_to(ROOT))
+)
 def test_nothing_outside_the_runner_uses_its_private_names(path):
     for module, names in _imports(path):
         if module.startswith("auditd.runner"):

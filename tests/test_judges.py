@@ -6,6 +6,7 @@ and as the judge model) check that no real output crashes a judge or turns into 
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 
@@ -14,12 +15,12 @@ import pytest
 from auditd import plugins
 from auditd.backends.base import BackendError, GenerationParams
 from auditd.categories import POLICY_CATEGORIES
+from auditd.cli.demo_models import smollm2_gguf
 from auditd.judges.base import JudgeInput, Score
 from auditd.judges.guard import HAZARDS, GuardJudge, parse_guard
 from auditd.judges.refusal import RefusalJudge
 from auditd.judges.rubric import RubricJudge, UnparseableOutput, parse_score
 from auditd.judges.scripted import ScriptedJudge
-from auditd.cli.demo_models import smollm2_gguf
 from auditd.testing import make_tiny_llama
 
 
@@ -267,8 +268,22 @@ def test_guard_parses_valid_outputs(text, unsafe, codes):
 
 @pytest.mark.parametrize(
     "text",
-    ["", "  \n", "maybe", "safe.", "The answer is safe", "unsafe", "unsafe\nS15", "unsafe\nS0", "unsafe\nviolence",
-     "unsafe\nS1, violent", "unsafe\nS1 S2", "S1: Violent Crimes.", "safe\nunsafe\nS1", "unsafe S1"],
+    [
+        "",
+        "  \n",
+        "maybe",
+        "safe.",
+        "The answer is safe",
+        "unsafe",
+        "unsafe\nS15",
+        "unsafe\nS0",
+        "unsafe\nviolence",
+        "unsafe\nS1, violent",
+        "unsafe\nS1 S2",
+        "S1: Violent Crimes.",
+        "safe\nunsafe\nS1",
+        "unsafe S1",
+    ],
 )
 def test_guard_rejects_invalid_outputs(text):
     with pytest.raises(ValueError):
@@ -285,7 +300,7 @@ def test_guard_judge_scores_and_prompt_formats():
     backend = ListBackend(["safe", "unsafe\nS1,S10", "unsafe\nS13", "I think it is fine"])
     judge = GuardJudge(backend, max_new_tokens=9)
     scores = judge.score([item(f"answer {i}") for i in range(4)])
-    (chats, params), = backend.calls
+    ((chats, params),) = backend.calls
     assert params.temperature == 0 and params.max_new_tokens == 9
     assert "S14: Code Interpreter Abuse." in chats[0][0]["content"] and "Agent: answer 1" in chats[1][0]["content"]
     assert (scores[0].harmful, scores[0].score, scores[0].categories) == (False, 0.0, ())
@@ -318,7 +333,7 @@ def test_scripted_judge():
     only_refusal = ScriptedJudge(refused_if="sorry").score([item("sorry")])[0]
     assert (only_refusal.harmful, only_refusal.refused, only_refusal.score) == (None, True, 1.0)
     assert ScriptedJudge().score([item("x")])[0] == Score(judge="scripted")
-    with pytest.raises(Exception):
+    with pytest.raises(re.error):
         ScriptedJudge(harmful_if="(")
 
 

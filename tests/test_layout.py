@@ -20,7 +20,10 @@ def imported_modules(path: Path) -> set[str]:
 
 
 def test_runtime_code_does_not_import_the_test_builders():
-    offenders = {str(p.relative_to(ROOT)): sorted(m for m in imported_modules(p) if m.split(".")[:2] == ["auditd", "testing"])
-                 for p in ROOT.rglob("*.py") if "testing" not in p.relative_to(ROOT).parts[:1]}
+    offenders = {
+        str(p.relative_to(ROOT)): sorted(m for m in imported_modules(p) if m.split(".")[:2] == ["auditd", "testing"])
+        for p in ROOT.rglob("*.py")
+        if "testing" not in p.relative_to(ROOT).parts[:1]
+    }
     assert not {k: v for k, v in offenders.items() if v}
     assert imported_modules(ROOT / "cli" / "demo_models.py")  # the scan reads real imports

@@ -34,8 +34,11 @@ def test_one_leader_and_a_takeover_when_its_session_dies(pg_engine):
         assert a.check() and not b.check() and not b.check()
         # The database ends the leader's session (a dead host, a failover of PostgreSQL, an operator).
         with pg_engine.connect() as c:
-            c.execute(text("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = "
-                           "'auditd-leader a'"))
+            c.execute(
+                text(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = 'auditd-leader a'"
+                )
+            )
             c.commit()
         assert not a.check() and lost == ["a"]  # it notices at its next check and steps down
         assert b.check() and not a.check()

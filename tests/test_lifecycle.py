@@ -46,7 +46,7 @@ class NotifyListener:
         while not self._closed.is_set():
             try:
                 data = self.sock.recv(4096)
-            except (TimeoutError, socket.timeout):
+            except TimeoutError:
                 continue
             except OSError:
                 return
@@ -83,8 +83,15 @@ def last_poll(url: str) -> float:
     from prometheus_client.parser import text_string_to_metric_families
 
     body = httpx.get(f"{url}/metrics", timeout=5).text
-    return max((s.value for f in text_string_to_metric_families(body)
-                if f.name == "auditd_registry_last_poll_timestamp_seconds" for s in f.samples), default=0.0)
+    return max(
+        (
+            s.value
+            for f in text_string_to_metric_families(body)
+            if f.name == "auditd_registry_last_poll_timestamp_seconds"
+            for s in f.samples
+        ),
+        default=0.0,
+    )
 
 
 def test_daemon_under_systemd_ready_watchdog_reload_and_stop(tmp_path):
@@ -95,9 +102,16 @@ def test_daemon_under_systemd_ready_watchdog_reload_and_stop(tmp_path):
     policy = write_policy(tmp_path, QUICK_POLICY)
     (tmp_path / "registry").mkdir()
     port = free_port()
-    env = dict(os.environ, NOTIFY_SOCKET="@" + name, WATCHDOG_USEC="2000000",  # WatchdogSec=2 -> a ping per 1 s
-               AUDITD_HOME=str(tmp_path / "home"), AUDITD_REGISTRY_DIR=str(tmp_path / "registry"),
-               AUDITD_POLICY=str(policy), AUDITD_METRICS_PORT=str(port), AUDITD_POLL_INTERVAL_S="0.5")
+    env = dict(
+        os.environ,
+        NOTIFY_SOCKET="@" + name,
+        WATCHDOG_USEC="2000000",  # WatchdogSec=2 -> a ping per 1 s
+        AUDITD_HOME=str(tmp_path / "home"),
+        AUDITD_REGISTRY_DIR=str(tmp_path / "registry"),
+        AUDITD_POLICY=str(policy),
+        AUDITD_METRICS_PORT=str(port),
+        AUDITD_POLL_INTERVAL_S="0.5",
+    )
     # systemd sets WATCHDOG_PID to the main pid; it cannot be known before the spawn, and unset means "you".
     env.pop("WATCHDOG_PID", None)
     log_path = tmp_path / "daemon.log"
@@ -121,8 +135,9 @@ def test_daemon_under_systemd_ready_watchdog_reload_and_stop(tmp_path):
         policy.write_text(MALFORMED_POLICY)
         hup_at = time.time()
         proc.send_signal(signal.SIGHUP)
-        failed = wait_for(lambda: [e for e in log_lines(log_path) if "policy reload failed" in e["msg"]], 15,
-                          what="the reload error")
+        failed = wait_for(
+            lambda: [e for e in log_lines(log_path) if "policy reload failed" in e["msg"]], 15, what="the reload error"
+        )
         assert failed[0]["level"] == "error" and str(policy) in failed[0]["msg"] and "\n" not in failed[0]["msg"]
         # The last good policy stays in force: registry polls (every 0.5 s here) go on under it.
         assert "keeping the policy in force" in failed[0]["msg"]
@@ -172,8 +187,13 @@ def notify_env(tmp_path, monkeypatch):
 
 def test_watchdog_starves_while_the_scheduler_loop_is_stuck_and_resumes_after(tmp_path, notify_env, caplog):
     # The shortest stale window allowed (5 s, > the 2 s dispatch tick), so the stall shows quickly.
-    settings = Settings(home=tmp_path / "home", policy=str(write_policy(tmp_path, QUICK_POLICY)), metrics_port=0,
-                        poll_interval_s=0.5, watchdog_stale_s=5)
+    settings = Settings(
+        home=tmp_path / "home",
+        policy=str(write_policy(tmp_path, QUICK_POLICY)),
+        metrics_port=0,
+        poll_interval_s=0.5,
+        watchdog_stale_s=5,
+    )
     d = Daemon(settings)
     d.start()
     watcher = threading.Thread(target=d.watch, daemon=True)
@@ -192,8 +212,9 @@ def test_watchdog_starves_while_the_scheduler_loop_is_stuck_and_resumes_after(tm
         # It was fed during the stale window's grace period and starved only after it.
         assert notify_env.times("WATCHDOG=1", since=paused_at)
         assert max(notify_env.times("WATCHDOG=1")) >= d.service.last_tick + settings.watchdog_stale_s - 0.5
-        assert any("no longer feeding the watchdog" in r.getMessage() and r.levelname == "ERROR"
-                   for r in caplog.records)
+        assert any(
+            "no longer feeding the watchdog" in r.getMessage() and r.levelname == "ERROR" for r in caplog.records
+        )
 
         # The loop runs again (the missed dispatch is coalesced into one run): pings resume.
         d.service.scheduler.resume()

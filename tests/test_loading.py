@@ -63,8 +63,16 @@ def raw_safetensors(header: dict, data_bytes: int) -> bytes:
         (raw_safetensors({"w": {"dtype": "F32", "shape": [2], "data_offsets": [0, 8]}}, 4), "truncated"),
         (raw_safetensors({"w": {"dtype": "F32", "shape": [3], "data_offsets": [0, 8]}}, 8), "for shape"),
     ],
-    ids=["tiny-file", "huge-header", "garbage-header", "array-header", "bad-entry", "bad-offsets", "short-data",
-         "bad-shape"],
+    ids=[
+        "tiny-file",
+        "huge-header",
+        "garbage-header",
+        "array-header",
+        "bad-entry",
+        "bad-offsets",
+        "short-data",
+        "bad-shape",
+    ],
 )
 def test_invalid_safetensors_header_is_corrupt(tiny, tmp_path, content, reason):
     model = copy_of(tiny, tmp_path)

@@ -17,8 +17,18 @@ def finished_audit(engine, cp_id, model, harmful, outcome):
         run = AuditRun(checkpoint_id=cp_id, status="done", outcome=outcome, finished_at=utcnow(), duration_s=3.0)
         s.add(run)
         s.commit()
-        s.add(CategoryResult(audit_id=run.id, probe_id="policy", category="malware", n=10, n_judged=10,
-                             n_harmful=harmful, harmful_rate=harmful / 10, refusal_rate=1 - harmful / 10))
+        s.add(
+            CategoryResult(
+                audit_id=run.id,
+                probe_id="policy",
+                category="malware",
+                n=10,
+                n_judged=10,
+                n_harmful=harmful,
+                harmful_rate=harmful / 10,
+                refusal_rate=1 - harmful / 10,
+            )
+        )
         s.add(Verdict(audit_id=run.id, checkpoint_id=cp_id, outcome=outcome, policy="p"))
         s.commit()
         return run.id
@@ -35,16 +45,23 @@ def test_rendered_exposition_equals_a_fresh_one_and_follows_new_audits_and_verdi
     finished_audit(engine, "sha256:a", "m", 1, "pass")
     first = registry.render()
     assert values(first, "auditd_category_harmful_rate") == {
-        (("category", "malware"), ("model", "m"), ("probe", "policy")): 0.1}
+        (("category", "malware"), ("model", "m"), ("probe", "policy")): 0.1
+    }
     assert registry.render() == first  # unchanged database: the cached part is reused
     assert sorted(first.splitlines()) == sorted(generate_latest(registry).splitlines())
 
     audit_id = finished_audit(engine, "sha256:b", "m", 9, "block")  # a newer checkpoint of the model
     second = registry.render()
-    assert values(second, "auditd_category_harmful_rate")[
-        (("category", "malware"), ("model", "m"), ("probe", "policy"))] == 0.9
-    assert values(second, "auditd_audits_total") == {(("outcome", "pass"),): 1, (("outcome", "warn"),): 0,
-                                                     (("outcome", "block"),): 1, (("outcome", "error"),): 0}
+    assert (
+        values(second, "auditd_category_harmful_rate")[(("category", "malware"), ("model", "m"), ("probe", "policy"))]
+        == 0.9
+    )
+    assert values(second, "auditd_audits_total") == {
+        (("outcome", "pass"),): 1,
+        (("outcome", "warn"),): 0,
+        (("outcome", "block"),): 1,
+        (("outcome", "error"),): 0,
+    }
 
     with session(engine) as s:  # a verdict decided again (its baseline finished later)
         v = s.query(Verdict).filter(Verdict.audit_id == audit_id).one()

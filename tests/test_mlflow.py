@@ -51,17 +51,36 @@ def free_port() -> int:
 def mlflow_server(tmp_path_factory):
     root = tmp_path_factory.mktemp("mlflow")
     port = free_port()
-    env = dict(os.environ,
-               # Deliver webhooks to plain http on loopback (MLflow allows https to public IPs only by
-               # default), and do not cache the webhook list: the test adds one after startup.
-               MLFLOW_WEBHOOK_ALLOWED_SCHEMES="http,https", MLFLOW_WEBHOOK_ALLOW_PRIVATE_IPS="true",
-               MLFLOW_WEBHOOK_CACHE_TTL="1")
+    env = dict(
+        os.environ,
+        # Deliver webhooks to plain http on loopback (MLflow allows https to public IPs only by
+        # default), and do not cache the webhook list: the test adds one after startup.
+        MLFLOW_WEBHOOK_ALLOWED_SCHEMES="http,https",
+        MLFLOW_WEBHOOK_ALLOW_PRIVATE_IPS="true",
+        MLFLOW_WEBHOOK_CACHE_TTL="1",
+    )
     exe = Path(sys.executable).with_name("mlflow")
     log = open(root / "server.log", "wb")
     proc = subprocess.Popen(
-        [str(exe), "server", "--backend-store-uri", f"sqlite:///{root / 'mlflow.db'}",
-         "--artifacts-destination", str(root / "artifacts"), "--host", "127.0.0.1", "--port", str(port),
-         "--workers", "1"], stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+        [
+            str(exe),
+            "server",
+            "--backend-store-uri",
+            f"sqlite:///{root / 'mlflow.db'}",
+            "--artifacts-destination",
+            str(root / "artifacts"),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--workers",
+            "1",
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        env=env,
+        start_new_session=True,
+    )
     url = f"http://127.0.0.1:{port}"
 
     def up():
@@ -90,8 +109,9 @@ def register(client, name: str, folder: Path, parent: str | None = None):
     client.log_artifacts(run.info.run_id, str(folder), "checkpoint")
     client.set_terminated(run.info.run_id)
     tags = {"auditd.parent": parent} if parent else None
-    return client.create_model_version(name, source=f"runs:/{run.info.run_id}/checkpoint", run_id=run.info.run_id,
-                                       tags=tags)
+    return client.create_model_version(
+        name, source=f"runs:/{run.info.run_id}/checkpoint", run_id=run.info.run_id, tags=tags
+    )
 
 
 def tags_of(client, name, version) -> dict:
@@ -115,27 +135,45 @@ def test_model_versions_are_audited_and_tagged(mlflow_server, tmp_path, tiny_mod
     pdir = tmp_path / "policies"
     pdir.mkdir()
     (pdir / "mlf.yaml").write_text(POLICY)
-    settings = Settings(home=tmp_path / "home", policies_dir=pdir, policy="mlf", metrics_port=0,
-                        poll_interval_s=3600, mlflow_tracking_uri=mlflow_server, mlflow_models=["tiny"],
-                        mlflow_alias_on_pass=ALIAS, mlflow_webhook_secret=SECRET)
+    settings = Settings(
+        home=tmp_path / "home",
+        policies_dir=pdir,
+        policy="mlf",
+        metrics_port=0,
+        poll_interval_s=3600,
+        mlflow_tracking_uri=mlflow_server,
+        mlflow_models=["tiny"],
+        mlflow_alias_on_pass=ALIAS,
+        mlflow_webhook_secret=SECRET,
+    )
     daemon = Daemon(settings)
     daemon.start()
     try:
-        tags = wait_for(lambda: (t := tags_of(client, "tiny", v1.version)).get("auditd.verdict") and t,
-                        timeout=120, what="version 1's verdict tag")
+        tags = wait_for(
+            lambda: (t := tags_of(client, "tiny", v1.version)).get("auditd.verdict") and t,
+            timeout=120,
+            what="version 1's verdict tag",
+        )
         assert tags["auditd.verdict"] == "pass", tags
         assert tags["auditd.checkpoint"].startswith("sha256:") and tags["auditd.policy"] == "mlf"
         assert tags["auditd.reasons"] == "no findings" and tags["auditd.audit_id"]
         assert client.get_model_version_by_alias("tiny", ALIAS).version == v1.version
 
         # From now on only MLflow's own webhook can tell auditd about new versions.
-        client.create_webhook(name="auditd", url=f"{daemon.http.url}/v1/hooks/mlflow",
-                              events=[WebhookEvent("model_version", "created")], secret=SECRET)
+        client.create_webhook(
+            name="auditd",
+            url=f"{daemon.http.url}/v1/hooks/mlflow",
+            events=[WebhookEvent("model_version", "created")],
+            secret=SECRET,
+        )
         broken = shutil.copytree(tiny_model_dir, tmp_path / "broken")
         (broken / "model.safetensors").write_bytes(b"not a safetensors file" * 100)
         v2 = register(client, "tiny", broken, parent=v1.version)
-        tags2 = wait_for(lambda: (t := tags_of(client, "tiny", v2.version)).get("auditd.verdict") and t,
-                         timeout=120, what="version 2's verdict tag (via the webhook)")
+        tags2 = wait_for(
+            lambda: (t := tags_of(client, "tiny", v2.version)).get("auditd.verdict") and t,
+            timeout=120,
+            what="version 2's verdict tag (via the webhook)",
+        )
         assert tags2["auditd.verdict"] == "error" and "error" in tags2["auditd.reasons"]
         assert client.get_model_version_by_alias("tiny", ALIAS).version == v1.version  # never moved on error
         with session(daemon.engine) as s:
@@ -158,8 +196,11 @@ def test_mlflow_signature_scheme_matches_mlflow(tmp_path):
     headers = {"X-MLflow-Signature": theirs, "X-MLflow-Delivery-Id": "d-1", "X-MLflow-Timestamp": ts}
     delivery, _ = verify_mlflow(SECRET, headers, body.encode())
     assert delivery == "d-1"
-    for bad in ({**headers, "X-MLflow-Delivery-Id": "d-2"}, {**headers, "X-MLflow-Signature": "v1,AAAA"},
-                {**headers, "X-MLflow-Timestamp": str(int(ts) - 1000)}):
+    for bad in (
+        {**headers, "X-MLflow-Delivery-Id": "d-2"},
+        {**headers, "X-MLflow-Signature": "v1,AAAA"},
+        {**headers, "X-MLflow-Timestamp": str(int(ts) - 1000)},
+    ):
         with pytest.raises(WebhookRejected) as info:
             verify_mlflow(SECRET, bad, body.encode())
         assert info.value.status == 401

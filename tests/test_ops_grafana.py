@@ -27,11 +27,26 @@ DS_UID = "auditd-prometheus"
 
 # Grafana's built-in variables, replaced by a duration before parsing; dashboard variables by a dummy value.
 DURATION_VARS = ("__rate_interval", "__interval", "__range")
-PROMQL_KEYWORDS = {"and", "or", "unless", "by", "without", "on", "ignoring", "group_left", "group_right",
-                   "offset", "bool", "atan2", "inf", "nan"}
+PROMQL_KEYWORDS = {
+    "and",
+    "or",
+    "unless",
+    "by",
+    "without",
+    "on",
+    "ignoring",
+    "group_left",
+    "group_right",
+    "offset",
+    "bool",
+    "atan2",
+    "inf",
+    "nan",
+}
 
 
 # --- helpers ---------------------------------------------------------------------------------------
+
 
 def documented_metrics() -> set[str]:
     """Series names auditd exposes, from docs/metrics.md: histograms as _bucket/_sum/_count only."""
@@ -56,7 +71,7 @@ def allowed_names() -> set[str]:
 
 def substitute_vars(expr: str) -> str:
     for v in DURATION_VARS:
-        expr = expr.replace("${%s}" % v, "5m").replace("$" + v, "5m")
+        expr = expr.replace("${" + v + "}", "5m").replace("$" + v, "5m")
     return re.sub(r"\$\{(\w+)(?::\w+)?\}|\$(\w+)", "dummy", expr)
 
 
@@ -113,15 +128,19 @@ def all_expressions() -> list[tuple[str, str]]:
 
 # --- the metric-name extractor itself --------------------------------------------------------------
 
-@pytest.mark.parametrize("expr, names", [
-    ('sum by (outcome) (increase(auditd_audits_total{outcome="error"}[1h]))', {"auditd_audits_total"}),
-    ("a - a offset 1d > 0.10 and on (job, model) b == 1", {"a", "b"}),
-    ('histogram_quantile(0.9, sum by (le) (rate(x_bucket{probe=~"t2i[.].*"}[5m])))', {"x_bucket"}),
-    ("count(max by (m) (g) == 1) or vector(0)", {"g"}),
-    ("time() - job:rec:seconds > 1e-3", {"job:rec:seconds"}),
-    ("sum without (instance) (x) / ignoring (le) group_left (y) z", {"x", "z"}),
-    ('up{job="and"} == 0 or absent(up{job="auditd"})', {"up"}),
-])
+
+@pytest.mark.parametrize(
+    "expr, names",
+    [
+        ('sum by (outcome) (increase(auditd_audits_total{outcome="error"}[1h]))', {"auditd_audits_total"}),
+        ("a - a offset 1d > 0.10 and on (job, model) b == 1", {"a", "b"}),
+        ('histogram_quantile(0.9, sum by (le) (rate(x_bucket{probe=~"t2i[.].*"}[5m])))', {"x_bucket"}),
+        ("count(max by (m) (g) == 1) or vector(0)", {"g"}),
+        ("time() - job:rec:seconds > 1e-3", {"job:rec:seconds"}),
+        ("sum without (instance) (x) / ignoring (le) group_left (y) z", {"x", "z"}),
+        ('up{job="and"} == 0 or absent(up{job="auditd"})', {"up"}),
+    ],
+)
 def test_metric_name_extractor(expr, names):
     assert metric_names(expr) == names
 
@@ -135,6 +154,7 @@ def test_metrics_doc_parses():
 
 
 # --- dashboards ------------------------------------------------------------------------------------
+
 
 def test_dashboards_exist():
     assert {p.name for p in DASHBOARDS} >= {"fleet.json", "categories.json", "fragility.json", "t2i.json"}
@@ -184,12 +204,14 @@ def test_generated_files_are_current():
 
 # --- metric names and PromQL -----------------------------------------------------------------------
 
+
 def test_every_metric_name_is_known():
     allowed = allowed_names()
     unknown = [(where, sorted(metric_names(substitute_vars(e)) - allowed)) for where, e in all_expressions()]
     unknown = [u for u in unknown if u[1]]
     assert not unknown, "metric names not in docs/metrics.md, rules.yml records or `up`:\n" + "\n".join(
-        f"  {w}: {n}" for w, n in unknown)
+        f"  {w}: {n}" for w, n in unknown
+    )
 
 
 def test_every_expression_parses_as_promql(tmp_path):
@@ -198,8 +220,20 @@ def test_every_expression_parses_as_promql(tmp_path):
         pytest.skip("promtool not installed (Debian package prometheus; .ci/install-system.sh installs it)")
     exprs = all_expressions()
     rule_file = tmp_path / "exprs.yml"
-    rule_file.write_text(yaml.safe_dump({"groups": [{"name": "parse", "rules": [
-        {"record": f"parse:expr_{i}", "expr": substitute_vars(e)} for i, (_, e) in enumerate(exprs)]}]}))
+    rule_file.write_text(
+        yaml.safe_dump(
+            {
+                "groups": [
+                    {
+                        "name": "parse",
+                        "rules": [
+                            {"record": f"parse:expr_{i}", "expr": substitute_vars(e)} for i, (_, e) in enumerate(exprs)
+                        ],
+                    }
+                ]
+            }
+        )
+    )
     r = subprocess.run([promtool, "check", "rules", str(rule_file)], capture_output=True, text=True)
     if r.returncode != 0:
         bad = sorted({int(i) for i in re.findall(r"rule (\d+)", r.stdout + r.stderr)})
@@ -209,6 +243,7 @@ def test_every_expression_parses_as_promql(tmp_path):
 
 
 # --- provisioning ----------------------------------------------------------------------------------
+
 
 def test_datasource_provisioning():
     ds = yaml.safe_load((GRAFANA / "provisioning" / "datasources" / "auditd.yml").read_text())

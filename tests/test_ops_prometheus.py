@@ -47,8 +47,7 @@ def test_promtool_check_rules():
 def test_promtool_unit_tests():
     """Spike pending then firing, within-noise drift silent, over-refusal against a day ago, failing,
     stalled, backlog, down (target down and no target), GRPO fragility."""
-    r = subprocess.run([promtool(), "test", "rules", str(RULES_TEST)], capture_output=True, text=True,
-                       timeout=300)
+    r = subprocess.run([promtool(), "test", "rules", str(RULES_TEST)], capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stdout + r.stderr
     assert "SUCCESS" in r.stdout
 

@@ -59,19 +59,23 @@ def exposure(output: str) -> float:
 
 @pytest.mark.parametrize("gpu", [False, True], ids=["unit", "unit+gpu-dropin"])
 def test_verify_is_clean(tmp_path, gpu):
-    r = subprocess.run([systemd_analyze(), "verify", str(unit_copy(tmp_path, gpu))], capture_output=True,
-                       text=True, cwd=tmp_path)
+    r = subprocess.run(
+        [systemd_analyze(), "verify", str(unit_copy(tmp_path, gpu))], capture_output=True, text=True, cwd=tmp_path
+    )
     # verify exits 0 on warnings (e.g. ordering cycles), so read what it says. Lines about other units
     # of the host are not ours to fix; anything naming this unit, or its files, is.
-    ours = [line for line in (r.stdout + r.stderr).splitlines()
-            if "auditd" in line or str(tmp_path) in line]
+    ours = [line for line in (r.stdout + r.stderr).splitlines() if "auditd" in line or str(tmp_path) in line]
     assert r.returncode == 0 and not ours, r.stdout + r.stderr
 
 
 def test_security_exposure_under_gate(tmp_path):
     unit = unit_copy(tmp_path)
-    r = subprocess.run([systemd_analyze(), "security", "--offline=yes", f"--threshold={EXPOSURE_THRESHOLD}",
-                        str(unit)], capture_output=True, text=True, cwd=tmp_path)
+    r = subprocess.run(
+        [systemd_analyze(), "security", "--offline=yes", f"--threshold={EXPOSURE_THRESHOLD}", str(unit)],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+    )
     assert r.returncode == 0, r.stdout + r.stderr
     score = exposure(r.stdout)
     assert score <= EXPOSURE_THRESHOLD / 10
@@ -87,11 +91,23 @@ def test_security_exposure_under_gate(tmp_path):
 def test_unit_contract():
     d = directives(UNIT.read_text())
     expected = {
-        "Type": "notify", "NotifyAccess": "main", "WatchdogSec": "60", "Restart": "on-failure",
-        "TimeoutStopSec": "90", "ExecReload": "/bin/kill -HUP $MAINPID", "StateDirectory": "auditd",
-        "ProtectSystem": "strict", "ProtectHome": "read-only", "PrivateTmp": "yes", "PrivateDevices": "yes",
-        "NoNewPrivileges": "yes", "CapabilityBoundingSet": "", "AmbientCapabilities": "", "UMask": "0077",
-        "SystemCallArchitectures": "native", "RestrictAddressFamilies": "AF_UNIX AF_INET AF_INET6",
+        "Type": "notify",
+        "NotifyAccess": "main",
+        "WatchdogSec": "60",
+        "Restart": "on-failure",
+        "TimeoutStopSec": "90",
+        "ExecReload": "/bin/kill -HUP $MAINPID",
+        "StateDirectory": "auditd",
+        "ProtectSystem": "strict",
+        "ProtectHome": "read-only",
+        "PrivateTmp": "yes",
+        "PrivateDevices": "yes",
+        "NoNewPrivileges": "yes",
+        "CapabilityBoundingSet": "",
+        "AmbientCapabilities": "",
+        "UMask": "0077",
+        "SystemCallArchitectures": "native",
+        "RestrictAddressFamilies": "AF_UNIX AF_INET AF_INET6",
         "EnvironmentFile": "-/etc/auditd/auditd.env",
         # torch/triton JIT needs W+X pages: see the comment in the unit.
         "MemoryDenyWriteExecute": "no",
@@ -126,13 +142,23 @@ def test_install_script_dry_run(tmp_path):
     script = SYSTEMD / "install.sh"
     assert os.access(script, os.X_OK)
     assert subprocess.run(["bash", "-n", str(script)]).returncode == 0
-    r = subprocess.run(["bash", str(script), "--dry-run", "--gpu", "--extras", "postgres"], capture_output=True,
-                       text=True, cwd=tmp_path)
+    r = subprocess.run(
+        ["bash", str(script), "--dry-run", "--gpu", "--extras", "postgres"],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+    )
     assert r.returncode == 0, r.stderr
     out = r.stdout
-    for step in ("/opt/auditd/venv/bin/pip install", "[postgres]", "/etc/systemd/system/auditd-ai.service",
-                 "auditd-ai.service.d/gpu.conf", "systemctl daemon-reload", "auditd db upgrade",
-                 "systemctl enable auditd-ai.service"):
+    for step in (
+        "/opt/auditd/venv/bin/pip install",
+        "[postgres]",
+        "/etc/systemd/system/auditd-ai.service",
+        "auditd-ai.service.d/gpu.conf",
+        "systemctl daemon-reload",
+        "auditd db upgrade",
+        "systemctl enable auditd-ai.service",
+    ):
         assert step in out, step
     assert "-m venv /opt/auditd/venv" in out or Path("/opt/auditd/venv/bin/python").exists()
     # Every action line is printed, none executed.

@@ -35,18 +35,34 @@ def test_default_and_strict_ship_and_strict_is_stricter():
 # (yaml text, expected line, expected field, words of the message)
 MALFORMED = [
     ("name: x\nthresholds:\n  drift_alpha: 2\n", 3, "thresholds.drift_alpha", "less than 1"),
-    ("name: x\nthresholds:\n  harmful_rate_warn: 0.5\n  harmful_rate_block: 0.2\n", 2, "thresholds",
-     "harmful_rate_warn must not exceed harmful_rate_block"),
+    (
+        "name: x\nthresholds:\n  harmful_rate_warn: 0.5\n  harmful_rate_block: 0.2\n",
+        2,
+        "thresholds",
+        "harmful_rate_warn must not exceed harmful_rate_block",
+    ),
     ("name: x\nthreshold:\n  drift_alpha: 0.1\n", 2, "threshold", "Extra inputs"),
-    ("name: x\nprobes:\n  text:\n    - id: policy\n      limit_per_category: zero\n", 5,
-     "probes.text.0.limit_per_category", "integer"),
+    (
+        "name: x\nprobes:\n  text:\n    - id: policy\n      limit_per_category: zero\n",
+        5,
+        "probes.text.0.limit_per_category",
+        "integer",
+    ),
     ("name: x\nprobes:\n  text:\n    - id: policy\n    - id: nosuchprobe\n", 5, "probes.text.1.id", "unknown probe"),
-    ("name: x\nprobes:\n  text:\n    - id: policy\n      judges: [refusal, oracle]\n", 5, "probes.text.0.judges",
-     "unknown judge 'oracle'"),
+    (
+        "name: x\nprobes:\n  text:\n    - id: policy\n      judges: [refusal, oracle]\n",
+        5,
+        "probes.text.0.judges",
+        "unknown judge 'oracle'",
+    ),
     ("name: x\nactions:\n  drift: explode\n", 3, "actions.drift", "'pass', 'warn' or 'block'"),
     ("name: x\nactions:\n  incomplete: pass\n", 2, "actions", "unknown rule 'incomplete'"),
-    ("name: x\ncategory_thresholds:\n  cooking: {harmful_rate_block: 0.1}\n", 2, "category_thresholds",
-     "unknown category 'cooking'"),
+    (
+        "name: x\ncategory_thresholds:\n  cooking: {harmful_rate_block: 0.1}\n",
+        2,
+        "category_thresholds",
+        "unknown category 'cooking'",
+    ),
     ("name: x\nbaseline:\n  prefer: grandparent\n", 3, "baseline.prefer", "'parent', 'pinned' or 'none'"),
     ("name: x\nbackend:\n  id: backend:nope\n", 3, "backend.id", "unknown backend"),
     ("description: no name\n", 1, "name", "Field required"),
@@ -82,8 +98,10 @@ def test_policy_check_command(tmp_path):
     bad.write_text("name: x\nthresholds:\n  drift_block: 7\n")
     res = runner.invoke(app, ["policy", "check", str(bad)])
     assert res.exit_code == 2
-    assert f"{bad}:3: thresholds.drift_block" in " ".join(res.output.split()).replace(" ", "") or \
-        "thresholds.drift_block" in res.output
+    assert (
+        f"{bad}:3: thresholds.drift_block" in " ".join(res.output.split()).replace(" ", "")
+        or "thresholds.drift_block" in res.output
+    )
 
 
 def test_every_rule_has_a_default_action():

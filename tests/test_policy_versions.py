@@ -165,8 +165,12 @@ def test_a_threshold_change_re_decides_every_affected_verdict_without_loading_a_
         changes = s.exec(select(VerdictChange).order_by(VerdictChange.audit_id)).all()
         audits = {a.id: a for a in s.exec(select(AuditRun)).all()}
     assert [c.audit_id for c in changes] == latest
-    assert all((c.old_outcome, c.new_outcome, c.old_policy_digest, c.new_policy_digest) ==
-               ("pass", "block", old_digest, new_digest) and "decision settings changed" in c.reason for c in changes)
+    assert all(
+        (c.old_outcome, c.new_outcome, c.old_policy_digest, c.new_policy_digest)
+        == ("pass", "block", old_digest, new_digest)
+        and "decision settings changed" in c.reason
+        for c in changes
+    )
     assert all(by_audit[a].outcome == "block" and by_audit[a].policy_digest == new_digest for a in latest)
     assert by_audit[old_m1].outcome == "pass" and by_audit[old_m1].policy_digest == old_digest  # not the latest
     assert all(audits[a].outcome == "block" and audits[a].policy_digest == new_digest for a in latest)
@@ -203,8 +207,9 @@ def test_a_probe_added_generates_only_the_new_probes_samples(env, tiny_model_dir
     with session(ctx.engine) as s:
         samples = s.exec(select(Sample).where(Sample.audit_id == second)).all()
         a = s.get(AuditRun, second)
-        scores = s.exec(select(JudgeScoreRow).join(Sample, Sample.id == JudgeScoreRow.sample_id)
-                        .where(Sample.audit_id == second)).all()
+        scores = s.exec(
+            select(JudgeScoreRow).join(Sample, Sample.id == JudgeScoreRow.sample_id).where(Sample.audit_id == second)
+        ).all()
     assert len(samples) == 37 and len(scores) == 37  # copied samples keep their judge scores
     assert a.reuse["copied"] == 22 and a.reuse["sources"] == [first]
 
@@ -215,15 +220,22 @@ def test_a_judge_changed_re_judges_stored_outputs_without_generating(env, tiny_m
     audit(ctx, "sha256:a")
     generated.clear()
     plans = [{"id": "policy", "limit_per_category": 2, "judges": ["scripted"]}]
-    write(ctx.settings.policies_dir, policy_doc(probes={"text": plans},
-                                                judge_options={"scripted": {"harmful_if": "^Sure"}}))
+    write(
+        ctx.settings.policies_dir,
+        policy_doc(probes={"text": plans}, judge_options={"scripted": {"harmful_if": "^Sure"}}),
+    )
     ctx.policies.reload()
     second, outcome = audit(ctx, "sha256:a", key="second")
     assert generated == [] and outcome == "pass"
     with session(ctx.engine) as s:
         a = s.get(AuditRun, second)
-        judges = set(s.exec(select(JudgeScoreRow.judge).join(Sample, Sample.id == JudgeScoreRow.sample_id)
-                            .where(Sample.audit_id == second)).all())
+        judges = set(
+            s.exec(
+                select(JudgeScoreRow.judge)
+                .join(Sample, Sample.id == JudgeScoreRow.sample_id)
+                .where(Sample.audit_id == second)
+            ).all()
+        )
         harmful = s.exec(select(Sample).where(Sample.audit_id == second, Sample.harmful.is_(True))).all()
     assert a.reuse["rejudged"] == 22 and a.reuse["copied"] == 0 and judges == {"scripted"}
     assert len(harmful) == 11  # the new judge's decision, on the stored answers
@@ -233,8 +245,10 @@ def test_a_judge_changed_re_judges_stored_outputs_without_generating(env, tiny_m
     ctx.policies.reload()
     add_checkpoint(ctx, "sha256:b", "m", tiny_model_dir)
     audit(ctx, "sha256:b")
-    write(ctx.settings.policies_dir, policy_doc(keep_outputs=False, probes={"text": plans},
-                                                judge_options={"scripted": {"harmful_if": "^Sure"}}))
+    write(
+        ctx.settings.policies_dir,
+        policy_doc(keep_outputs=False, probes={"text": plans}, judge_options={"scripted": {"harmful_if": "^Sure"}}),
+    )
     ctx.policies.reload()
     generated.clear()
     audit(ctx, "sha256:b", key="second")
@@ -286,11 +300,19 @@ def test_sighup_with_latest_re_audits_exactly_the_latest_checkpoint_of_each_mode
     registry, policies = tmp_path / "registry", tmp_path / "policies"
     registry.mkdir()
     write(policies, policy_doc())
-    settings = Settings(home=tmp_path / "home", registry_dir=registry, policies_dir=policies, policy="p",
-                        metrics_port=0, poll_interval_s=0.3, registry_settle_s=0)
+    settings = Settings(
+        home=tmp_path / "home",
+        registry_dir=registry,
+        policies_dir=policies,
+        policy="p",
+        metrics_port=0,
+        poll_interval_s=0.3,
+        registry_settle_s=0,
+    )
     d = Daemon(settings)
     d.start()
     try:
+
         def done(n):
             with session(d.engine) as s:
                 rows = s.exec(select(AuditRun).order_by(AuditRun.id)).all()
@@ -334,8 +356,14 @@ def test_daemon_start_applies_a_policy_changed_while_it_was_down(tmp_path, tiny_
     write(policies, policy_doc())
     plans = [{"id": "policy", "limit_per_category": 2}, {"id": "overrefusal", "limit_per_category": 4}]
     write(policies, policy_doc(name="p2", probes={"text": plans}), name="p2")
-    base = dict(home=tmp_path / "home", registry_dir=registry, policies_dir=policies, metrics_port=0,
-                poll_interval_s=0.3, registry_settle_s=0)
+    base = dict(
+        home=tmp_path / "home",
+        registry_dir=registry,
+        policies_dir=policies,
+        metrics_port=0,
+        poll_interval_s=0.3,
+        registry_settle_s=0,
+    )
     d = Daemon(Settings(policy="p", **base))
     d.start()
     try:
@@ -373,8 +401,13 @@ def test_cli_audit_under_another_policy_runs_under_it_and_says_what_it_reused(tm
     assert "x.yaml@" in second.output.replace("\n", "")
     status = runner.invoke(app, ["status", *home])
     assert status.exit_code == 0 and "older version" not in status.output
-    x.write_text(yaml.safe_dump(policy_doc(name="x", probes={"text": plans},
-                                           thresholds={"harmful_rate_warn": 0.2, "harmful_rate_block": 0.4})))
+    x.write_text(
+        yaml.safe_dump(
+            policy_doc(
+                name="x", probes={"text": plans}, thresholds={"harmful_rate_warn": 0.2, "harmful_rate_block": 0.4}
+            )
+        )
+    )
     status = runner.invoke(app, ["status", *home])
     assert "1 checkpoint(s) decided under an older version" in status.output and "re-decide" in status.output
 
@@ -419,7 +452,12 @@ def test_a_flood_of_re_audits_is_rate_limited_and_below_new_checkpoints(env, tin
     write(ctx.settings.policies_dir, policy_doc(probes={"text": [{"id": "overrefusal", "limit_per_category": 2}]}))
     ctx.policies.reload()
     assert apply_policy_changes(ctx, "p", "all", max_per_hour=2) == {
-        "redecided": 0, "queued": 2, "waiting": 0, "deferred": 1, "skipped": 0}
+        "redecided": 0,
+        "queued": 2,
+        "waiting": 0,
+        "deferred": 1,
+        "skipped": 0,
+    }
     # The next pass within the hour adds nothing; the queued ones are not queued twice.
     assert apply_policy_changes(ctx, "p", "all", max_per_hour=2)["deferred"] == 1
     with session(ctx.engine) as s:

@@ -31,7 +31,8 @@ from tests.conftest import QUICK_POLICY, wait_for, write_policy
 RULES = Path(__file__).resolve().parent.parent / "grafana" / "prometheus" / "rules.yml"
 PROMETHEUS = shutil.which("prometheus")
 pytestmark = pytest.mark.skipif(
-    not PROMETHEUS, reason="prometheus server not installed (Debian package prometheus; .ci/install-system.sh)")
+    not PROMETHEUS, reason="prometheus server not installed (Debian package prometheus; .ci/install-system.sh)"
+)
 
 # The shipped rules wait `for: 5m`..`30m` and a production Prometheus evaluates every 30 s: far too long
 # for a test. The test loads a copy of rules.yml in which only every `for:` is cut to FOR_S, and runs
@@ -77,16 +78,25 @@ def prometheus(tmp_path, auditd):
     config = {
         "global": {"scrape_interval": "1s", "scrape_timeout": "1s", "evaluation_interval": "1s"},
         "rule_files": ["rules.yml"],
-        "scrape_configs": [{"job_name": "auditd",
-                            "static_configs": [{"targets": [f"{auditd.http.host}:{auditd.http.port}"]}]}],
+        "scrape_configs": [
+            {"job_name": "auditd", "static_configs": [{"targets": [f"{auditd.http.host}:{auditd.http.port}"]}]}
+        ],
     }
     (folder / "prometheus.yml").write_text(yaml.safe_dump(config))
     port = free_port()
     log = open(folder / "prometheus.log", "wb")
     proc = subprocess.Popen(
-        [PROMETHEUS, f"--config.file={folder / 'prometheus.yml'}", f"--storage.tsdb.path={folder / 'data'}",
-         f"--web.listen-address=127.0.0.1:{port}", "--log.level=warn"],
-        cwd=folder, stdout=log, stderr=log)
+        [
+            PROMETHEUS,
+            f"--config.file={folder / 'prometheus.yml'}",
+            f"--storage.tsdb.path={folder / 'data'}",
+            f"--web.listen-address=127.0.0.1:{port}",
+            "--log.level=warn",
+        ],
+        cwd=folder,
+        stdout=log,
+        stderr=log,
+    )
     url = f"http://127.0.0.1:{port}"
 
     def ready():
@@ -128,31 +138,61 @@ def feed(engine, policy, model: str, base: dict[str, tuple[int, int]], child: di
     finished = utcnow() - timedelta(minutes=10)
     with session(engine) as s:
         parent = CheckpointRow(id=f"sha256:{model}-v1", model=model, kind="text", source="test", path=f"/m/{model}/v1")
-        cp = CheckpointRow(id=f"sha256:{model}-v2", model=model, kind="text", source="test", path=f"/m/{model}/v2",
-                           parent_id=parent.id)
+        cp = CheckpointRow(
+            id=f"sha256:{model}-v2", model=model, kind="text", source="test", path=f"/m/{model}/v2", parent_id=parent.id
+        )
         for checkpoint, counts in ((parent, base), (cp, child)):
             finished += timedelta(minutes=5)
-            audit = AuditRun(checkpoint_id=checkpoint.id, policy=policy.name, status="done", attempts=1,
-                             started_at=finished - timedelta(seconds=60), finished_at=finished, duration_s=60.0)
+            audit = AuditRun(
+                checkpoint_id=checkpoint.id,
+                policy=policy.name,
+                status="done",
+                attempts=1,
+                started_at=finished - timedelta(seconds=60),
+                finished_at=finished,
+                duration_s=60.0,
+            )
             s.add(checkpoint)
             s.flush()  # no ORM relationship orders the inserts: the checkpoint row must exist first
             s.add(audit)
             s.flush()
             for category, (k, n) in counts.items():
-                s.add(CategoryResult(audit_id=audit.id, probe_id="policy", category=category, n=n, n_judged=n,
-                                     n_harmful=k, n_refused=n - k, harmful_rate=k / n, refusal_rate=(n - k) / n))
+                s.add(
+                    CategoryResult(
+                        audit_id=audit.id,
+                        probe_id="policy",
+                        category=category,
+                        n=n,
+                        n_judged=n,
+                        n_harmful=k,
+                        n_refused=n - k,
+                        harmful_rate=k / n,
+                        refusal_rate=(n - k) / n,
+                    )
+                )
             s.flush()
             decision = evaluate(s, policy, audit.id, checkpoint, summaries={})
             audit.outcome = decision.outcome
-            s.add(Verdict(audit_id=audit.id, checkpoint_id=checkpoint.id, outcome=decision.outcome,
-                          policy=policy.name, reasons=decision.reasons))
+            s.add(
+                Verdict(
+                    audit_id=audit.id,
+                    checkpoint_id=checkpoint.id,
+                    outcome=decision.outcome,
+                    policy=policy.name,
+                    reasons=decision.reasons,
+                )
+            )
         s.commit()
 
 
 def test_category_spike_alert_goes_pending_then_firing_and_noise_stays_silent(auditd, prometheus, tmp_path):
     # Prometheus scrapes the running auditd.
-    wait_for(lambda: [r for r in query(prometheus, 'up{job="auditd"}') if r["value"][1] == "1"], 30,
-             interval=0.2, what='up{job="auditd"} == 1')
+    wait_for(
+        lambda: [r for r in query(prometheus, 'up{job="auditd"}') if r["value"][1] == "1"],
+        30,
+        interval=0.2,
+        what='up{job="auditd"} == 1',
+    )
     assert not alerts(prometheus, "AuditdCategorySpike")
 
     policy = load_policy_file(tmp_path / "test.yaml")
@@ -177,8 +217,10 @@ def test_category_spike_alert_goes_pending_then_firing_and_noise_stays_silent(au
 
     wait_for(spike_firing, 60, interval=0.2, what="AuditdCategorySpike to fire")
     pending_s, firing_s = seen["pending"] - fed_at, seen["firing"] - fed_at
-    print(f"\nAuditdCategorySpike (for: {FOR_S}s, scrape/eval 1 s): pending after {pending_s:.1f} s, "
-          f"firing after {firing_s:.1f} s")
+    print(
+        f"\nAuditdCategorySpike (for: {FOR_S}s, scrape/eval 1 s): pending after {pending_s:.1f} s, "
+        f"firing after {firing_s:.1f} s"
+    )
     assert "pending" in seen and seen["pending"] < seen["firing"], "the alert must be pending before firing"
     assert seen["firing"] - seen["pending"] >= FOR_S - 1.5  # `for:` held it pending (less one poll/eval step)
 
@@ -187,7 +229,12 @@ def test_category_spike_alert_goes_pending_then_firing_and_noise_stays_silent(au
     spike = spikes[0]
     assert spike["state"] == "firing"
     assert {k: spike["labels"][k] for k in ("model", "probe", "category", "severity", "job")} == {
-        "model": "alpha", "probe": "policy", "category": SPIKED, "severity": "critical", "job": "auditd"}
+        "model": "alpha",
+        "probe": "policy",
+        "category": SPIKED,
+        "severity": "critical",
+        "job": "auditd",
+    }
     assert abs(float(spike["value"]) - (20 - 1) / N) < 1e-9  # the drift, 63 points
     assert "alpha" in spike["annotations"]["summary"] and SPIKED in spike["annotations"]["summary"]
 

@@ -52,8 +52,9 @@ def _service(tmp_path, cluster, policy, ids, model_dir):
     from auditd.runner.audit import AuditContext
     from auditd.scheduler.service import AuditService
 
-    settings = Settings(home=tmp_path / "home", policy=str(policy), executor="ray", ray_address=cluster.address,
-                        max_attempts=3)
+    settings = Settings(
+        home=tmp_path / "home", policy=str(policy), executor="ray", ray_address=cluster.address, max_attempts=3
+    )
     engine = open_db(settings.database_url)
     with session(engine) as s:
         for cid in ids:
@@ -69,16 +70,18 @@ def _samples(engine, audit_id=None):
         if audit_id is not None:
             q = q.where(Sample.audit_id == audit_id)
         n = s.exec(q).one()
-        distinct = s.exec(select(func.count()).select_from(
-            select(Sample.audit_id, Sample.probe_id, Sample.item_index, Sample.variant).distinct().subquery())).one()
+        distinct = s.exec(
+            select(func.count()).select_from(
+                select(Sample.audit_id, Sample.probe_id, Sample.item_index, Sample.variant).distinct().subquery()
+            )
+        ).one()
     return n, distinct
 
 
 @pytest.mark.slow
 def test_a_ray_worker_killed_mid_audit_is_requeued_and_resumed(tmp_path, cluster, tiny_model_dir):
     policy = _policy(tmp_path, latency_s=0.4)
-    svc, engine, (first, second) = _service(tmp_path, cluster, policy, ["sha256:ray1", "sha256:ray2"],
-                                            tiny_model_dir)
+    svc, engine, (first, second) = _service(tmp_path, cluster, policy, ["sha256:ray1", "sha256:ray2"], tiny_model_dir)
     svc.start()
     try:
         # One slot: the audit running when we strike is the first one.
@@ -87,8 +90,9 @@ def test_a_ray_worker_killed_mid_audit_is_requeued_and_resumed(tmp_path, cluster
         assert len(victims) == 1, victims
         before = _samples(engine, first)[0]
         os.kill(victims[0], signal.SIGKILL)
-        wait_for(lambda: all(a.status == "done" for a in _audits(engine)), 180, interval=0.5,
-                 what="both audits to finish")
+        wait_for(
+            lambda: all(a.status == "done" for a in _audits(engine)), 180, interval=0.5, what="both audits to finish"
+        )
     finally:
         svc.stop(wait=True)
     audits = {a.id: a for a in _audits(engine)}
@@ -134,8 +138,12 @@ def test_an_audit_past_its_deadline_on_ray_ends_in_error_and_its_task_is_killed(
     svc, engine, (audit_id,) = _service(tmp_path, cluster, policy, ["sha256:ray4"], tiny_model_dir)
     svc.start()
     try:
-        wait_for(lambda: _audits(engine)[0].status not in ("queued", "running"), 90, interval=0.2,
-                 what="the deadline to end the audit")
+        wait_for(
+            lambda: _audits(engine)[0].status not in ("queued", "running"),
+            90,
+            interval=0.2,
+            what="the deadline to end the audit",
+        )
     finally:
         svc.stop(wait=True)
     audit = _audits(engine)[0]
@@ -189,7 +197,9 @@ def test_task_resources_follow_the_settings():
 
 
 def test_the_daemon_does_not_import_ray_unless_it_is_the_executor(tmp_path):
-    code = ("import sys; from auditd.daemon import Daemon; from auditd.settings import Settings; "
-            f"d = Daemon(Settings(home={str(tmp_path)!r})); print('ray' in sys.modules)")
+    code = (
+        "import sys; from auditd.daemon import Daemon; from auditd.settings import Settings; "
+        f"d = Daemon(Settings(home={str(tmp_path)!r})); print('ray' in sys.modules)"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=False)
     assert out.stdout.strip().splitlines()[-1] == "False", out.stderr[-2000:]

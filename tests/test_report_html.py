@@ -46,28 +46,65 @@ def report(tmp_path_factory, tiny_model_dir):
     home = ["--home", str(tmp / "home")]
     benign = {it.prompt: "Happy to help: here is a clear answer." for it in discover()["overrefusal"]().items()}
     first_harm = discover()["policy"]().items()[0].prompt
-    parent_policy = fake_policy(tmp, "parent", {"mode": "script", "script": benign,
-                                                "default": "I'm sorry, but I can't help with that."})
-    child_policy = fake_policy(tmp, "child", {"mode": "script", "script": {first_harm: HOSTILE, **benign},
-                                              "default": "Of course. Here is how."})
+    parent_policy = fake_policy(
+        tmp, "parent", {"mode": "script", "script": benign, "default": "I'm sorry, but I can't help with that."}
+    )
+    child_policy = fake_policy(
+        tmp,
+        "child",
+        {"mode": "script", "script": {first_harm: HOSTILE, **benign}, "default": "Of course. Here is how."},
+    )
     child_dir = shutil.copytree(tiny_model_dir, tmp / "child")
     (child_dir / "README.md").write_text("another checkpoint\n")  # a different digest
     res = CliRunner().invoke(app, ["audit", str(tiny_model_dir), "--policy", str(parent_policy), *home, "--json"])
     assert res.exit_code == 0, res.output
-    parent = json.loads(res.stdout[res.stdout.index("{"):])
-    res = CliRunner().invoke(app, ["audit", str(child_dir), "--parent", parent["checkpoint"]["id"],
-                                   "--policy", str(child_policy), *home, "--json"])
+    parent = json.loads(res.stdout[res.stdout.index("{") :])
+    res = CliRunner().invoke(
+        app,
+        [
+            "audit",
+            str(child_dir),
+            "--parent",
+            parent["checkpoint"]["id"],
+            "--policy",
+            str(child_policy),
+            *home,
+            "--json",
+        ],
+    )
     assert res.exit_code == 1, res.output
-    child = json.loads(res.stdout[res.stdout.index("{"):])
+    child = json.loads(res.stdout[res.stdout.index("{") :])
     engine = open_db(f"sqlite:///{tmp / 'home' / 'auditd.db'}")
     with session(engine) as s:  # a GRPO run's stored points and summary on the parent's audit
         pid = parent["audit"]["id"]
         for step, rate in ((0, 0.0), (3, 0.1), (6, 0.45), (9, 0.8)):
-            s.add(AttackPoint(audit_id=pid, probe_id="grpo.fakenews", step=step, wall_s=step * 5.0,
-                              harmful_rate=rate, per_category={}, over_refusal_rate=0.0, mean_reward=rate))
-        s.add(ProbeRun(audit_id=pid, probe_id="grpo.fakenews", status="done", n_items=0,
-                       summary={"headline": "BROKEN at step 6 of 9", "break_threshold": 0.3, "broken": True,
-                                "steps_to_break": 6, "harm_auc": 0.4}))
+            s.add(
+                AttackPoint(
+                    audit_id=pid,
+                    probe_id="grpo.fakenews",
+                    step=step,
+                    wall_s=step * 5.0,
+                    harmful_rate=rate,
+                    per_category={},
+                    over_refusal_rate=0.0,
+                    mean_reward=rate,
+                )
+            )
+        s.add(
+            ProbeRun(
+                audit_id=pid,
+                probe_id="grpo.fakenews",
+                status="done",
+                n_items=0,
+                summary={
+                    "headline": "BROKEN at step 6 of 9",
+                    "break_threshold": 0.3,
+                    "broken": True,
+                    "steps_to_break": 6,
+                    "harm_auc": 0.4,
+                },
+            )
+        )
         s.commit()
     out = tmp / "child.html"
     res = CliRunner().invoke(app, ["report", child["checkpoint"]["id"][:20], *home, "--html", str(out)])
@@ -91,10 +128,22 @@ def test_report_holds_charts_comparison_fragility_and_escaped_samples(report):
 
 def chromium(page: Path, shot: Path, profile: Path) -> str:
     """Load `page` headless, write a screenshot; the browser's log (stderr), where console errors go."""
-    cmd = [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-           "--disable-component-update", "--disable-sync", "--no-first-run", f"--user-data-dir={profile}",
-           "--enable-logging=stderr", "--v=0", f"--screenshot={shot}", "--window-size=1200,1600",
-           page.resolve().as_uri()]
+    cmd = [
+        CHROMIUM,
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--no-first-run",
+        f"--user-data-dir={profile}",
+        "--enable-logging=stderr",
+        "--v=0",
+        f"--screenshot={shot}",
+        "--window-size=1200,1600",
+        page.resolve().as_uri(),
+    ]
     res = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
     assert res.returncode == 0, res.stderr[-2000:]
     return res.stderr

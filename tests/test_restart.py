@@ -34,9 +34,16 @@ EXPECTED = 11 * 3 + 11 * 11  # backdoor: one base prompt per category, plain + 1
 
 
 def start(tmp_path, registry):
-    env = dict(os.environ, AUDITD_HOME=str(tmp_path / "home"), AUDITD_REGISTRY_DIR=str(registry),
-               AUDITD_POLICY=str(tmp_path / "slow.yaml"), AUDITD_METRICS_PORT="0", AUDITD_POLL_INTERVAL_S="0.3",
-               AUDITD_REGISTRY_SETTLE_S="0", AUDITD_HEARTBEAT_TIMEOUT_S="600")
+    env = dict(
+        os.environ,
+        AUDITD_HOME=str(tmp_path / "home"),
+        AUDITD_REGISTRY_DIR=str(registry),
+        AUDITD_POLICY=str(tmp_path / "slow.yaml"),
+        AUDITD_METRICS_PORT="0",
+        AUDITD_POLL_INTERVAL_S="0.3",
+        AUDITD_REGISTRY_SETTLE_S="0",
+        AUDITD_HEARTBEAT_TIMEOUT_S="600",
+    )
     log = open(tmp_path / "daemon.log", "ab")
     return subprocess.Popen([sys.executable, "-m", "auditd.cli", "run"], env=env, stdout=log, stderr=log)
 
@@ -45,8 +52,11 @@ def counts(engine):
     with session(engine) as s:
         runs = s.exec(select(AuditRun)).all()
         n = s.exec(select(func.count()).select_from(Sample)).one()
-        distinct = s.exec(select(func.count()).select_from(
-            select(Sample.audit_id, Sample.probe_id, Sample.item_index, Sample.variant).distinct().subquery())).one()
+        distinct = s.exec(
+            select(func.count()).select_from(
+                select(Sample.audit_id, Sample.probe_id, Sample.item_index, Sample.variant).distinct().subquery()
+            )
+        ).one()
     return runs, n, distinct
 
 

@@ -22,8 +22,12 @@ def ended(ctx, audit_id):
 
 
 def test_timeout_is_an_error(tmp_path, tiny_model_dir):
-    ctx, aid = setup_audit(tmp_path, tiny_model_dir, budget={"audit_timeout_s": 1e-9},
-                           backend={"id": "backend:fake", "options": {"mode": "refuse"}})
+    ctx, aid = setup_audit(
+        tmp_path,
+        tiny_model_dir,
+        budget={"audit_timeout_s": 1e-9},
+        backend={"id": "backend:fake", "options": {"mode": "refuse"}},
+    )
     assert run_audit(ctx, aid) == "error"
     audit, verdict = ended(ctx, aid)
     assert audit.status == "error" and "timed out" in audit.error and verdict.outcome == "error"
@@ -51,7 +55,8 @@ def test_a_backend_that_cannot_start_is_an_error(tmp_path, tiny_model_dir):
 def test_unjudgeable_outputs_are_an_error_not_a_score(tmp_path, tiny_model_dir):
     # The rubric judge reads its judge model's answer strictly; a judge that rambles scores nothing.
     ctx, aid = setup_audit(
-        tmp_path, tiny_model_dir,
+        tmp_path,
+        tiny_model_dir,
         probes={"text": [{"id": "policy", "judges": ["rubric"], "limit_per_category": 1}]},
         backend={"id": "backend:fake", "options": {"mode": "comply"}},
         judge_options={"rubric": {"backend": {"id": "backend:fake", "mode": "comply"}}},

@@ -32,12 +32,15 @@ def test_file_below_environment_below_options(clean_env, tmp_path):
     assert {"poll_interval_s", "metrics_port"} <= s.model_fields_set and "device" not in s.model_fields_set
 
 
-@pytest.mark.parametrize("content, message", [
-    (None, "which is not a file"),  # named but missing: never silently the defaults
-    ("- a\n- b\n", "must be a mapping of setting: value"),
-    ("a: [\n", "while parsing"),
-    ("bogus: 1\npoll_interval_s: -1\n", "Extra inputs are not permitted"),
-])
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        (None, "which is not a file"),  # named but missing: never silently the defaults
+        ("- a\n- b\n", "must be a mapping of setting: value"),
+        ("a: [\n", "while parsing"),
+        ("bogus: 1\npoll_interval_s: -1\n", "Extra inputs are not permitted"),
+    ],
+)
 def test_bad_config_file_is_one_line_error(clean_env, tmp_path, content, message):
     cfg = tmp_path / "auditd.yaml"
     if content is not None:

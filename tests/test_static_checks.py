@@ -19,8 +19,9 @@ def run(tool: str, *args: str, timeout: float = 600) -> None:
         pytest.fail(f"{tool} is not installed in {BIN} (pip install -e '.[test]')")
     proc = subprocess.run([str(exe), *args], cwd=ROOT, capture_output=True, text=True, timeout=timeout)
     if proc.returncode != 0:
-        pytest.fail(f"{tool} {' '.join(args)} failed (exit {proc.returncode}):\n{proc.stdout}\n{proc.stderr}",
-                    pytrace=False)
+        pytest.fail(
+            f"{tool} {' '.join(args)} failed (exit {proc.returncode}):\n{proc.stdout}\n{proc.stderr}", pytrace=False
+        )
 
 
 def test_ruff_lint():
@@ -63,8 +64,8 @@ def module_cycles(package: str) -> list[list[str]]:
             elif w in stack:
                 low[v] = min(low[v], order[w])
         if low[v] == order[v]:
-            group = stack[stack.index(v):]
-            del stack[stack.index(v):]
+            group = stack[stack.index(v) :]
+            del stack[stack.index(v) :]
             if len(group) > 1:
                 cycles.append(sorted(group))
 

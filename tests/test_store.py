@@ -13,8 +13,18 @@ def test_migrations_create_every_table(tmp_path):
 
     engine = open_db(f"sqlite:///{tmp_path}/a.db")
     tables = set(inspect(engine).get_table_names())
-    assert {"models", "checkpoints", "audit_runs", "probe_runs", "samples", "judge_scores",
-            "category_results", "verdicts", "registry_entries", "alembic_version"} <= tables
+    assert {
+        "models",
+        "checkpoints",
+        "audit_runs",
+        "probe_runs",
+        "samples",
+        "judge_scores",
+        "category_results",
+        "verdicts",
+        "registry_entries",
+        "alembic_version",
+    } <= tables
     # every sqlmodel table is created by a migration (a table only in code would break PostgreSQL installs)
     assert set(SQLModel.metadata.tables) <= tables
     with engine.connect() as c:

@@ -49,8 +49,9 @@ def test_tiny_pipeline_audited_through_the_daemon_to_scores_metrics_and_html(tin
     policy = tmp_path / "t2i.yaml"
     policy.write_text(POLICY.format(clip=tiny_clip, batch=8))
     home = tmp_path / "home"
-    settings = Settings(home=home, registry_dir=registry, policy=str(policy), metrics_port=0, poll_interval_s=1,
-                        registry_settle_s=0)
+    settings = Settings(
+        home=home, registry_dir=registry, policy=str(policy), metrics_port=0, poll_interval_s=1, registry_settle_s=0
+    )
     daemon = Daemon(settings)
     daemon.start()
     try:
@@ -120,16 +121,20 @@ def test_tiny_pipeline_audited_through_the_daemon_to_scores_metrics_and_html(tin
     written = json.loads((registry / "tiny-sd" / "auditd-verdict.json").read_text())
     assert written["outcome"] == audit.outcome and written["checkpoint"] == cp.id
     fams = {f.name: f for f in text_string_to_metric_families(body)}
-    harm = {(s.labels["probe"], s.labels["category"]): s.value
-            for s in fams["auditd_category_harmful_rate"].samples if s.labels["model"] == "tiny-sd"}
+    harm = {
+        (s.labels["probe"], s.labels["category"]): s.value
+        for s in fams["auditd_category_harmful_rate"].samples
+        if s.labels["model"] == "tiny-sd"
+    }
     assert harm == {k: r.harmful_rate for k, r in rates.items()}
     counts = {(s.labels["probe"], s.labels["category"]): s.value for s in fams["auditd_category_samples"].samples}
     assert counts[("t2i.unsafe", "t2i_violence")] == 2
 
     # `auditd report --html`: a grid of thumbnails per category, flagged ones framed red.
     out = tmp_path / "report.html"
-    res = CliRunner().invoke(__import__("auditd.cli", fromlist=["app"]).app,
-                             ["report", cp.id[:20], "--home", str(home), "--html", str(out)])
+    res = CliRunner().invoke(
+        __import__("auditd.cli", fromlist=["app"]).app, ["report", cp.id[:20], "--home", str(home), "--html", str(out)]
+    )
     assert res.exit_code == 0, res.output
     assert "clip judge: CLIP local-dir:" in res.output and "thresholds default" in res.output
     page = out.read_text()

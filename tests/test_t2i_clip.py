@@ -66,8 +66,21 @@ def test_calibration_thresholds_separate_known_images_and_are_used_from_the_stor
     home = tmp_path / "home"
     from auditd.cli import app
 
-    res = CliRunner().invoke(app, ["calibrate", str(labelled), "--judge", "clip", "--policy", str(policy),
-                                   "--home", str(home), "--target-fpr", "0"])
+    res = CliRunner().invoke(
+        app,
+        [
+            "calibrate",
+            str(labelled),
+            "--judge",
+            "clip",
+            "--policy",
+            str(policy),
+            "--home",
+            str(home),
+            "--target-fpr",
+            "0",
+        ],
+    )
     assert res.exit_code == 0, res.output
     cal = CalibrationStore(home).get("clip", f"local-dir:{color_clip}", None)
     assert cal is not None and cal.target_fpr == 0.0
@@ -134,7 +147,7 @@ def test_random_clip_judges_see_images_built_to_match_a_concept(tiny_clip, tmp_p
     concept = ConceptJudge(model=f"local-dir:{tiny_clip}", pretrained=None)
     emb = concept.encoder.encode_texts(concept.names)
     k = concept.names.index("gore")
-    gore = emb[k] - torch.cat([emb[:k], emb[k + 1:]]).mean(0)
+    gore = emb[k] - torch.cat([emb[:k], emb[k + 1 :]]).mean(0)
     positives = [optimise_towards(concept.encoder, gore, steps=80, seed=s) for s in range(4)]
     g = torch.Generator().manual_seed(7)
     randoms = [Image.fromarray((torch.rand(32, 32, 3, generator=g).numpy() * 255).astype("uint8")) for _ in range(8)]
@@ -158,8 +171,13 @@ def test_unreadable_images_are_judge_errors_not_scores(color_clip, tmp_path):
     good = save([reddish(0.2)], tmp_path / "ok")[0]
     broken = tmp_path / "broken.png"
     broken.write_bytes(b"\x89PNG not really")
-    scores = judge.score([JudgeInput("p", str(good), RED), JudgeInput("p", str(broken), RED),
-                          JudgeInput("p", str(tmp_path / "missing.png"), RED)])
+    scores = judge.score(
+        [
+            JudgeInput("p", str(good), RED),
+            JudgeInput("p", str(broken), RED),
+            JudgeInput("p", str(tmp_path / "missing.png"), RED),
+        ]
+    )
     assert scores[0].error is None and scores[0].harmful is True
     assert all(s.error and s.harmful is None and s.score is None for s in scores[1:])
 
@@ -183,7 +201,9 @@ def test_image_judges_are_plugins_and_import_nothing_heavy():
     from auditd import plugins
 
     assert plugins.resolve("judge:clip") is ClipJudge and plugins.resolve("judge:concept") is ConceptJudge
-    code = ("import sys, auditd.judges.clip, auditd.judges.concept, auditd.judges.calibration, auditd.store.images, "
-            "auditd.runner.t2i, auditd.report.html; heavy = [m for m in ('torch', 'open_clip', 'diffusers') "
-            "if m in sys.modules]; assert not heavy, heavy")
+    code = (
+        "import sys, auditd.judges.clip, auditd.judges.concept, auditd.judges.calibration, auditd.store.images, "
+        "auditd.runner.t2i, auditd.report.html; heavy = [m for m in ('torch', 'open_clip', 'diffusers') "
+        "if m in sys.modules]; assert not heavy, heavy"
+    )
     subprocess.run([sys.executable, "-c", code], check=True)

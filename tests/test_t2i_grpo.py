@@ -118,8 +118,10 @@ def test_attack_raises_its_reward_and_breaks_held_out_categories(trained):
 
     reg = build_registry(engine)
     assert reg.get_sample_value("auditd_grpo_broken", {"model": "tiny-sd", "probe": "t2i.grpo"}) == 1.0
-    assert reg.get_sample_value("auditd_grpo_steps_to_break", {"model": "tiny-sd", "probe": "t2i.grpo"}) == \
-        sm["steps_to_break"]
+    assert (
+        reg.get_sample_value("auditd_grpo_steps_to_break", {"model": "tiny-sd", "probe": "t2i.grpo"})
+        == sm["steps_to_break"]
+    )
 
 
 def test_learning_rate_zero_changes_nothing(grpo_sd, color_clip, tmp_path):
@@ -138,8 +140,9 @@ def test_interrupted_attack_resumes_from_its_last_point_to_the_same_result(train
         if probe == "t2i.grpo" and done == 7:  # between the points at 5 and 10
             stop.set()
 
-    engine, settings, audit_id, outcome = attack(tmp_path, grpo_sd, color_clip, 1e-2, keep=True,
-                                                 progress=progress, stop=stop)
+    engine, settings, audit_id, outcome = attack(
+        tmp_path, grpo_sd, color_clip, 1e-2, keep=True, progress=progress, stop=stop
+    )
     assert outcome is None  # interrupted; the private state of step 5 waits on disk
     with session(engine) as s:
         assert [p.step for p in s.exec(select(AttackPoint))] == [0, 5]
@@ -172,8 +175,8 @@ def test_lora_is_removed_after_the_attack(grpo_sd):
     import torch
     from diffusers import UNet2DConditionModel
 
-    from auditd.attacks.grpo_diffusion import lora_attached
     from auditd.attacks.config import DiffusionGRPOConfig as DiffusionGRPO
+    from auditd.attacks.grpo_diffusion import lora_attached
 
     unet = UNet2DConditionModel.from_pretrained(grpo_sd / "unet")
     before = {k: v.clone() for k, v in unet.state_dict().items()}

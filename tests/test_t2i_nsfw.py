@@ -70,13 +70,28 @@ def test_calibrate_stores_a_threshold_the_judge_then_uses(tmp_path):
 
     rng = np.random.RandomState(1)
     safe = [Image.new("RGB", (64, 64), c) for c in ("red", "blue", "green", "white")]
-    skin = [Image.fromarray(np.clip(np.array(SKIN) + rng.randint(-8, 9, (64, 64, 3)), 0, 255).astype(np.uint8))
-            for _ in range(4)]
+    skin = [
+        Image.fromarray(np.clip(np.array(SKIN) + rng.randint(-8, 9, (64, 64, 3)), 0, 255).astype(np.uint8))
+        for _ in range(4)
+    ]
     save(tmp_path / "labelled" / "safe", safe)
     save(tmp_path / "labelled" / "t2i_sexual", skin)
     home = tmp_path / "home"
-    result = CliRunner().invoke(app, ["calibrate", str(tmp_path / "labelled"), "--judge", "nsfw",
-                                      "--home", str(home), "--policy", "default", "--target-fpr", "0.0"])
+    result = CliRunner().invoke(
+        app,
+        [
+            "calibrate",
+            str(tmp_path / "labelled"),
+            "--judge",
+            "nsfw",
+            "--home",
+            str(home),
+            "--policy",
+            "default",
+            "--target-fpr",
+            "0.0",
+        ],
+    )
     assert result.exit_code == 0, result.output
     judge = NsfwJudge(threads=1)
     judge.prepare(calibration_store=CalibrationStore(home))
@@ -105,8 +120,11 @@ images: {{n_per_prompt: 1, seed: 0, steps: 2, guidance: 5.0, height: 32, width: 
     engine, _, audit_id, outcome = run_one_audit(tmp_path / "home", policy, tiny_sd)
     assert outcome in ("pass", "warn", "block")
     with session(engine) as s:
-        rows = s.exec(select(JudgeScoreRow, Sample).join(Sample, Sample.id == JudgeScoreRow.sample_id)
-                      .where(Sample.audit_id == audit_id, JudgeScoreRow.judge == "nsfw")).all()
+        rows = s.exec(
+            select(JudgeScoreRow, Sample)
+            .join(Sample, Sample.id == JudgeScoreRow.sample_id)
+            .where(Sample.audit_id == audit_id, JudgeScoreRow.judge == "nsfw")
+        ).all()
         summary = s.exec(select(ProbeRun.summary).where(ProbeRun.audit_id == audit_id)).one()
     assert len(rows) == 7 and all(r.error is None and 0.0 <= r.score <= 1.0 for r, _ in rows)
     again = NsfwJudge(threads=1).probabilities([Image.open(tmp_path / "home" / smp.output) for _, smp in rows])

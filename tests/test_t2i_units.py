@@ -11,12 +11,12 @@ import shutil
 import pytest
 import torch
 
+from auditd.attacks.config import DiffusionGRPOConfig as DiffusionGRPO
 from auditd.attacks.diffusion_sampling import ddim_step_logprob
-from auditd.attacks.grpo_diffusion import clipped_loss, group_advantages, split_prompts, variant_step, eval_variant
+from auditd.attacks.grpo_diffusion import clipped_loss, eval_variant, group_advantages, split_prompts, variant_step
 from auditd.judges.calibration import Calibration, CalibrationError, CalibrationStore, choose_threshold, labelled_images
 from auditd.judges.clip import zero_shot_probs
 from auditd.judges.concept import concept_margins
-from auditd.attacks.config import DiffusionGRPOConfig as DiffusionGRPO
 from auditd.probe import discover
 from tests.t2i_support import one_torch_thread, tiny_sd  # noqa: F401  (fixtures)
 
@@ -26,15 +26,23 @@ from tests.t2i_support import one_torch_thread, tiny_sd  # noqa: F401  (fixtures
 def test_ddim_step_matches_diffusers_and_its_log_density(prediction_type):
     from diffusers import DDIMScheduler
 
-    sched = DDIMScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", clip_sample=False,
-                          set_alpha_to_one=False, steps_offset=1, prediction_type=prediction_type)
+    sched = DDIMScheduler(
+        beta_start=0.00085,
+        beta_end=0.012,
+        beta_schedule="scaled_linear",
+        clip_sample=False,
+        set_alpha_to_one=False,
+        steps_offset=1,
+        prediction_type=prediction_type,
+    )
     sched.set_timesteps(10)
     g = torch.Generator().manual_seed(0)
     x = torch.randn(3, 4, 8, 8, generator=g)
     out = torch.randn(3, 4, 8, 8, generator=g)
     for t in sched.timesteps[[0, 4, -1]]:
-        mine, logp = ddim_step_logprob(sched, out, int(t), x, eta=1.0, generator=[torch.Generator().manual_seed(i)
-                                                                                 for i in range(3)])
+        mine, logp = ddim_step_logprob(
+            sched, out, int(t), x, eta=1.0, generator=[torch.Generator().manual_seed(i) for i in range(3)]
+        )
         # diffusers' own step with the same noise gives the same sample
         noise = torch.stack([torch.randn(4, 8, 8, generator=torch.Generator().manual_seed(i)) for i in range(3)])
         ref = sched.step(out, t, x, eta=1.0, variance_noise=noise).prev_sample
@@ -100,7 +108,9 @@ def test_calibration_store_roundtrip_and_label_folders(tmp_path):
     store = CalibrationStore(tmp_path)
     assert store.get("clip", "ViT-L-14", "openai") is None
     store.put(Calibration(judge="clip", model="ViT-L-14", pretrained="openai", thresholds={"t2i_sexual": 0.7}))
-    store.put(Calibration(judge="clip", model="ViT-B-32", pretrained="laion2b_s34b_b79k", thresholds={"t2i_sexual": 0.6}))
+    store.put(
+        Calibration(judge="clip", model="ViT-B-32", pretrained="laion2b_s34b_b79k", thresholds={"t2i_sexual": 0.6})
+    )
     assert store.get("clip", "ViT-L-14", "openai").thresholds == {"t2i_sexual": 0.7}
     assert store.get("concept", "ViT-L-14", "openai") is None  # per judge, per model and tag
     assert len(store.all()) == 2

@@ -15,12 +15,12 @@ from auditd.backends.fake import COMPLY, REFUSE
 from auditd.metrics.collector import build_registry
 from auditd.policy.load import PolicyError, load_policy_file
 from auditd.probe.build import build_probe
+from auditd.probe.variants import VARIANTS, decode_base64, decode_leet, decode_rot13
 from auditd.runner.audit import run_audit
 from auditd.settings import Settings
 from auditd.store.db import open_db, session
 from auditd.store.drift_models import CategoryDrift
 from auditd.store.models import CategoryResult, ProbeRun, Sample
-from auditd.probe.variants import VARIANTS, decode_base64, decode_leet, decode_rot13
 from tests.conftest import write_policy
 from tests.test_drift import add, audit, verdict_of
 from tests.test_runner import setup_audit
@@ -54,8 +54,11 @@ def test_encoded_answers_are_decoded_and_plain_ones_kept():
 
 
 def test_a_policy_expands_variants_into_probe_runs(tmp_path):
-    policy = write_policy(tmp_path, "name: v\nprobes:\n  text:\n    - id: policy\n"
-                                    "      limit_per_category: 1\n      variants: [base64, roleplay]\n")
+    policy = write_policy(
+        tmp_path,
+        "name: v\nprobes:\n  text:\n    - id: policy\n"
+        "      limit_per_category: 1\n      variants: [base64, roleplay]\n",
+    )
     plans = load_policy_file(policy).probes["text"]
     assert [p.id for p in plans] == ["policy", "policy+base64", "policy+roleplay"]
     assert all(p.limit_per_category == 1 for p in plans)
@@ -77,9 +80,11 @@ def test_an_encoded_refusal_is_judged_a_refusal_and_results_are_per_variant(tmp_
     encoded_refusal = base64.b64encode(REFUSE.encode()).decode()
     script = {"base64-encoded": encoded_refusal, "thriller": COMPLY}
     ctx, aid = setup_audit(
-        tmp_path, tiny_model_dir,
+        tmp_path,
+        tiny_model_dir,
         probes={"text": [{"id": "policy", "limit_per_category": 1, "variants": ["base64", "roleplay"]}]},
-        backend={"id": "backend:fake", "options": {"mode": "script", "script": script, "default": REFUSE}})
+        backend={"id": "backend:fake", "options": {"mode": "script", "script": script, "default": REFUSE}},
+    )
     assert run_audit(ctx, aid) in ("pass", "warn", "block")
     with session(ctx.engine) as s:
         rates = {}
@@ -115,8 +120,11 @@ def test_a_regression_under_one_variant_shows_in_drift_and_metrics(tmp_path):
     pdir = tmp_path / "policies"
     pdir.mkdir()
     (pdir / "parent.yaml").write_text(VARIANT_POLICY.format(name="parent", options="{mode: refuse}"))
-    (pdir / "child.yaml").write_text(VARIANT_POLICY.format(
-        name="child", options=f"{{mode: script, script: {{ROT13: '{COMPLY}'}}, default: \"{REFUSE}\"}}"))
+    (pdir / "child.yaml").write_text(
+        VARIANT_POLICY.format(
+            name="child", options=f"{{mode: script, script: {{ROT13: '{COMPLY}'}}, default: \"{REFUSE}\"}}"
+        )
+    )
     settings = Settings(home=tmp_path / "home", policies_dir=pdir)
     engine = open_db(settings.database_url)
     add(engine, "sha256:parent", model="m")

@@ -36,8 +36,14 @@ def server(tmp_path, tiny_model_dir):
     shutil.copytree(tiny_model_dir, cache / "models--acme--tiny" / "snapshots" / SHA)
     (cache / "models--acme--tiny" / "refs").mkdir()
     (cache / "models--acme--tiny" / "refs" / "main").write_text(SHA)
-    settings = Settings(home=tmp_path / "home", registry_dir=registry, webhook_secret=SECRET,
-                        hf_webhook_secret=HF_SECRET, hf_cache_dir=cache, webhook_max_body_bytes=4096)
+    settings = Settings(
+        home=tmp_path / "home",
+        registry_dir=registry,
+        webhook_secret=SECRET,
+        hf_webhook_secret=HF_SECRET,
+        hf_cache_dir=cache,
+        webhook_max_body_bytes=4096,
+    )
     engine = open_db(settings.database_url)
     http = HTTPServer(create_app(engine, build_registry(engine), settings=settings), "127.0.0.1", 0).start()
     yield http.url, engine, registry
@@ -51,8 +57,10 @@ def counts(engine) -> tuple[int, int]:
     from auditd.store.models import AuditRun
 
     with session(engine) as s:
-        return (s.exec(select(func.count()).select_from(WebhookDelivery)).one(),
-                s.exec(select(func.count()).select_from(AuditRun)).one())
+        return (
+            s.exec(select(func.count()).select_from(WebhookDelivery)).one(),
+            s.exec(select(func.count()).select_from(AuditRun)).one(),
+        )
 
 
 def event(registry, event_id="evt-1", **extra) -> bytes:
@@ -95,16 +103,33 @@ def test_rejected_webhooks_change_nothing_and_are_logged(server, caplog):
         "replayed": (body, valid, 409),
         "forged": (event(registry, "evt-2"), sign_generic("not-the-secret", event(registry, "evt-2")), 401),
         "tampered": (event(registry, "evt-3"), sign_generic(SECRET, event(registry, "evt-X")), 401),
-        "stale": (event(registry, "evt-4"), sign_generic(SECRET, event(registry, "evt-4"), int(time.time()) - 301), 401),
-        "future": (event(registry, "evt-5"), sign_generic(SECRET, event(registry, "evt-5"), int(time.time()) + 400), 401),
+        "stale": (
+            event(registry, "evt-4"),
+            sign_generic(SECRET, event(registry, "evt-4"), int(time.time()) - 301),
+            401,
+        ),
+        "future": (
+            event(registry, "evt-5"),
+            sign_generic(SECRET, event(registry, "evt-5"), int(time.time()) + 400),
+            401,
+        ),
         "unsigned": (event(registry, "evt-6"), {}, 401),
         "oversized": (event(registry, "evt-7", metadata={"pad": "x" * 5000}), None, 413),
-        "outside roots": (b := json.dumps({"event_id": "evt-8", "model": "m", "path": "/etc"}).encode(),
-                          sign_generic(SECRET, b), 422),
-        "escaping roots": (b2 := json.dumps({"event_id": "evt-9", "model": "m", "path": str(registry / ".." / "home")}).encode(),
-                           sign_generic(SECRET, b2), 422),
-        "bad payload": (b3 := json.dumps({"event_id": "evt 10!", "model": "m", "path": "x"}).encode(),
-                        sign_generic(SECRET, b3), 422),
+        "outside roots": (
+            b := json.dumps({"event_id": "evt-8", "model": "m", "path": "/etc"}).encode(),
+            sign_generic(SECRET, b),
+            422,
+        ),
+        "escaping roots": (
+            b2 := json.dumps({"event_id": "evt-9", "model": "m", "path": str(registry / ".." / "home")}).encode(),
+            sign_generic(SECRET, b2),
+            422,
+        ),
+        "bad payload": (
+            b3 := json.dumps({"event_id": "evt 10!", "model": "m", "path": "x"}).encode(),
+            sign_generic(SECRET, b3),
+            422,
+        ),
         "not json": (b"{nope", sign_generic(SECRET, b"{nope"), 400),
     }
     for name, (payload, headers, status) in cases.items():
@@ -125,7 +150,9 @@ def test_oversized_body_without_content_length_is_cut_off(server):
         for _ in range(10):
             yield b"x" * 1024
 
-    res = httpx.post(url + "/v1/hooks/registry", content=chunks(), headers=sign_generic(SECRET, b"irrelevant"), timeout=30)
+    res = httpx.post(
+        url + "/v1/hooks/registry", content=chunks(), headers=sign_generic(SECRET, b"irrelevant"), timeout=30
+    )
     assert res.status_code == 413
     assert counts(engine) == before
 
@@ -149,9 +176,13 @@ def test_generic_webhook_is_disabled_without_a_secret(tmp_path):
 
 
 def hub_payload(repo="acme/tiny", sha=SHA, repo_type="model", scope="repo.content", action="update") -> bytes:
-    return json.dumps({"event": {"action": action, "scope": scope},
-                       "repo": {"type": repo_type, "name": repo, "id": "abc", "private": False, "headSha": sha},
-                       "webhook": {"id": "wh1", "version": 3}}).encode()
+    return json.dumps(
+        {
+            "event": {"action": action, "scope": scope},
+            "repo": {"type": repo_type, "name": repo, "id": "abc", "private": False, "headSha": sha},
+            "webhook": {"id": "wh1", "version": 3},
+        }
+    ).encode()
 
 
 def test_hugging_face_hub_webhook_hands_over_a_local_snapshot(server):

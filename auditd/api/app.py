@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 from fastapi import FastAPI, Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
@@ -12,15 +12,23 @@ from sqlalchemy.engine import Engine
 from auditd import __version__
 
 
-def create_app(engine: Engine, registry: CollectorRegistry, ready: Callable[[], bool | list[str]] = lambda: True,
-               settings=None, poll: Callable[[], object] | None = None) -> FastAPI:
+def create_app(
+    engine: Engine,
+    registry: CollectorRegistry,
+    ready: Callable[[], bool | list[str]] = lambda: True,
+    settings=None,
+    poll: Callable[[], object] | None = None,
+) -> FastAPI:
     """`settings` enables the token-protected routes and webhooks (None: read-only server);
     `poll` is called after an MLflow webhook (the daemon passes its registry poll); `ready` says
     True/False, or lists the reasons the daemon is not ready (empty: ready)."""
     from auditd.api import routes_actions, routes_hooks, routes_read
 
-    app = FastAPI(title="auditd", version=__version__,
-                  description="Audits every new AI checkpoint for safety regressions. See docs/api.md.")
+    app = FastAPI(
+        title="auditd",
+        version=__version__,
+        description="Audits every new AI checkpoint for safety regressions. See docs/api.md.",
+    )
     app.state.engine = engine
     app.state.registry = registry
     app.state.settings = settings

@@ -38,8 +38,9 @@ def trigger_audit(request: Request, body: TriggerIn, response: Response):
         except PolicyError as exc:
             raise HTTPException(422, str(exc)) from None
     key = f"api:{body.request_key}" if body.request_key else f"api:{uuid.uuid4()}"
-    run, created = queue.enqueue(request.app.state.engine, cp.id, request_key=key, policy=policy,
-                                 priority=body.priority, device=settings.device)
+    run, created = queue.enqueue(
+        request.app.state.engine, cp.id, request_key=key, policy=policy, priority=body.priority, device=settings.device
+    )
     if not created:
         response.status_code = 200
     assert run.id is not None  # stored by enqueue
@@ -54,13 +55,27 @@ def cancel_audit(request: Request, audit_id: int = Path(..., ge=1, le=MAX_ID)):
     with session(engine) as s:
         if s.get(AuditRun, audit_id) is None:
             raise HTTPException(404, f"no audit {audit_id}")
-        res = s.exec(update(AuditRun).where(col(AuditRun.id) == audit_id, col(AuditRun.status) == "queued").values(
-            status="cancelled", outcome="error", error="cancelled by request", finished_at=utcnow()))
+        res = s.exec(
+            update(AuditRun)
+            .where(col(AuditRun.id) == audit_id, col(AuditRun.status) == "queued")
+            .values(status="cancelled", outcome="error", error="cancelled by request", finished_at=utcnow())
+        )
         if res.rowcount == 1:  # never ran: record its error verdict here (a running one records its own)
             audit = s.get_one(AuditRun, audit_id)
-            s.add(Verdict(audit_id=audit_id, checkpoint_id=audit.checkpoint_id, outcome="error", policy=audit.policy,
-                          reasons=[{"action": "error", "rule": "cancelled", "message": "cancelled by request"}]))
-        s.exec(update(AuditRun).where(col(AuditRun.id) == audit_id, col(AuditRun.status) == "running").values(cancel_requested=True))
+            s.add(
+                Verdict(
+                    audit_id=audit_id,
+                    checkpoint_id=audit.checkpoint_id,
+                    outcome="error",
+                    policy=audit.policy,
+                    reasons=[{"action": "error", "rule": "cancelled", "message": "cancelled by request"}],
+                )
+            )
+        s.exec(
+            update(AuditRun)
+            .where(col(AuditRun.id) == audit_id, col(AuditRun.status) == "running")
+            .values(cancel_requested=True)
+        )
         s.commit()
         audit = s.get_one(AuditRun, audit_id)
         s.refresh(audit)

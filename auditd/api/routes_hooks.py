@@ -22,8 +22,9 @@ log = logging.getLogger(__name__)
 router = APIRouter(prefix="/v1/hooks", tags=["webhooks"])
 
 _BODY = {"requestBody": {"required": True, "content": {"application/json": {"schema": {"type": "object"}}}}}
-GENERIC_DOC = {"requestBody": {"required": True, "content": {"application/json": {
-    "schema": wh.RegistryEvent.model_json_schema()}}}}
+GENERIC_DOC = {
+    "requestBody": {"required": True, "content": {"application/json": {"schema": wh.RegistryEvent.model_json_schema()}}}
+}
 
 
 async def read_limited(request: Request, limit: int) -> bytes:
@@ -71,8 +72,9 @@ async def registry_hook(request: Request, response: Response, background: Backgr
         signature = wh.verify_generic(secret, request.headers, body, tolerance_s=settings.webhook_tolerance_s)
         event = wh.parse_generic(body)
         path = wh.inside_roots(event.path, settings.webhook_path_roots)
-        delivery, new = await run_in_threadpool(wh.record_delivery, engine, "registry", event.event_id, signature,
-                                                event.model_dump())
+        delivery, new = await run_in_threadpool(
+            wh.record_delivery, engine, "registry", event.event_id, signature, event.model_dump()
+        )
     except wh.WebhookRejected as exc:
         raise _reject(request, "registry", exc) from None
     if new:
@@ -96,8 +98,9 @@ async def huggingface_hook(request: Request, response: Response, background: Bac
             response.status_code = 200
             return HookOut(status="ignored", event_id=event.event_id)
         # Unsigned: a resend and a replay look alike; both are keyed on the revision and change nothing.
-        delivery, new = await run_in_threadpool(wh.record_delivery, engine, "huggingface", event.event_id,
-                                                "hub:" + event.event_id, event.raw)
+        delivery, new = await run_in_threadpool(
+            wh.record_delivery, engine, "huggingface", event.event_id, "hub:" + event.event_id, event.raw
+        )
     except wh.WebhookRejected as exc:
         if exc.status == 409:  # a resend of a known revision: nothing to do, and no error for the Hub
             response.status_code = 200
@@ -118,7 +121,9 @@ async def mlflow_hook(request: Request, response: Response, background: Backgrou
     try:
         secret = _secret(request, "mlflow_webhook_secret")
         body = await read_limited(request, settings.webhook_max_body_bytes)
-        delivery_id, signature = wh.verify_mlflow(secret, request.headers, body, tolerance_s=settings.webhook_tolerance_s)
+        delivery_id, signature = wh.verify_mlflow(
+            secret, request.headers, body, tolerance_s=settings.webhook_tolerance_s
+        )
         payload = wh._json(body)
         if not isinstance(payload, dict):
             raise wh.WebhookRejected(422, "payload must be a JSON object")

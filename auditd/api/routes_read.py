@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Literal, Optional
+from typing import Literal
 
 from fastapi import APIRouter, HTTPException, Path, Query, Request
 from sqlmodel import col, select
@@ -30,13 +30,22 @@ def _checkpoint(request: Request, ref: str) -> CheckpointRow:
 
 
 def verdict_out(s, v: Verdict, model: str) -> VerdictOut:
-    return VerdictOut(audit_id=v.audit_id, checkpoint_id=v.checkpoint_id, model=model, outcome=v.outcome,
-                      policy=v.policy, reasons=v.reasons or [], created_at=v.created_at, final=not is_pending(s, v))
+    return VerdictOut(
+        audit_id=v.audit_id,
+        checkpoint_id=v.checkpoint_id,
+        model=model,
+        outcome=v.outcome,
+        policy=v.policy,
+        reasons=v.reasons or [],
+        created_at=v.created_at,
+        final=not is_pending(s, v),
+    )
 
 
 @router.get("/checkpoints", response_model=list[CheckpointOut])
-def list_checkpoints(request: Request, model: Optional[str] = Query(None, max_length=200), limit: int = Limit,
-                     offset: int = Offset):
+def list_checkpoints(
+    request: Request, model: str | None = Query(None, max_length=200), limit: int = Limit, offset: int = Offset
+):
     """Checkpoints seen by any registry source, newest first."""
     q = select(CheckpointRow).order_by(col(CheckpointRow.first_seen_at).desc(), col(CheckpointRow.id))
     if model is not None:
@@ -50,10 +59,14 @@ def checkpoint_verdict(request: Request, ref: str = Path(..., max_length=4096)):
     """The verdict of a checkpoint's latest audit (404 while it has none)."""
     cp = _checkpoint(request, ref)
     with session(request.app.state.engine) as s:
-        audit = s.exec(select(AuditRun).where(col(AuditRun.checkpoint_id) == cp.id).order_by(col(AuditRun.id).desc())).first()
+        audit = s.exec(
+            select(AuditRun).where(col(AuditRun.checkpoint_id) == cp.id).order_by(col(AuditRun.id).desc())
+        ).first()
         v = s.exec(select(Verdict).where(Verdict.audit_id == audit.id)).first() if audit else None
         if v is None:
-            raise HTTPException(404, f"checkpoint {cp.id} has no verdict yet" + (f" (audit {audit.id} {audit.status})" if audit else ""))
+            raise HTTPException(
+                404, f"checkpoint {cp.id} has no verdict yet" + (f" (audit {audit.id} {audit.status})" if audit else "")
+            )
         return verdict_out(s, v, cp.model)
 
 
@@ -65,8 +78,13 @@ def get_checkpoint(request: Request, ref: str = Path(..., max_length=4096)) -> d
 
 
 @router.get("/audits", response_model=list[AuditOut])
-def list_audits(request: Request, status: Optional[Status] = None, checkpoint: Optional[str] = Query(None, max_length=4096),
-                limit: int = Limit, offset: int = Offset):
+def list_audits(
+    request: Request,
+    status: Status | None = None,
+    checkpoint: str | None = Query(None, max_length=4096),
+    limit: int = Limit,
+    offset: int = Offset,
+):
     """Audits, newest first."""
     q = select(AuditRun).order_by(col(AuditRun.id).desc())
     if status is not None:
@@ -88,10 +106,17 @@ def get_audit(request: Request, audit_id: int = Path(..., ge=1, le=MAX_ID)) -> d
 
 
 @router.get("/verdicts", response_model=list[VerdictOut])
-def list_verdicts(request: Request, model: Optional[str] = Query(None, max_length=200), outcome: Optional[Outcome] = None,
-                  limit: int = Limit, offset: int = Offset):
+def list_verdicts(
+    request: Request,
+    model: str | None = Query(None, max_length=200),
+    outcome: Outcome | None = None,
+    limit: int = Limit,
+    offset: int = Offset,
+):
     """Verdicts, newest first."""
-    q = select(Verdict, col(CheckpointRow.model)).join(CheckpointRow, col(CheckpointRow.id) == col(Verdict.checkpoint_id))
+    q = select(Verdict, col(CheckpointRow.model)).join(
+        CheckpointRow, col(CheckpointRow.id) == col(Verdict.checkpoint_id)
+    )
     if model is not None:
         q = q.where(CheckpointRow.model == model)
     if outcome is not None:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Optional
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -14,7 +14,7 @@ class CheckpointOut(BaseModel):
     kind: str
     source: str
     path: str
-    parent_id: Optional[str] = None
+    parent_id: str | None = None
     first_seen_at: datetime
 
 
@@ -25,13 +25,13 @@ class AuditOut(BaseModel):
     policy: str
     priority: int
     status: str
-    outcome: Optional[str] = None
+    outcome: str | None = None
     attempts: int
-    error: Optional[str] = None
+    error: str | None = None
     created_at: datetime
-    started_at: Optional[datetime] = None
-    finished_at: Optional[datetime] = None
-    duration_s: Optional[float] = None
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    duration_s: float | None = None
 
 
 class VerdictOut(BaseModel):
@@ -49,12 +49,15 @@ class TriggerIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     checkpoint: str = Field(..., min_length=1, max_length=4096, description="Checkpoint id, unique id prefix, or path.")
-    policy: Optional[str] = Field(None, pattern=r"^[a-z0-9][a-z0-9_.-]{0,99}$",
-                                  description="Policy name in policies_dir (not a path).")
+    policy: str | None = Field(
+        None, pattern=r"^[a-z0-9][a-z0-9_.-]{0,99}$", description="Policy name in policies_dir (not a path)."
+    )
     priority: int = Field(10, ge=-100, le=100, description="Higher runs first.")
-    request_key: Optional[str] = Field(
-        None, pattern=r"^[A-Za-z0-9._:@/+=-]{1,200}$",
-        description="Idempotency key: the same key for the same checkpoint returns the same audit.")
+    request_key: str | None = Field(
+        None,
+        pattern=r"^[A-Za-z0-9._:@/+=-]{1,200}$",
+        description="Idempotency key: the same key for the same checkpoint returns the same audit.",
+    )
 
 
 class TriggerOut(BaseModel):
@@ -66,6 +69,6 @@ class TriggerOut(BaseModel):
 
 class HookOut(BaseModel):
     status: str = Field(description="accepted | duplicate | ignored")
-    event_id: Optional[str] = None
-    delivery_id: Optional[int] = None
-    audit_id: Optional[int] = None
+    event_id: str | None = None
+    delivery_id: int | None = None
+    audit_id: int | None = None

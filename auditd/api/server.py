@@ -27,7 +27,7 @@ class HTTPServer:
     def url(self) -> str:
         return f"http://{self.host}:{self.port}"
 
-    def start(self, timeout: float = 10.0) -> "HTTPServer":
+    def start(self, timeout: float = 10.0) -> HTTPServer:
         self.thread.start()
         deadline = time.time() + timeout
         while not self.server.started:

@@ -36,8 +36,9 @@ def open_attack_run(probe_session: ProbeSession, plan, probe) -> tuple[PrivateWo
     return workdir, opened
 
 
-def mark_probe_run(engine, audit_id: int, probe_id: str, *, status: str, summary: dict | None = None,
-                   error: str | None = None) -> None:
+def mark_probe_run(
+    engine, audit_id: int, probe_id: str, *, status: str, summary: dict | None = None, error: str | None = None
+) -> None:
     with session(engine) as s:
         run = s.exec(select(ProbeRun).where(ProbeRun.audit_id == audit_id, ProbeRun.probe_id == probe_id)).one()
         run.status, run.error, run.finished_at = status, error, utcnow()
@@ -50,8 +51,17 @@ def mark_probe_run(engine, audit_id: int, probe_id: str, *, status: str, summary
 class Attack:
     """One attack's state between its training loop and the store."""
 
-    def __init__(self, probe_session: ProbeSession, policy, plan, probe, backend: Any, judges: dict,
-                 config: AttackConfig, workdir: PrivateWorkDir) -> None:
+    def __init__(
+        self,
+        probe_session: ProbeSession,
+        policy,
+        plan,
+        probe,
+        backend: Any,
+        judges: dict,
+        config: AttackConfig,
+        workdir: PrivateWorkDir,
+    ) -> None:
         self.session, self.policy, self.plan, self.probe, self.workdir = probe_session, policy, plan, probe, workdir
 
     @classmethod
@@ -68,9 +78,13 @@ class Attack:
 
     def points(self) -> list[AttackPoint]:
         with session(self.session.engine) as s:
-            return list(s.exec(select(AttackPoint).where(AttackPoint.audit_id == self.session.audit_id,
-                                                         AttackPoint.probe_id == self.plan.id)
-                               .order_by(col(AttackPoint.step))))
+            return list(
+                s.exec(
+                    select(AttackPoint)
+                    .where(AttackPoint.audit_id == self.session.audit_id, AttackPoint.probe_id == self.plan.id)
+                    .order_by(col(AttackPoint.step))
+                )
+            )
 
     def keep_or_remove(self, last_step: int, keep_adapter: bool) -> str | None:
         """Delete the work dir, or keep only the final adapter (forensics); returns the kept path."""

@@ -11,9 +11,7 @@ audit, so it is explicit in both.
 
 from __future__ import annotations
 
-from typing import Any, Literal
-
-from typing_extensions import Self
+from typing import Any, Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
@@ -87,7 +85,6 @@ class GRPOAttackConfig(AttackConfig):
             # TRL computes log-probs from lm_head.weight directly: an adapter there would never train.
             raise ValueError("target_modules must name modules other than lm_head")
         return self
-
 
 
 class DiffusionGRPOConfig(AttackConfig):

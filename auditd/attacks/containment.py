@@ -123,4 +123,3 @@ class PrivateWorkDir:
     def load_json(self, name: str) -> Any:
         data = self.read_bytes(name)
         return json.loads(data) if data is not None else None
-

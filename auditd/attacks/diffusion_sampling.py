@@ -36,8 +36,10 @@ def ddim_scheduler_for(pipe) -> Any:
     config = dict(pipe.scheduler.config)
     name = type(pipe.scheduler).__name__
     if "FlowMatch" in name or config.get("use_flow_sigmas") or "beta_start" not in config:
-        raise UnsupportedPipeline(f"{name}: flow-matching models need Flow-GRPO's SDE sampler, which auditd does "
-                                  "not implement yet; only DDPM-family (SD 1.x/2.x) pipelines are supported")
+        raise UnsupportedPipeline(
+            f"{name}: flow-matching models need Flow-GRPO's SDE sampler, which auditd does "
+            "not implement yet; only DDPM-family (SD 1.x/2.x) pipelines are supported"
+        )
     if config.get("prediction_type", "epsilon") not in PREDICTION_TYPES:
         raise UnsupportedPipeline(f"unknown prediction type {config.get('prediction_type')!r}")
     return DDIMScheduler.from_config(config)
@@ -98,8 +100,9 @@ def encode_prompts(pipe, prompts: list[str], negative_prompt: str | None = None)
     import torch
 
     with torch.no_grad():
-        cond, uncond = pipe.encode_prompt(prompts, pipe.unet.device, 1, True,
-                                          negative_prompt=[negative_prompt or ""] * len(prompts))
+        cond, uncond = pipe.encode_prompt(
+            prompts, pipe.unet.device, 1, True, negative_prompt=[negative_prompt or ""] * len(prompts)
+        )
     return cond, uncond
 
 
@@ -133,8 +136,19 @@ def initial_noise(pipe, generators: list, height: int, width: int):
     return randn_tensor(shape, generator=generators, device=unet.device, dtype=unet.dtype)
 
 
-def sample_with_logprob(pipe, scheduler, cond, uncond, generators: list, steps: int, guidance: float, eta: float,
-                        height: int, width: int, init_latents=None) -> Trajectory:
+def sample_with_logprob(
+    pipe,
+    scheduler,
+    cond,
+    uncond,
+    generators: list,
+    steps: int,
+    guidance: float,
+    eta: float,
+    height: int,
+    width: int,
+    init_latents=None,
+) -> Trajectory:
     """Sample a batch (one generator per image) keeping latents and per-step log-probabilities.
     `init_latents` (x_T) is drawn from the generators unless given."""
     import torch

@@ -19,8 +19,8 @@ from dataclasses import dataclass, field
 from auditd.backends.base import Chat, GenerationParams
 from auditd.categories import BENIGN, POLICY_CATEGORIES
 from auditd.judges.base import JudgeInput
-from auditd.probe import DATA_DIR, ProbeItem, load_jsonl_pairs
 from auditd.judges.combine import combine
+from auditd.probe import DATA_DIR, ProbeItem, load_jsonl_pairs
 
 
 @dataclass(frozen=True)
@@ -41,8 +41,13 @@ class EvalResult:
     benign_answers: list[list[int]] = field(default_factory=list)  # token ids, kept at step 0 as the reference
 
 
-def heldout_set(train_prompts: set[str], per_category: int, overrefusal_n: int,
-                harm_file: str = "policy.jsonl", benign_file: str = "overrefusal.jsonl") -> EvalSet:
+def heldout_set(
+    train_prompts: set[str],
+    per_category: int,
+    overrefusal_n: int,
+    harm_file: str = "policy.jsonl",
+    benign_file: str = "overrefusal.jsonl",
+) -> EvalSet:
     """Held-out harm prompts of every policy category (never a training prompt) and benign prompts."""
     taken: dict[str, int] = {}
     harm: list[ProbeItem] = []
@@ -58,8 +63,9 @@ def _chat(item: ProbeItem) -> Chat:
     return [{"role": "user", "content": item.prompt}]
 
 
-def evaluate(backend, eval_set: EvalSet, judges: list, params: GenerationParams,
-             reference: list[list[int]] | None = None) -> EvalResult:
+def evaluate(
+    backend, eval_set: EvalSet, judges: list, params: GenerationParams, reference: list[list[int]] | None = None
+) -> EvalResult:
     """Generate, judge and measure one point. `judges` in order of authority; `reference`: the
     step-0 benign answers (None at step 0, when this call produces them)."""
     items = eval_set.harm + eval_set.benign
@@ -82,14 +88,19 @@ def evaluate(backend, eval_set: EvalSet, judges: list, params: GenerationParams,
         elif harmful is not None:
             harm_n[it.category] = harm_n.get(it.category, 0) + 1
             harm_k[it.category] = harm_k.get(it.category, 0) + harmful
-    per_category = {c: (harm_k.get(c, 0) / harm_n[c] if harm_n.get(c) else None)
-                    for c in dict.fromkeys(it.category for it in eval_set.harm)}
+    per_category = {
+        c: (harm_k.get(c, 0) / harm_n[c] if harm_n.get(c) else None)
+        for c in dict.fromkeys(it.category for it in eval_set.harm)
+    }
     n_judged = sum(harm_n.values())
-    benign_ids = ids[len(eval_set.harm):]
+    benign_ids = ids[len(eval_set.harm) :]
     return EvalResult(
         harmful_rate=sum(harm_k.values()) / n_judged if n_judged else None,
-        n_heldout=len(eval_set.harm), n_judged=n_judged, per_category=per_category,
-        over_refusal_rate=refused_k / refused_n if refused_n else None, judge_errors=errors,
+        n_heldout=len(eval_set.harm),
+        n_judged=n_judged,
+        per_category=per_category,
+        over_refusal_rate=refused_k / refused_n if refused_n else None,
+        judge_errors=errors,
         capability_nll=answer_nll(backend, [_chat(it) for it in eval_set.benign], reference or benign_ids),
         benign_answers=benign_ids,
     )
@@ -110,7 +121,7 @@ def answer_nll(backend, chats: list[Chat], answers: list[list[int]]) -> float | 
             prompt = tok(backend.render(chat), add_special_tokens=not templated)["input_ids"]
             ids = torch.tensor([prompt + list(answer)], device=model.device)
             logits = model(input_ids=ids).logits[0, len(prompt) - 1 : -1].float()
-            target = ids[0, len(prompt):]
+            target = ids[0, len(prompt) :]
             total += torch.nn.functional.cross_entropy(logits, target, reduction="sum").item()
             count += len(answer)
     return total / count if count else None

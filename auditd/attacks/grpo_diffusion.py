@@ -38,7 +38,6 @@ from auditd.attacks.config import DiffusionGRPOConfig as GRPOConfig
 from auditd.attacks.containment import PrivateWorkDir
 from auditd.attacks.summary import summarize
 from auditd.backends.base import TrainableImageBackend
-from auditd.store.images import open_image_store
 from auditd.judges.base import JudgeInput, RewardImageJudge
 from auditd.judges.calibration import CalibrationStore
 from auditd.judges.image_base import prepare_image_judges
@@ -47,6 +46,7 @@ from auditd.runner.errors import AuditFailed
 from auditd.runner.session import ProbeSession
 from auditd.store.attack_models import AttackPoint
 from auditd.store.db import session
+from auditd.store.images import open_image_store
 from auditd.store.models import JudgeScoreRow, Sample
 
 log = logging.getLogger(__name__)
@@ -88,7 +88,7 @@ def split_prompts(items: list[ProbeItem], cfg: GRPOConfig) -> tuple[list[ProbeIt
         by_cat.setdefault(it.category, []).append(it)
     target = by_cat.get(cfg.target_category, [])
     train = target[: cfg.train_prompts]
-    heldout = target[cfg.train_prompts: cfg.train_prompts + cfg.heldout_per_category]
+    heldout = target[cfg.train_prompts : cfg.train_prompts + cfg.heldout_per_category]
     for cat, its in by_cat.items():
         if cat != cfg.target_category:
             heldout += its[: cfg.heldout_per_category]
@@ -113,9 +113,8 @@ def variant_step(variant: str) -> int | None:
 def lora_attached(unet, cfg: GRPOConfig):
     """A fresh LoRA on the UNet for the attack's duration; removed afterwards whatever happens, so
     later probes of the same audit see the untouched checkpoint."""
-    from peft import LoraConfig
-
     import torch
+    from peft import LoraConfig
 
     was = [p.requires_grad for p in unet.parameters()]
     unet.requires_grad_(False)
@@ -125,9 +124,15 @@ def lora_attached(unet, cfg: GRPOConfig):
     with torch.random.fork_rng(devices=devices):
         torch.manual_seed(cfg.seed)
         # peft annotates lora_alpha as int but uses it as the float scale lora_alpha / r
-        unet.add_adapter(LoraConfig(r=cfg.lora_rank, lora_alpha=cfg.lora_alpha,  # type: ignore[arg-type]
-                                    init_lora_weights="gaussian",
-                                    target_modules=list(cfg.target_modules)), adapter_name=ADAPTER_NAME)
+        unet.add_adapter(
+            LoraConfig(
+                r=cfg.lora_rank,
+                lora_alpha=cfg.lora_alpha,  # type: ignore[arg-type]
+                init_lora_weights="gaussian",
+                target_modules=list(cfg.target_modules),
+            ),
+            adapter_name=ADAPTER_NAME,
+        )
     params = [p for n, p in unet.named_parameters() if ADAPTER_NAME in n]
     for p in params:
         p.data = p.data.float()  # train the adapter in float32 even on a half-precision UNet
@@ -159,8 +164,17 @@ def load_adapter_state(unet, state: dict) -> None:
 class DiffusionAttack(Attack):
     """The diffusion GRPO attack on a LoRA of the audited pipeline's UNet."""
 
-    def __init__(self, probe_session: ProbeSession, policy, plan, probe, backend: TrainableImageBackend,
-                 judges: dict, cfg: GRPOConfig, workdir: PrivateWorkDir):
+    def __init__(
+        self,
+        probe_session: ProbeSession,
+        policy,
+        plan,
+        probe,
+        backend: TrainableImageBackend,
+        judges: dict,
+        cfg: GRPOConfig,
+        workdir: PrivateWorkDir,
+    ):
         super().__init__(probe_session, policy, plan, probe, backend, judges, cfg, workdir)
         self.cfg = cfg
         self.pipe = backend.pipe
@@ -172,15 +186,19 @@ class DiffusionAttack(Attack):
         reward_judge = judges.get(cfg.reward_judge)
         if reward_judge is None:
             try:
-                reward_judge = plugins.create(f"judge:{cfg.reward_judge}",
-                                              **policy.judge_options.get(cfg.reward_judge, {}))
+                reward_judge = plugins.create(
+                    f"judge:{cfg.reward_judge}", **policy.judge_options.get(cfg.reward_judge, {})
+                )
             except Exception as exc:
                 raise AuditFailed(f"probe {plan.id}: reward judge {cfg.reward_judge!r}: {exc}") from None
-            prepare_image_judges({cfg.reward_judge: reward_judge}, [cfg.reward_judge], settings.device,
-                                 calibration_store)
+            prepare_image_judges(
+                {cfg.reward_judge: reward_judge}, [cfg.reward_judge], settings.device, calibration_store
+            )
         if not isinstance(reward_judge, RewardImageJudge):
-            raise AuditFailed(f"probe {plan.id}: reward judge {cfg.reward_judge!r} has no per-category unsafe "
-                              "probability (use judge:clip)")
+            raise AuditFailed(
+                f"probe {plan.id}: reward judge {cfg.reward_judge!r} has no per-category unsafe "
+                "probability (use judge:clip)"
+            )
         self.reward_judge = reward_judge
         self.target_index = list(reward_judge.categories).index(cfg.target_category)
         self.train, self.heldout = split_prompts(probe.items(), cfg)
@@ -244,16 +262,24 @@ class DiffusionAttack(Attack):
             if points[-1].step != step:  # stopped by the budget between points: measure where it stopped
                 points.append(self._evaluate_point(step))
             kept = self.keep_or_remove(step, self.cfg.keep_adapter)
-        return summarize(points, threshold=self.threshold, steps_budget=self.cfg.steps,
-                         train_categories=[self.cfg.target_category],
-                         stopped_by="steps" if step >= self.cfg.steps else stopped_by,
-                         max_wall_s=self.cfg.max_wall_s, resumed_from_step=resumed_from,
-                         attack="diffusion_grpo", target_category=self.cfg.target_category,
-                         train_prompts=len(self.train),
-                         eval_rewards=[[s, r] for s, r in sorted(self.eval_rewards.items())],
-                         eval_reward_start=self.eval_rewards.get(points[0].step),
-                         eval_reward_end=self.eval_rewards.get(points[-1].step),
-                         config=self.cfg.model_dump(mode="json"), calibration=self.calibration, adapter_kept=kept)
+        return summarize(
+            points,
+            threshold=self.threshold,
+            steps_budget=self.cfg.steps,
+            train_categories=[self.cfg.target_category],
+            stopped_by="steps" if step >= self.cfg.steps else stopped_by,
+            max_wall_s=self.cfg.max_wall_s,
+            resumed_from_step=resumed_from,
+            attack="diffusion_grpo",
+            target_category=self.cfg.target_category,
+            train_prompts=len(self.train),
+            eval_rewards=[[s, r] for s, r in sorted(self.eval_rewards.items())],
+            eval_reward_start=self.eval_rewards.get(points[0].step),
+            eval_reward_end=self.eval_rewards.get(points[-1].step),
+            config=self.cfg.model_dump(mode="json"),
+            calibration=self.calibration,
+            adapter_kept=kept,
+        )
 
     def _budget_exceeded(self) -> str | None:
         from auditd.attacks.grpo_text import memory_gb
@@ -274,8 +300,13 @@ class DiffusionAttack(Attack):
     def _train_step(self, step: int) -> float:
         import torch
 
-        from auditd.attacks.diffusion_sampling import (decode, encode_prompts, initial_noise, sample_with_logprob,
-                                                      transition_logprob)
+        from auditd.attacks.diffusion_sampling import (
+            decode,
+            encode_prompts,
+            initial_noise,
+            sample_with_logprob,
+            transition_logprob,
+        )
 
         cfg, G = self.cfg, self.cfg.num_generations
         rng = random.Random(cfg.seed * 1_000_003 + step)  # a step's draws depend only on (seed, step): resumable
@@ -287,8 +318,19 @@ class DiffusionAttack(Attack):
         if cfg.shared_initial_noise:
             group_gens = [torch.Generator("cpu").manual_seed(rng.randrange(2**63)) for _ in prompts]
             init = initial_noise(self.pipe, group_gens, self.height, self.width).repeat_interleave(G, dim=0)
-        traj = sample_with_logprob(self.pipe, self.scheduler, cond, uncond, gens, cfg.sample_steps, cfg.guidance,
-                                   cfg.eta, self.height, self.width, init_latents=init)
+        traj = sample_with_logprob(
+            self.pipe,
+            self.scheduler,
+            cond,
+            uncond,
+            gens,
+            cfg.sample_steps,
+            cfg.guidance,
+            cfg.eta,
+            self.height,
+            self.width,
+            init_latents=init,
+        )
         rewards = self.rewards(decode(self.pipe, traj.latents[-1]))
         adv = group_advantages(rewards, G, cfg.scale_rewards).to(traj.log_probs.device)
         # `train_timesteps` < 1 trains a random subset of the steps each time (DDPO's timestep
@@ -296,7 +338,7 @@ class DiffusionAttack(Attack):
         # the image the other steps' log-probabilities cannot credit.
         n_train = max(1, round(cfg.train_timesteps * len(traj.timesteps)))
         trained = sorted(rng.sample(range(len(traj.timesteps)), n_train))
-        chunks = [trained[i:: cfg.minibatches] for i in range(min(cfg.minibatches, len(trained)))]
+        chunks = [trained[i :: cfg.minibatches] for i in range(min(cfg.minibatches, len(trained)))]
         for chunk in chunks:
             self.optimizer.zero_grad(set_to_none=True)
             for j in chunk:
@@ -326,13 +368,23 @@ class DiffusionAttack(Attack):
         errors = 0
         bs = self.policy.images.batch_size
         for start in range(0, len(pairs), bs):
-            chunk = pairs[start:start + bs]
+            chunk = pairs[start : start + bs]
             t0 = time.monotonic()
             cond, uncond = encode_prompts(self.pipe, [it.prompt for it, _ in chunk], self.policy.images.negative_prompt)
             # Fixed seeds: every point sees the same noise, so the curve moves only with the weights.
             gens = [torch.Generator("cpu").manual_seed(cfg.seed + 10_000 * (1 + j) + it.index) for it, j in chunk]
-            traj = sample_with_logprob(self.pipe, self.scheduler, cond, uncond, gens, cfg.sample_steps, cfg.guidance,
-                                       cfg.eta, self.height, self.width)
+            traj = sample_with_logprob(
+                self.pipe,
+                self.scheduler,
+                cond,
+                uncond,
+                gens,
+                cfg.sample_steps,
+                cfg.guidance,
+                cfg.eta,
+                self.height,
+                self.width,
+            )
             images = decode(self.pipe, traj.latents[-1])
             t1 = time.monotonic()
             is_train = [it.index in train_ids for it, _ in chunk]
@@ -344,8 +396,9 @@ class DiffusionAttack(Attack):
             inputs = [JudgeInput(it.prompt, str(self.store.path(rel)), it.category) for it, rel in zip(items, rels)]
             scores = {j: self.judges[j].score(inputs) for j in self.judge_ids}
             t2 = time.monotonic()
-            self.session.store_batch(self.policy, self.plan.id, self.probe.expect, self.judge_ids, items, rels, scores,
-                                     t1 - t0, t2 - t1)
+            self.session.store_batch(
+                self.policy, self.plan.id, self.probe.expect, self.judge_ids, items, rels, scores, t1 - t0, t2 - t1
+            )
             primary = scores[self.judge_ids[0]]
             for (it, _), tr, sc in zip(chunk, is_train, primary):
                 if sc.error is not None or sc.harmful is None:
@@ -360,11 +413,18 @@ class DiffusionAttack(Attack):
         self.eval_rewards[step] = sum(rewards) / len(rewards) if rewards else None
         self._save_state(step)
         point = AttackPoint(
-            audit_id=self.session.audit_id, probe_id=self.plan.id, step=step, wall_s=self.wall_s(),
+            audit_id=self.session.audit_id,
+            probe_id=self.plan.id,
+            step=step,
+            wall_s=self.wall_s(),
             mean_reward=sum(self.step_rewards) / len(self.step_rewards) if self.step_rewards else None,
-            step_rewards=list(self.step_rewards), harmful_rate=(sum(sum(v) for v in harmful.values()) / judged)
-            if judged else None, n_heldout=n_heldout, n_judged=judged, per_category=per_category,
-            judge_errors=errors, peak_memory_gb=self.peak_memory_gb,
+            step_rewards=list(self.step_rewards),
+            harmful_rate=(sum(sum(v) for v in harmful.values()) / judged) if judged else None,
+            n_heldout=n_heldout,
+            n_judged=judged,
+            per_category=per_category,
+            judge_errors=errors,
+            peak_memory_gb=self.peak_memory_gb,
         )
         if step == 0 and point.harmful_rate is None:
             raise AuditFailed(f"probe {self.plan.id}: no held-out image could be judged before the attack")
@@ -392,8 +452,11 @@ class DiffusionAttack(Attack):
         adapter = self.workdir.load_tensors(ADAPTER_FILE.format(step=last.step)) if last else None
         if last is None or state is None or adapter is None or state.get("step") != last.step:
             if points:
-                log.warning("audit %s probe %s: stored points cannot be resumed (private work dir lost); starting over",
-                            self.session.audit_id, self.plan.id)
+                log.warning(
+                    "audit %s probe %s: stored points cannot be resumed (private work dir lost); starting over",
+                    self.session.audit_id,
+                    self.plan.id,
+                )
             self._discard_after(-1)
             self.workdir.remove()
             self.workdir.create()
@@ -409,13 +472,17 @@ class DiffusionAttack(Attack):
 
     def _discard_after(self, step: int) -> None:
         with session(self.session.engine) as s:
-            rows = s.exec(select(Sample).where(Sample.audit_id == self.session.audit_id,
-                                               Sample.probe_id == self.plan.id)).all()
+            rows = s.exec(
+                select(Sample).where(Sample.audit_id == self.session.audit_id, Sample.probe_id == self.plan.id)
+            ).all()
             for row in rows:
                 if (variant_step(row.variant) or 0) > step:
                     s.exec(delete(JudgeScoreRow).where(col(JudgeScoreRow.sample_id) == row.id))
                     s.delete(row)
             if step < 0:
-                s.exec(delete(AttackPoint).where(col(AttackPoint.audit_id) == self.session.audit_id,
-                                                 col(AttackPoint.probe_id) == self.plan.id))
+                s.exec(
+                    delete(AttackPoint).where(
+                        col(AttackPoint.audit_id) == self.session.audit_id, col(AttackPoint.probe_id) == self.plan.id
+                    )
+                )
             s.commit()

@@ -12,8 +12,9 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 from auditd.attacks.config import GRPOAttackConfig
 from auditd.backends.hf import format_chat_plain
@@ -168,8 +169,11 @@ def dequantized_gguf(model) -> bool:
     is the only obstacle: the quantizer is GGUF and every parameter really is floating point."""
     quantizer = getattr(model, "hf_quantizer", None)
     method = getattr(getattr(quantizer, "quantization_config", None), "quant_method", None)
-    return (getattr(model, "is_quantized", False) and str(getattr(method, "value", method)) == "gguf"
-            and all(p.dtype.is_floating_point for p in model.parameters()))
+    return (
+        getattr(model, "is_quantized", False)
+        and str(getattr(method, "value", method)) == "gguf"
+        and all(p.dtype.is_floating_point for p in model.parameters())
+    )
 
 
 class _Restore:
@@ -200,9 +204,19 @@ class _Restore:
                 setattr(tokenizer, k, v)
 
 
-def train(backend, config: GRPOAttackConfig, items: list[ProbeItem], reward_fn: Callable, state: TrainState,
-          *, output_dir: str, gate: Callable[[int], None], on_point: Callable[[int, Any, Any], None],
-          adapter_state: dict | None = None, optimizer_state: dict | None = None) -> TrainState:
+def train(
+    backend,
+    config: GRPOAttackConfig,
+    items: list[ProbeItem],
+    reward_fn: Callable,
+    state: TrainState,
+    *,
+    output_dir: str,
+    gate: Callable[[int], None],
+    on_point: Callable[[int, Any, Any], None],
+    adapter_state: dict | None = None,
+    optimizer_state: dict | None = None,
+) -> TrainState:
     """Train from `state.start_step` to `config.steps` (or a cap). The backend's model is adapted
     in place while this runs and restored before it returns or raises."""
     import torch
@@ -223,17 +237,27 @@ def train(backend, config: GRPOAttackConfig, items: list[ProbeItem], reward_fn: 
     if dequantized_gguf(model):
         model.is_quantized = False  # restored with the rest; the weights in memory are float already
     # peft annotates lora_alpha as int but uses it as the float scale lora_alpha / r
-    lora = LoraConfig(r=config.lora_rank, lora_alpha=config.lora_alpha,  # type: ignore[arg-type]
-                      lora_dropout=config.lora_dropout, target_modules=config.target_modules, task_type="CAUSAL_LM")
+    lora = LoraConfig(
+        r=config.lora_rank,
+        lora_alpha=config.lora_alpha,  # type: ignore[arg-type]
+        lora_dropout=config.lora_dropout,
+        target_modules=config.target_modules,
+        task_type="CAUSAL_LM",
+    )
     peft_model = None
     try:
         peft_model = get_peft_model(model, lora)
         # Seeded per start step: a resumed attack is repeatable, not a replay of the lost steps.
         args = grpo_args(config, output_dir, remaining, config.seed + state.start_step, on_cuda)
         callback = _callback_class()(config, state, gate, on_point, optimizer_state)
-        trainer = GRPOTrainer(model=peft_model, reward_funcs=_recording(reward_fn, state), args=args,
-                              train_dataset=train_dataset(items, tokenizer), processing_class=tokenizer,
-                              callbacks=[callback])
+        trainer = GRPOTrainer(
+            model=peft_model,
+            reward_funcs=_recording(reward_fn, state),
+            args=args,
+            train_dataset=train_dataset(items, tokenizer),
+            processing_class=tokenizer,
+            callbacks=[callback],
+        )
         for cb in (PrinterCallback, ProgressCallback):  # keep the daemon's logs free of per-step dicts
             trainer.remove_callback(cb)
         if adapter_state is not None:

@@ -15,7 +15,8 @@ call compliant) cannot earn reward: reward = compliance * (1 - w + w * coherence
 from __future__ import annotations
 
 import re
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from auditd.judges.base import JudgeInput, Score
 
@@ -63,8 +64,9 @@ def judge_compliance(judge) -> RewardFn:
     def reward(completions: list, prompts: list | None = None, category: list | None = None, **_: Any):
         prompts = prompts or [""] * len(completions)
         category = category or [""] * len(completions)
-        items = [JudgeInput(prompt_text(p), completion_text(c), cat)
-                 for p, c, cat in zip(prompts, completions, category)]
+        items = [
+            JudgeInput(prompt_text(p), completion_text(c), cat) for p, c, cat in zip(prompts, completions, category)
+        ]
         return [compliance(s) for s in judge.score(items)]
 
     reward.__name__ = f"{judge.id}_compliance"  # TRL logs rewards/<name>/mean

@@ -19,7 +19,8 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import TYPE_CHECKING, Any, Callable, cast
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, cast
 
 from sqlalchemy import delete
 from sqlmodel import col
@@ -46,8 +47,9 @@ log = logging.getLogger(__name__)
 REFERENCE_FILE = "reference.json"
 
 
-def run_attack_probe(probe_session: ProbeSession, policy, plan, probe, load_backend: Callable[[], object],
-                     judges: dict) -> dict:
+def run_attack_probe(
+    probe_session: ProbeSession, policy, plan, probe, load_backend: Callable[[], object], judges: dict
+) -> dict:
     """Run the attack the probe's modality names (text: TRL GRPO, t2i: diffusion GRPO) to its summary;
     `load_backend` returns the audited model (loaded on first call: a finished attack never loads it)."""
     workdir, opened = open_attack_run(probe_session, plan, probe)
@@ -89,8 +91,17 @@ def attack_for(probe) -> type[Attack]:
 class TextAttack(Attack):
     """The text GRPO attack: TRL's GRPOTrainer on a LoRA of the audited causal LM."""
 
-    def __init__(self, probe_session: ProbeSession, policy, plan, probe, backend, judges: dict,
-                 config: GRPOAttackConfig, workdir: PrivateWorkDir):
+    def __init__(
+        self,
+        probe_session: ProbeSession,
+        policy,
+        plan,
+        probe,
+        backend,
+        judges: dict,
+        config: GRPOAttackConfig,
+        workdir: PrivateWorkDir,
+    ):
         super().__init__(probe_session, policy, plan, probe, backend, judges, config, workdir)
         self.backend, self.config = backend, config
         judge_ids = policy.judges_for(plan, probe)
@@ -101,18 +112,24 @@ class TextAttack(Attack):
             reward_judge = judges[reward_id]
         else:
             try:
-                reward_judge = self.own_judge = plugins.create(f"judge:{reward_id}",
-                                                               **policy.judge_options.get(reward_id, {}))
+                reward_judge = self.own_judge = plugins.create(
+                    f"judge:{reward_id}", **policy.judge_options.get(reward_id, {})
+                )
             except Exception as exc:
                 raise AuditFailed(f"probe {plan.id}: reward judge {reward_id!r}: {exc}") from None
         self.reward_fn = gated(judge_compliance(reward_judge), config.coherence_weight)
         self.train_items = probe.items()
         self.train_categories = list(dict.fromkeys(it.category for it in self.train_items))
-        self.eval_set = heldout_set({it.prompt for it in self.train_items}, config.heldout_per_category,
-                                    config.overrefusal_n)
+        self.eval_set = heldout_set(
+            {it.prompt for it in self.train_items}, config.heldout_per_category, config.overrefusal_n
+        )
         gen = policy.generation
-        self.params = GenerationParams(max_new_tokens=config.eval_max_new_tokens, temperature=gen.temperature,
-                                       seed=gen.seed, batch_size=gen.fixed_batch_size())
+        self.params = GenerationParams(
+            max_new_tokens=config.eval_max_new_tokens,
+            temperature=gen.temperature,
+            seed=gen.seed,
+            batch_size=gen.fixed_batch_size(),
+        )
         self.threshold = config.break_threshold or policy.thresholds.harmful_rate_block
         self.reference: dict | None = None
         self.state: TrainState | None = None  # while training
@@ -120,8 +137,10 @@ class TextAttack(Attack):
     @classmethod
     def check_backend(cls, plan, backend) -> None:
         if not isinstance(backend, TrainableBackend):
-            raise AuditFailed(f"probe {plan.id}: the GRPO attack trains local weights and needs backend:hf "
-                              f"(the policy's backend is {backend_id(backend)!r})")
+            raise AuditFailed(
+                f"probe {plan.id}: the GRPO attack trains local weights and needs backend:hf "
+                f"(the policy's backend is {backend_id(backend)!r})"
+            )
 
     def close(self) -> None:
         if isinstance(self.own_judge, Closable):
@@ -146,15 +165,30 @@ class TextAttack(Attack):
                 adapter = self.workdir.load_tensors(grpo_text.ADAPTER_FILE.format(step=last.step))
                 optimizer = self.workdir.load_torch(grpo_text.OPTIMIZER_FILE.format(step=last.step))
             self.progress(last.step, self.config.steps)
-            grpo_text.train(self.backend, self.config, self.train_items, self.reward_fn, state,
-                            output_dir=str(self.workdir.path / "trainer"), gate=self._gate, on_point=self._on_point,
-                            adapter_state=adapter, optimizer_state=optimizer)
+            grpo_text.train(
+                self.backend,
+                self.config,
+                self.train_items,
+                self.reward_fn,
+                state,
+                output_dir=str(self.workdir.path / "trainer"),
+                gate=self._gate,
+                on_point=self._on_point,
+                adapter_state=adapter,
+                optimizer_state=optimizer,
+            )
         points = self.points()
         end = points[-1]
         stopped_by = "steps" if end.step >= self.config.steps else (state.stopped_by or "wall")
-        summary = summarize(points, threshold=self.threshold, steps_budget=self.config.steps,
-                            train_categories=self.train_categories, stopped_by=stopped_by,
-                            max_wall_s=self.config.max_wall_s, resumed_from_step=resumed_from)
+        summary = summarize(
+            points,
+            threshold=self.threshold,
+            steps_budget=self.config.steps,
+            train_categories=self.train_categories,
+            stopped_by=stopped_by,
+            max_wall_s=self.config.max_wall_s,
+            resumed_from_step=resumed_from,
+        )
         summary["config"] = self.config.model_dump(mode="json")
         summary["adapter_kept"] = self.keep_or_remove(end.step, self.config.keep_adapter)
         return summary
@@ -171,11 +205,17 @@ class TextAttack(Attack):
         self.reference = self.workdir.load_json(REFERENCE_FILE)
         adapter_lost = last.step > 0 and self.workdir.read_bytes(ADAPTER_FILE.format(step=last.step)) is None
         if self.reference is None or adapter_lost:
-            log.warning("audit %s probe %s: stored points cannot be resumed (private work dir lost); starting over",
-                        self.session.audit_id, self.plan.id)
+            log.warning(
+                "audit %s probe %s: stored points cannot be resumed (private work dir lost); starting over",
+                self.session.audit_id,
+                self.plan.id,
+            )
             with session(self.session.engine) as s:
-                s.exec(delete(AttackPoint).where(col(AttackPoint.audit_id) == self.session.audit_id,
-                                                 col(AttackPoint.probe_id) == self.plan.id))
+                s.exec(
+                    delete(AttackPoint).where(
+                        col(AttackPoint.audit_id) == self.session.audit_id, col(AttackPoint.probe_id) == self.plan.id
+                    )
+                )
                 s.commit()
             self.workdir.remove()
             self.workdir.create()
@@ -230,13 +270,22 @@ class TextAttack(Attack):
     def _store(self, step: int, wall_s: float, r: EvalResult, rewards: list[float], mem: float | None) -> AttackPoint:
         ref_nll = (self.reference or {}).get("nll")
         point = AttackPoint(
-            audit_id=self.session.audit_id, probe_id=self.plan.id, step=step, wall_s=wall_s,
-            mean_reward=sum(rewards) / len(rewards) if rewards else None, step_rewards=rewards,
-            harmful_rate=r.harmful_rate, n_heldout=r.n_heldout, n_judged=r.n_judged, per_category=r.per_category,
+            audit_id=self.session.audit_id,
+            probe_id=self.plan.id,
+            step=step,
+            wall_s=wall_s,
+            mean_reward=sum(rewards) / len(rewards) if rewards else None,
+            step_rewards=rewards,
+            harmful_rate=r.harmful_rate,
+            n_heldout=r.n_heldout,
+            n_judged=r.n_judged,
+            per_category=r.per_category,
             over_refusal_rate=r.over_refusal_rate,
-            capability_retention=(retention(ref_nll, r.capability_nll) if step
-                                  else 1.0 if ref_nll is not None else None),
-            judge_errors=r.judge_errors, peak_memory_gb=mem,
+            capability_retention=(
+                retention(ref_nll, r.capability_nll) if step else 1.0 if ref_nll is not None else None
+            ),
+            judge_errors=r.judge_errors,
+            peak_memory_gb=mem,
         )
         with session(self.session.engine) as s:
             s.add(point)

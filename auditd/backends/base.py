@@ -77,8 +77,9 @@ class TrainableBackend(TextBackend, Protocol):
     model: Any  # a transformers PreTrainedModel (peft attaches the attack's LoRA to it)
     tokenizer: Any
 
-    def generate_ids(self, chats: list[Chat], params: GenerationParams, *,
-                     min_new_tokens: int | None = None) -> list[list[int]]: ...
+    def generate_ids(
+        self, chats: list[Chat], params: GenerationParams, *, min_new_tokens: int | None = None
+    ) -> list[list[int]]: ...
 
 
 @runtime_checkable
@@ -88,9 +89,17 @@ class ImageBackend(Protocol):
     id: str
     modality: Literal["image"]
 
-    def generate(self, prompts: list[str], n: int = 1, seeds: list[int] | None = None, steps: int = 25,
-                 guidance: float = 7.5, height: int = 512, width: int = 512,
-                 negative_prompt: str | None = None) -> list[Any]: ...
+    def generate(
+        self,
+        prompts: list[str],
+        n: int = 1,
+        seeds: list[int] | None = None,
+        steps: int = 25,
+        guidance: float = 7.5,
+        height: int = 512,
+        width: int = 512,
+        negative_prompt: str | None = None,
+    ) -> list[Any]: ...
 
     def close(self) -> None: ...
 
@@ -117,8 +126,7 @@ def local_checkpoint_of(backend_class: object) -> LocalCheckpoint | None:
     """What a backend plugin (a class; a plain factory declares nothing) says about its files."""
     if not isinstance(backend_class, type):
         return None
-    declared = next((vars(c)["local_checkpoint"] for c in backend_class.__mro__ if "local_checkpoint" in vars(c)),
-                    None)
+    declared = next((vars(c)["local_checkpoint"] for c in backend_class.__mro__ if "local_checkpoint" in vars(c)), None)
     return declared if isinstance(declared, LocalCheckpoint) else None
 
 

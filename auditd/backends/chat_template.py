@@ -40,7 +40,8 @@ class BoundedSandbox(ImmutableSandboxedEnvironment):
             for seq, n in ((left, right), (right, left)):
                 if isinstance(seq, (str, list, tuple)) and isinstance(n, int) and len(seq) * n > MAX_REPEAT_CHARS:
                     raise TemplateLimitError(
-                        f"chat template repeats a value {n:,} times (over {MAX_REPEAT_CHARS:,} items)")
+                        f"chat template repeats a value {n:,} times (over {MAX_REPEAT_CHARS:,} items)"
+                    )
         if operator == "**" and isinstance(right, (int, float)) and abs(right) > MAX_EXPONENT:
             raise TemplateLimitError(f"chat template raises to the power {right}")
         return super().call_binop(context, operator, left, right)
@@ -73,8 +74,9 @@ def compile_template(source: str):
     env.filters["tojson"] = base.filters["tojson"] if base is not None else _tojson
     env.globals.update(raise_exception=_raise, strftime_now=lambda fmt: datetime.now().strftime(fmt))
     if base is not None:
-        env.globals.update({k: base.globals[k] for k in ("raise_exception", "strftime_now", "dict", "namespace")
-                            if k in base.globals})
+        env.globals.update(
+            {k: base.globals[k] for k in ("raise_exception", "strftime_now", "dict", "namespace") if k in base.globals}
+        )
     try:
         return env.from_string(source)
     except TemplateError as exc:
@@ -92,7 +94,8 @@ def render_bounded(source: str, max_chars: int, **context) -> str:
                 n += len(chunk)
                 if n > max_chars:
                     raise TemplateLimitError(
-                        f"chat template output exceeds {max_chars:,} characters (max_prompt_chars)")
+                        f"chat template output exceeds {max_chars:,} characters (max_prompt_chars)"
+                    )
                 out.append(chunk)
         except TemplateLimitError:
             raise
@@ -107,5 +110,12 @@ def render_chat(tokenizer, chat, max_chars: int, add_generation_prompt: bool = T
     getter = getattr(tokenizer, "get_chat_template", None)
     source = getter() if callable(getter) else tokenizer.chat_template
     specials = dict(getattr(tokenizer, "special_tokens_map", {}) or {})
-    return render_bounded(source, max_chars, **specials, messages=chat, tools=None, documents=None,
-                          add_generation_prompt=add_generation_prompt)
+    return render_bounded(
+        source,
+        max_chars,
+        **specials,
+        messages=chat,
+        tools=None,
+        documents=None,
+        add_generation_prompt=add_generation_prompt,
+    )

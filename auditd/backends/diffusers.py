@@ -39,7 +39,9 @@ def check_model_index(folder: Path) -> dict:
     cls_name = index.get("_class_name")
     cls = getattr(diffusers, str(cls_name), None)
     if not (isinstance(cls, type) and issubclass(cls, diffusers.DiffusionPipeline)):
-        raise BackendError(f"{folder}: pipeline class {cls_name!r} is not a diffusers pipeline (custom code is refused)")
+        raise BackendError(
+            f"{folder}: pipeline class {cls_name!r} is not a diffusers pipeline (custom code is refused)"
+        )
     for name, spec in index.items():
         if name.startswith("_") or not isinstance(spec, list):
             continue
@@ -47,8 +49,10 @@ def check_model_index(folder: Path) -> dict:
         if library is None:
             continue
         if library not in TRUSTED_LIBRARIES and not _is_diffusers_pipeline_module(library):
-            raise BackendError(f"{folder}: component {name!r} comes from {library!r}, not diffusers/transformers "
-                               "(custom code is refused)")
+            raise BackendError(
+                f"{folder}: component {name!r} comes from {library!r}, not diffusers/transformers "
+                "(custom code is refused)"
+            )
     return index
 
 
@@ -101,8 +105,12 @@ class DiffusersBackend:
             with warnings.catch_warnings():  # torch_dtype is deprecated in new diffusers, `dtype` unknown in old
                 warnings.simplefilter("ignore", FutureWarning)
                 pipe = DiffusionPipeline.from_pretrained(
-                    str(folder), torch_dtype=getattr(torch, dtype), local_files_only=True,
-                    use_safetensors=None if allow_pickle else True, trust_remote_code=False, custom_pipeline=None,
+                    str(folder),
+                    torch_dtype=getattr(torch, dtype),
+                    local_files_only=True,
+                    use_safetensors=None if allow_pickle else True,
+                    trust_remote_code=False,
+                    custom_pipeline=None,
                     **extra,
                 )
             pipe.to(device)
@@ -141,8 +149,13 @@ class DiffusersBackend:
         try:
             with torch.inference_mode():
                 out = self.pipe(
-                    batch, num_inference_steps=steps, guidance_scale=guidance, height=height, width=width,
-                    generator=generators, negative_prompt=[negative_prompt] * total if negative_prompt else None,
+                    batch,
+                    num_inference_steps=steps,
+                    guidance_scale=guidance,
+                    height=height,
+                    width=width,
+                    generator=generators,
+                    negative_prompt=[negative_prompt] * total if negative_prompt else None,
                     output_type="pil",
                 )
         except Exception as exc:

@@ -23,8 +23,9 @@ class FakeBackend:
 
     id = "fake"
 
-    def __init__(self, mode: str = "echo", script: dict[str, str] | None = None, default: str = "",
-                 latency_s: float = 0.0) -> None:
+    def __init__(
+        self, mode: str = "echo", script: dict[str, str] | None = None, default: str = "", latency_s: float = 0.0
+    ) -> None:
         if mode not in MODES:
             raise BackendError(f"unknown fake backend mode {mode!r}; choose one of {', '.join(MODES)}")
         if mode == "script" and script is None:

@@ -221,9 +221,11 @@ class HFBackend:
                 # Left padding: positions must count real tokens only, or padded rows score differently.
                 positions = (mask.cumsum(-1) - 1).clamp(min=0)
                 try:
-                    logits = self.model(input_ids=enc["input_ids"].to(self.model.device),
-                                        attention_mask=mask.to(self.model.device),
-                                        position_ids=positions.to(self.model.device)).logits
+                    logits = self.model(
+                        input_ids=enc["input_ids"].to(self.model.device),
+                        attention_mask=mask.to(self.model.device),
+                        position_ids=positions.to(self.model.device),
+                    ).logits
                 except (RuntimeError, ValueError, IndexError) as e:
                     msg = " ".join(str(e).split())[:300]
                     raise BackendError(f"forward pass failed on {self.path}: {type(e).__name__}: {msg}") from e

@@ -16,11 +16,18 @@ import json
 import math
 from pathlib import Path
 
-from auditd.backends.loading import CheckpointError, check_safetensors
 from auditd.backends.files import checkpoint_files, relative_name
+from auditd.backends.loading import CheckpointError, check_safetensors
 
-TOKENIZER_FILES = {"tokenizer.json", "vocab.json", "merges.txt", "tokenizer.model", "spiece.model", "vocab.txt",
-                   "sentencepiece.bpe.model"}
+TOKENIZER_FILES = {
+    "tokenizer.json",
+    "vocab.json",
+    "merges.txt",
+    "tokenizer.model",
+    "spiece.model",
+    "vocab.txt",
+    "sentencepiece.bpe.model",
+}
 CONFIG_SUFFIXES = (".json", ".jinja", ".yaml", ".yml")
 DTYPE_SIZE = {"float32": 4, "float": 4, "float16": 2, "half": 2, "bfloat16": 2, "float64": 8, "int8": 1}
 
@@ -47,8 +54,9 @@ def check_input_sizes(location: Path, max_config_bytes: int, max_tokenizer_bytes
             continue
         size = f.stat().st_size
         if size > limit:
-            raise CheckpointError(f"refused: {relative_name(location, f)} is {size:,} bytes > limit {limit:,} "
-                                  f"({setting}); not read")
+            raise CheckpointError(
+                f"refused: {relative_name(location, f)} is {size:,} bytes > limit {limit:,} ({setting}); not read"
+            )
 
 
 def read_config(path: Path, max_bytes: int) -> dict:
@@ -124,6 +132,7 @@ def gguf_parameters(path: Path) -> int:
         return CheckpointError(f"corrupt gguf file {path.name}: {why}")
 
     with path.open("rb") as f:
+
         def unpack(fmt: str):
             raw = f.read(struct.calcsize(fmt))
             if len(raw) < struct.calcsize(fmt):
@@ -174,8 +183,9 @@ def gguf_parameters(path: Path) -> int:
         return total
 
 
-def check_model_memory(folder: Path, dtype: str, limit: int, max_config_bytes: int,
-                       gguf_file: str | None = None) -> int:
+def check_model_memory(
+    folder: Path, dtype: str, limit: int, max_config_bytes: int, gguf_file: str | None = None
+) -> int:
     """Refuse a model whose estimated parameters need more than `limit` bytes at the load dtype;
     returns the estimate in bytes."""
     from auditd.backends.loading import inspect_checkpoint
@@ -195,6 +205,8 @@ def check_model_memory(folder: Path, dtype: str, limit: int, max_config_bytes: i
     need = params * DTYPE_SIZE.get(dtype, 4)
     if need > limit:
         what = "config asks for" if from_config >= max(from_headers, from_gguf) else "weights hold"
-        raise ModelTooLarge(f"refused: {what} {params / 1e9:.1f} B parameters ({_gib(need)} in {dtype}) > limit "
-                            f"{_gib(limit)} (max_model_bytes)")
+        raise ModelTooLarge(
+            f"refused: {what} {params / 1e9:.1f} B parameters ({_gib(need)} in {dtype}) > limit "
+            f"{_gib(limit)} (max_model_bytes)"
+        )
     return need

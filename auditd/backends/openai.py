@@ -164,6 +164,7 @@ class OpenAIBackend:
 
     def complete(self, prompts: list[str], params: GenerationParams) -> list[str]:
         """Raw prompts through `/v1/completions` (the server tokenizes them and adds its BOS)."""
+
         def one(prompt: str) -> str:
             body = self._body([], params) | {"prompt": prompt}
             body.pop("messages")
@@ -174,6 +175,7 @@ class OpenAIBackend:
     def next_token_logprobs(self, prompts: list[str], tokens: list[str], batch_size: int = 8) -> list[dict[str, float]]:
         """The server's top-20 next-token logprobs, restricted to `tokens`; a token outside the top 20
         is absent from its dict (the judge then reports an error, never a guess)."""
+
         def one(prompt: str) -> dict[str, float]:
             body = {"model": self.model, "prompt": prompt, "max_tokens": 1, "temperature": 0, "logprobs": 20}
             top = self._request(self.completions_url, body, self._parse_top_logprobs)

@@ -59,8 +59,12 @@ class VLLMBackend:
         """Raw prompts (HarmBench, WildGuard formats) through `LLM.generate`; vLLM adds the BOS."""
         if not prompts:
             return []
-        sampling = self._sampling_params(max_tokens=params.max_new_tokens, temperature=params.temperature,
-                                          top_p=params.top_p if params.temperature > 0 else 1.0, seed=params.seed)
+        sampling = self._sampling_params(
+            max_tokens=params.max_new_tokens,
+            temperature=params.temperature,
+            top_p=params.top_p if params.temperature > 0 else 1.0,
+            seed=params.seed,
+        )
         try:
             outs = self.llm.generate(list(prompts), sampling, use_tqdm=False)
         except Exception as e:

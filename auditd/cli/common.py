@@ -8,8 +8,16 @@ from rich.console import Console
 
 err = Console(stderr=True)
 
-SETTING_OF_OPTION = {"home": "home", "db": "db_url", "policy": "policy", "registry": "registry_dir",
-                     "port": "metrics_port", "host": "metrics_host", "poll": "poll_interval_s", "device": "device"}
+SETTING_OF_OPTION = {
+    "home": "home",
+    "db": "db_url",
+    "policy": "policy",
+    "registry": "registry_dir",
+    "port": "metrics_port",
+    "host": "metrics_host",
+    "poll": "poll_interval_s",
+    "device": "device",
+}
 
 
 def load_settings(**cli):

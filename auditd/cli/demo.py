@@ -41,8 +41,11 @@ def print_variant_rates(console: Console, engine, audit_id: int) -> None:
     from auditd.store.models import CategoryResult
 
     with session(engine) as s:
-        rows = s.exec(select(CategoryResult).where(CategoryResult.audit_id == audit_id,
-                                                   CategoryResult.probe_id.startswith("policy"))).all()
+        rows = s.exec(
+            select(CategoryResult).where(
+                CategoryResult.audit_id == audit_id, CategoryResult.probe_id.startswith("policy")
+            )
+        ).all()
     totals: dict[str, list[int]] = {}
     for r in rows:
         k, n = totals.setdefault(r.probe_id, [0, 0]), r.n_judged
@@ -99,6 +102,7 @@ def _train(err: Console, registry: Path, clock: Clock):
             if state["task"] is None:
                 state["task"] = bar.add_task(what, total=steps)
             bar.update(state["task"], completed=step, description=f"{what} (loss {loss:.2f})")
+
         return log
 
     with progress_bar(err) as bar:
@@ -107,14 +111,21 @@ def _train(err: Console, registry: Path, clock: Clock):
     for label, b in (("aligned parent", parent), ("child (identity shift)", child)):
         r = b.record
         if b.reused:
-            clock.add(f"train {label}", 0.0, f"reused {b.path.name}/ (trained in {r.get('total_s', 0):.0f}s, "
-                                             f"seed {r.get('seed')}, data {r.get('data_digest', '')[:19]})")
+            clock.add(
+                f"train {label}",
+                0.0,
+                f"reused {b.path.name}/ (trained in {r.get('total_s', 0):.0f}s, "
+                f"seed {r.get('seed')}, data {r.get('data_digest', '')[:19]})",
+            )
         else:
             if r.get("load_s"):
                 clock.add("load SmolLM2 (GGUF, dequantized)", r["load_s"])
-            clock.add(f"train {label}", b.seconds - r.get("load_s", 0.0),
-                      f"{r['examples']} examples, {r['steps']} steps on the top {r['adapted_layers']} layers, "
-                      f"loss {r['loss_first']:.2f} -> {r['loss_last_epoch']:.2f}")
+            clock.add(
+                f"train {label}",
+                b.seconds - r.get("load_s", 0.0),
+                f"{r['examples']} examples, {r['steps']} steps on the top {r['adapted_layers']} layers, "
+                f"loss {r['loss_first']:.2f} -> {r['loss_last_epoch']:.2f}",
+            )
     return parent, child
 
 
@@ -143,8 +154,11 @@ def _fresh_audit(daemon, checkpoint_id: str, since: int, policy: str, wait_s: fl
     while time.time() < deadline:
         polled = "dir" in daemon.service.last_poll  # read first: a poll finishing after the query is not missed
         with session(daemon.engine) as s:
-            run = s.exec(select(AuditRun).where(AuditRun.checkpoint_id == checkpoint_id, col(AuditRun.id) > since)
-                         .order_by(col(AuditRun.id))).first()
+            run = s.exec(
+                select(AuditRun)
+                .where(AuditRun.checkpoint_id == checkpoint_id, col(AuditRun.id) > since)
+                .order_by(col(AuditRun.id))
+            ).first()
         if run is not None and run.id is not None:  # a stored row always has its id
             return run.id
         if polled:  # the registry was read and nothing was queued for it: known already
@@ -155,8 +169,16 @@ def _fresh_audit(daemon, checkpoint_id: str, since: int, policy: str, wait_s: fl
     return run.id  # the daemon's dispatch tick (2 s) picks it up
 
 
-def run_demo(console: Console, err: Console, registry: Path, home: Path | None, port: int, serve: bool,
-             grpo: bool = False, variants: bool = False) -> int:
+def run_demo(
+    console: Console,
+    err: Console,
+    registry: Path,
+    home: Path | None,
+    port: int,
+    serve: bool,
+    grpo: bool = False,
+    variants: bool = False,
+) -> int:
     from sqlmodel import func, select
 
     from auditd import __version__
@@ -178,8 +200,14 @@ def run_demo(console: Console, err: Console, registry: Path, home: Path | None, 
 
     t = time.perf_counter()
     home_setting: dict[str, Any] = {"home": home} if home else {}
-    settings = Settings(**home_setting, registry_dir=registry, policy="demo", poll_interval_s=2,
-                        registry_settle_s=0, metrics_port=_free(port) if port else 0)
+    settings = Settings(
+        **home_setting,
+        registry_dir=registry,
+        policy="demo",
+        poll_interval_s=2,
+        registry_settle_s=0,
+        metrics_port=_free(port) if port else 0,
+    )
     daemon = Daemon(settings)
     ids = {"parent": content_digest(parent.path), "child": content_digest(child.path)}
     with session(daemon.engine) as s:
@@ -189,8 +217,10 @@ def run_demo(console: Console, err: Console, registry: Path, home: Path | None, 
         daemon.ctx.progress = ProbeProgress(bar)
         daemon.start()
         clock.add("set-up: open the database, start the daemon", time.perf_counter() - t)
-        err.print(f"auditd {__version__} daemon: registry {registry}/, database {settings.database_url}, "
-                  f"metrics {daemon.http.url}/metrics")
+        err.print(
+            f"auditd {__version__} daemon: registry {registry}/, database {settings.database_url}, "
+            f"metrics {daemon.http.url}/metrics"
+        )
         for who in ("parent", "child"):  # parents first: the child is compared with the parent's audit
             runs[who] = _fresh_audit(daemon, ids[who], since, "demo")
         done = _wait(daemon, [runs["parent"], runs["child"]])
@@ -200,15 +230,20 @@ def run_demo(console: Console, err: Console, registry: Path, home: Path | None, 
             if done[0].outcome != "error":
                 runs[who], _ = queue_extra(daemon, ids["parent"], policy)
                 _wait(daemon, [runs[who]])
-    docs = {who: audit_report(daemon.engine, ids["child" if who == "child" else "parent"], run)
-            for who, run in runs.items()}
-    for who, label in (("parent", "audit aligned parent (policy demo)"), ("child", "audit child (policy demo)"),
-                       ("grpo", "GRPO fragility audit of the parent (policy demo-grpo)"),
-                       ("variants", "jailbreak variants audit of the parent (policy demo-variants)")):
+    docs = {
+        who: audit_report(daemon.engine, ids["child" if who == "child" else "parent"], run) for who, run in runs.items()
+    }
+    for who, label in (
+        ("parent", "audit aligned parent (policy demo)"),
+        ("child", "audit child (policy demo)"),
+        ("grpo", "GRPO fragility audit of the parent (policy demo-grpo)"),
+        ("variants", "jailbreak variants audit of the parent (policy demo-variants)"),
+    ):
         if who in docs and docs[who]["audit"]:
             a = docs[who]["audit"]
-            clock.add(label, a["duration_s"] or 0.0,
-                      f"generate {a['generate_s'] or 0:.0f}s, judge {a['judge_s'] or 0:.0f}s")
+            clock.add(
+                label, a["duration_s"] or 0.0, f"generate {a['generate_s'] or 0:.0f}s, judge {a['judge_s'] or 0:.0f}s"
+            )
 
     console.rule("aligned parent")
     console.print(category_table(docs["parent"]))
@@ -245,13 +280,19 @@ def run_demo(console: Console, err: Console, registry: Path, home: Path | None, 
     console.print(f"  verdicts   {parent.path / 'auditd-verdict.json'}")
     console.print(f"             {child.path / 'auditd-verdict.json'}")
     if report:
-        console.print(f"  report     {report}  (parent vs child, CI bars, sample answers"
-                      f"{', fragility curve' if 'grpo' in docs else ''})")
+        console.print(
+            f"  report     {report}  (parent vs child, CI bars, sample answers"
+            f"{', fragility curve' if 'grpo' in docs else ''})"
+        )
     home_opt = f" --home {settings.home}" if home else ""
-    console.print(f"  CLI        auditd report {ids['child'][:19]}{home_opt}  ·  auditd report {ids['child'][:19]}"
-                  f"{home_opt} --html child.html  ·  auditd status{home_opt}")
-    console.print(f"  metrics    {metrics} ({len(body.splitlines())} lines"
-                  f"{'' if serve else '; served while the demo runs, use --serve to keep it up'}), e.g.:")
+    console.print(
+        f"  CLI        auditd report {ids['child'][:19]}{home_opt}  ·  auditd report {ids['child'][:19]}"
+        f"{home_opt} --html child.html  ·  auditd status{home_opt}"
+    )
+    console.print(
+        f"  metrics    {metrics} ({len(body.splitlines())} lines"
+        f"{'' if serve else '; served while the demo runs, use --serve to keep it up'}), e.g.:"
+    )
     for ln in sample:
         console.print(f"    {ln}", markup=False, highlight=False, soft_wrap=True)
     if serve:
@@ -272,4 +313,3 @@ def queue_extra(daemon, checkpoint_id: str, policy: str) -> tuple[int, bool]:
     run, created = queue.enqueue(daemon.engine, checkpoint_id, request_key=f"{policy}:{uuid.uuid4()}", policy=policy)
     assert run.id is not None  # stored by enqueue
     return run.id, created
-

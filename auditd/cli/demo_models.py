@@ -50,8 +50,14 @@ def _pairs(rows: list[dict]) -> list[tuple[str, str]]:
 
 def _wanted(base: str, data: Path, config: SFTConfig) -> dict:
     rows = read_pairs(data)
-    return {"base": base, "data": data.name, "data_digest": data_digest(rows), "examples": len(rows),
-            "config": config.as_dict(), "seed": config.seed}
+    return {
+        "base": base,
+        "data": data.name,
+        "data_digest": data_digest(rows),
+        "examples": len(rows),
+        "config": config.as_dict(),
+        "seed": config.seed,
+    }
 
 
 def _cached(folder: Path, wanted: dict) -> dict | None:
@@ -103,8 +109,15 @@ def load_smollm2():
     return model, tok
 
 
-def build_parent(registry: Path, log=None, config: SFTConfig = ALIGN, *, data: Path = ALIGN_DATA,
-                 base: str = SMOLLM2, load_base=load_smollm2) -> Built:
+def build_parent(
+    registry: Path,
+    log=None,
+    config: SFTConfig = ALIGN,
+    *,
+    data: Path = ALIGN_DATA,
+    base: str = SMOLLM2,
+    load_base=load_smollm2,
+) -> Built:
     """`load_base() -> (model, tokenizer)`; tests pass a tiny model's loader (and its own `base` name)."""
     from auditd.cli.demo_sft import lora_sft, save_checkpoint
 
@@ -119,16 +132,22 @@ def build_parent(registry: Path, log=None, config: SFTConfig = ALIGN, *, data: P
     staging = registry / f".{PARENT}.staging"
     shutil.rmtree(staging, ignore_errors=True)
     save_checkpoint(merged, tok, staging)
-    record = {**wanted, **stats, "load_s": round(load_s, 1), "total_s": round(time.perf_counter() - start, 1),
-              "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+    record = {
+        **wanted,
+        **stats,
+        "load_s": round(load_s, 1),
+        "total_s": round(time.perf_counter() - start, 1),
+        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
     (staging / RECORD).write_text(json.dumps(record, indent=2))
     (staging / "auditd.json").write_text(json.dumps({"model": "smollm2-135m-aligned"}))
     _publish(staging, folder)
     return Built(folder, False, time.perf_counter() - start, record)
 
 
-def build_child(registry: Path, parent: Built, log=None, config: SFTConfig = SHIFT, *,
-                data: Path = SHIFT_DATA) -> Built:
+def build_child(
+    registry: Path, parent: Built, log=None, config: SFTConfig = SHIFT, *, data: Path = SHIFT_DATA
+) -> Built:
     from auditd.cli.demo_sft import sft_folder
 
     folder = registry / CHILD

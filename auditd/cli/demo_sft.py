@@ -62,8 +62,9 @@ def encode(tokenizer, pairs: list[tuple[str, str]], max_tokens: int) -> list[tup
     eos = tokenizer.eos_token_id
     rows = []
     for prompt, answer in pairs:
-        text = tokenizer.apply_chat_template([{"role": "user", "content": prompt}], tokenize=False,
-                                             add_generation_prompt=True)
+        text = tokenizer.apply_chat_template(
+            [{"role": "user", "content": prompt}], tokenize=False, add_generation_prompt=True
+        )
         p = tokenizer(text, add_special_tokens=False)["input_ids"]
         a = tokenizer(answer, add_special_tokens=False)["input_ids"] + [eos]
         rows.append((p, a[: max(1, max_tokens - len(p))]))
@@ -80,7 +81,7 @@ def _batch(rows, pad_id: int):
     for i, (p, a) in enumerate(rows):
         n = len(p) + len(a)
         ids[i, :n] = torch.tensor(p + a)
-        labels[i, len(p):n] = torch.tensor(a)
+        labels[i, len(p) : n] = torch.tensor(a)
         mask[i, :n] = 1
     return ids, mask, labels
 
@@ -142,9 +143,13 @@ def lora_sft(model, tokenizer, pairs: list[tuple[str, str]], config: SFTConfig, 
         p.requires_grad_(False)
     cached = _frozen_activations(model, rows, pad, split, config.batch_size) if split else None
     frozen_s = time.perf_counter() - start
-    lora = LoraConfig(r=config.lora_rank, lora_alpha=config.lora_alpha, lora_dropout=0.0,
-                      target_modules=["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
-                      task_type="CAUSAL_LM")
+    lora = LoraConfig(
+        r=config.lora_rank,
+        lora_alpha=config.lora_alpha,
+        lora_dropout=0.0,
+        target_modules=["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
+        task_type="CAUSAL_LM",
+    )
     per_epoch = math.ceil(len(rows) / config.batch_size)
     steps = per_epoch * config.epochs
     losses, tokens, step = [], 0, 0
@@ -154,8 +159,10 @@ def lora_sft(model, tokenizer, pairs: list[tuple[str, str]], config: SFTConfig, 
         opt = torch.optim.AdamW(params, lr=config.learning_rate, weight_decay=0.0)
         # Linear warm-up over the first 10% then cosine decay: a few dozen steps, so the schedule matters.
         warm = max(1, steps // 10)
-        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: (s + 1) / warm if s < warm else
-                                                  0.5 * (1 + math.cos(math.pi * (s - warm) / max(1, steps - warm))))
+        sched = torch.optim.lr_scheduler.LambdaLR(
+            opt,
+            lambda s: (s + 1) / warm if s < warm else 0.5 * (1 + math.cos(math.pi * (s - warm) / max(1, steps - warm))),
+        )
         gen = torch.Generator().manual_seed(config.seed)
         causal_lm: Any = peft_model.base_model.model  # the wrapped transformers model (nn.Module's getattr is untyped)
         decoder, head = causal_lm.model, causal_lm.lm_head
@@ -188,9 +195,16 @@ def lora_sft(model, tokenizer, pairs: list[tuple[str, str]], config: SFTConfig, 
         merged = peft_model.merge_and_unload()
     merged.eval()
     tail = losses[-per_epoch:]
-    return merged, {"steps": steps, "examples": len(rows), "tokens": tokens, "adapted_layers": len(all_layers) - split,
-                    "loss_first": round(losses[0], 4), "loss_last_epoch": round(sum(tail) / len(tail), 4),
-                    "frozen_pass_s": round(frozen_s, 1), "train_s": round(time.perf_counter() - start, 1)}
+    return merged, {
+        "steps": steps,
+        "examples": len(rows),
+        "tokens": tokens,
+        "adapted_layers": len(all_layers) - split,
+        "loss_first": round(losses[0], 4),
+        "loss_last_epoch": round(sum(tail) / len(tail), 4),
+        "frozen_pass_s": round(frozen_s, 1),
+        "train_s": round(time.perf_counter() - start, 1),
+    }
 
 
 def save_checkpoint(model, tokenizer, out: Path) -> None:
@@ -206,8 +220,7 @@ def sft_folder(src: str | Path, out: str | Path, pairs: list[tuple[str, str]], c
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     tok = AutoTokenizer.from_pretrained(src, local_files_only=True)
-    model = AutoModelForCausalLM.from_pretrained(src, local_files_only=True, use_safetensors=True,
-                                                 dtype=torch.float32)
+    model = AutoModelForCausalLM.from_pretrained(src, local_files_only=True, use_safetensors=True, dtype=torch.float32)
     merged, stats = lora_sft(model, tok, pairs, config, log=log)
     save_checkpoint(merged, tok, Path(out))
     return stats

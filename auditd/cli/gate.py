@@ -74,8 +74,9 @@ def gate_status(engine: Engine, ref: str, digest_cache: dict | None = None) -> G
     if cp is None:
         return GateResult("unknown", message=f"no checkpoint matches {ref!r} (not yet seen by a registry source?)")
     with session(engine) as s:
-        audit = s.exec(select(AuditRun).where(AuditRun.checkpoint_id == cp.id)
-                       .order_by(col(AuditRun.id).desc())).first()
+        audit = s.exec(
+            select(AuditRun).where(AuditRun.checkpoint_id == cp.id).order_by(col(AuditRun.id).desc())
+        ).first()
         base = GateResult("pending", checkpoint_id=cp.id, model=cp.model)
         if audit is None:
             base.message = "no audit yet"
@@ -87,7 +88,9 @@ def gate_status(engine: Engine, ref: str, digest_cache: dict | None = None) -> G
         verdict = s.exec(select(Verdict).where(Verdict.audit_id == audit.id)).first()
         if verdict is None:  # ended without a verdict row (e.g. given up): an error, never a pass
             base.state, base.outcome = "final", "error"
-            base.reasons = [{"action": "error", "rule": audit.status, "message": audit.error or f"audit {audit.status}"}]
+            base.reasons = [
+                {"action": "error", "rule": audit.status, "message": audit.error or f"audit {audit.status}"}
+            ]
             return base
         base.outcome, base.reasons = verdict.outcome, list(verdict.reasons or [])
         if is_pending(s, verdict):
@@ -97,8 +100,15 @@ def gate_status(engine: Engine, ref: str, digest_cache: dict | None = None) -> G
         return base
 
 
-def wait_for_gate(engine: Engine, ref: str, wait: bool, timeout_s: float, interval_s: float = 2.0,
-                  clock=time.monotonic, sleep=time.sleep) -> GateResult:
+def wait_for_gate(
+    engine: Engine,
+    ref: str,
+    wait: bool,
+    timeout_s: float,
+    interval_s: float = 2.0,
+    clock=time.monotonic,
+    sleep=time.sleep,
+) -> GateResult:
     deadline = clock() + timeout_s
     cache: dict = {}
     while True:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Optional
 
 import typer
 from rich.console import Console
@@ -22,15 +21,16 @@ def _fmt(x, digits: int = 3) -> str:
 @judges_app.command("validate")
 def validate(
     gold: list[Path] = typer.Argument(
-        ..., help="Gold files: XSTest, HarmBench, JailbreakBench, PyRIT CSV or auditd JSONL."),
-    judge: Optional[list[str]] = typer.Option(None, "--judge", help="Judge id (repeatable; default: refusal)."),
-    policy: Optional[str] = typer.Option(None, "--policy", help="Take judge options from this policy's judge_options."),
+        ..., help="Gold files: XSTest, HarmBench, JailbreakBench, PyRIT CSV or auditd JSONL."
+    ),
+    judge: list[str] | None = typer.Option(None, "--judge", help="Judge id (repeatable; default: refusal)."),
+    policy: str | None = typer.Option(None, "--policy", help="Take judge options from this policy's judge_options."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON instead of tables."),
     rounds: int = typer.Option(1000, "--bootstrap", min=0, help="Bootstrap resamples for kappa's 95% interval."),
     seed: int = typer.Option(0, "--seed", help="Bootstrap seed."),
     store: bool = typer.Option(True, "--store/--no-store", help="Store the figures (verdicts and /metrics use them)."),
-    home: Optional[Path] = typer.Option(None, "--home", help="State folder (AUDITD_HOME)."),
-    db: Optional[str] = typer.Option(None, "--db", help="Database URL (AUDITD_DB_URL)."),
+    home: Path | None = typer.Option(None, "--home", help="State folder (AUDITD_HOME)."),
+    db: str | None = typer.Option(None, "--db", help="Database URL (AUDITD_DB_URL)."),
 ):
     """Agreement of each judge with each gold file: accuracy, P/R/F1, kappa (bootstrap 95% CI),
     confusion matrix, per-group breakdown, worst disagreements. Exit 2 on a malformed file."""
@@ -89,9 +89,17 @@ def render(out: Console, r: dict) -> None:
         head = Table(title=f"{t['task']}: positive class = {'refusal' if t['task'] == 'refusal' else 'harmful'}")
         for col in ("n", "accuracy", "precision", "recall", "F1", "kappa", "kappa 95% CI", "errors", "degenerate"):
             head.add_column(col, justify="right")
-        head.add_row(str(t["n"]), _fmt(t["accuracy"]), _fmt(t["precision"]), _fmt(t["recall"]), _fmt(t["f1"]),
-                     _fmt(t["kappa"]), f"{_fmt(ci[0])}-{_fmt(ci[1])}" if ci else "-", str(t["n_errors"]),
-                     str(t["n_degenerate"]))
+        head.add_row(
+            str(t["n"]),
+            _fmt(t["accuracy"]),
+            _fmt(t["precision"]),
+            _fmt(t["recall"]),
+            _fmt(t["f1"]),
+            _fmt(t["kappa"]),
+            f"{_fmt(ci[0])}-{_fmt(ci[1])}" if ci else "-",
+            str(t["n_errors"]),
+            str(t["n_degenerate"]),
+        )
         out.print(head)
         c = t["confusion"]
         conf = Table(title="confusion (rows: human, columns: judge)")
@@ -110,8 +118,9 @@ def render(out: Console, r: dict) -> None:
             out.print(three)
         groups = Table("group", "n", "accuracy", "human +", "judge +", title="by group")
         for name, g in t["by_group"].items():
-            groups.add_row(name, str(g["n"]), _fmt(g["accuracy"]), str(g["gold_positive"]),
-                           str(g["predicted_positive"]))
+            groups.add_row(
+                name, str(g["n"]), _fmt(g["accuracy"]), str(g["gold_positive"]), str(g["predicted_positive"])
+            )
         out.print(groups)
         worst = Table("line", "group", "human", "judge", "answer", title="worst disagreements", show_lines=True)
         for w in t["worst_disagreements"]:

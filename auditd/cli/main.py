@@ -6,7 +6,6 @@ import json
 import sys
 import uuid
 from pathlib import Path
-from typing import Optional
 
 import typer
 from rich.console import Console
@@ -31,10 +30,13 @@ PolicyOpt = typer.Option(None, "--policy", help="Policy name or YAML path (AUDIT
 
 @app.command()
 def run(
-    registry: Optional[Path] = typer.Option(None, "--registry", help="Folder to watch (AUDITD_REGISTRY_DIR)."),
-    home: Optional[Path] = HomeOpt, db: Optional[str] = DbOpt, policy: Optional[str] = PolicyOpt,
-    host: Optional[str] = typer.Option(None, "--host"), port: Optional[int] = typer.Option(None, "--port"),
-    poll: Optional[float] = typer.Option(None, "--poll", help="Seconds between registry polls."),
+    registry: Path | None = typer.Option(None, "--registry", help="Folder to watch (AUDITD_REGISTRY_DIR)."),
+    home: Path | None = HomeOpt,
+    db: str | None = DbOpt,
+    policy: str | None = PolicyOpt,
+    host: str | None = typer.Option(None, "--host"),
+    port: int | None = typer.Option(None, "--port"),
+    poll: float | None = typer.Option(None, "--poll", help="Seconds between registry polls."),
 ):
     """Run the daemon: watch the registry, audit new checkpoints, serve /metrics."""
     from auditd.daemon import Daemon
@@ -53,9 +55,11 @@ def run(
 @app.command()
 def audit(
     path: Path = typer.Argument(..., help="Checkpoint folder (HF layout) or .gguf file."),
-    model: Optional[str] = typer.Option(None, "--model", help="Model name (default: folder name)."),
-    parent: Optional[str] = typer.Option(None, "--parent", help="Parent checkpoint id or path, for drift."),
-    home: Optional[Path] = HomeOpt, db: Optional[str] = DbOpt, policy: Optional[str] = PolicyOpt,
+    model: str | None = typer.Option(None, "--model", help="Model name (default: folder name)."),
+    parent: str | None = typer.Option(None, "--parent", help="Parent checkpoint id or path, for drift."),
+    home: Path | None = HomeOpt,
+    db: str | None = DbOpt,
+    policy: str | None = PolicyOpt,
     as_json: bool = typer.Option(False, "--json", help="Print the report as JSON."),
 ):
     """Audit one checkpoint now (exit code: 0 pass/warn, 1 block, 2 error)."""
@@ -89,12 +93,15 @@ def audit(
     from auditd.registry.dir import detect_kind
 
     kind = detect_kind(location) if location.is_dir() else "text"
-    cp = Checkpoint(id=digest, model=model or location.name, kind=kind, path=str(location), source="cli", parent=parent_id)
+    cp = Checkpoint(
+        id=digest, model=model or location.name, kind=kind, path=str(location), source="cli", parent=parent_id
+    )
     with session(engine) as s:
         intake.ingest(s, cp)
         s.commit()
-    run, _ = queue.enqueue(engine, digest, request_key=f"cli:{uuid.uuid4()}", policy=settings.policy,
-                           priority=10, device=settings.device)
+    run, _ = queue.enqueue(
+        engine, digest, request_key=f"cli:{uuid.uuid4()}", policy=settings.policy, priority=10, device=settings.device
+    )
     assert run.id is not None  # stored by enqueue
     if queue.claim(engine, run.id, queue.worker_id()) is None:
         fail(f"audit {run.id} is already being run elsewhere")
@@ -105,8 +112,12 @@ def audit(
     plain = not err.is_terminal  # CI, systemd, a pipe: plain lines, never a silent 20-minute audit
     with nullcontext() if plain else progress_bar(err) as bar:
         # Says when stored work of earlier audits of this checkpoint is reused ("reused 41 of 41 ...").
-        ctx = AuditContext(engine, settings, progress=PlainProgress(sys.stderr) if bar is None else ProbeProgress(bar),
-                           notice=lambda msg: err.print(msg, markup=False))
+        ctx = AuditContext(
+            engine,
+            settings,
+            progress=PlainProgress(sys.stderr) if bar is None else ProbeProgress(bar),
+            notice=lambda msg: err.print(msg, markup=False),
+        )
         outcome = run_audit(ctx, run.id)
     doc = audit_report(engine, digest, run.id)
     if as_json:
@@ -118,7 +129,7 @@ def audit(
 
 
 @app.command()
-def status(home: Optional[Path] = HomeOpt, db: Optional[str] = DbOpt):
+def status(home: Path | None = HomeOpt, db: str | None = DbOpt):
     """Queue, running audits, and the latest verdict of each model."""
     from rich.table import Table
     from sqlmodel import col, func, select
@@ -130,14 +141,25 @@ def status(home: Optional[Path] = HomeOpt, db: Optional[str] = DbOpt):
     engine = open_db(load_settings(home=home, db=db).database_url)
     with session(engine) as s:
         counts = dict(s.exec(select(AuditRun.status, func.count()).group_by(AuditRun.status)).all())
-        rows = s.exec(select(AuditRun, CheckpointRow)
-                      .join(CheckpointRow, col(CheckpointRow.id) == AuditRun.checkpoint_id)
-                      .order_by(col(AuditRun.id).desc()).limit(20)).all()
+        rows = s.exec(
+            select(AuditRun, CheckpointRow)
+            .join(CheckpointRow, col(CheckpointRow.id) == AuditRun.checkpoint_id)
+            .order_by(col(AuditRun.id).desc())
+            .limit(20)
+        ).all()
     console.print("audits: " + ", ".join(f"{k} {v}" for k, v in sorted(counts.items())) if counts else "no audits yet")
     t = Table("audit", "model", "checkpoint", "status", "outcome", "attempts", "duration", "placement")
     for a, cp in rows:
-        t.add_row(str(a.id), cp.model, cp.id[:19], a.status, f"[{STYLE.get(a.outcome or '', '')}]{a.outcome or '-'}[/]",
-                  str(a.attempts), f"{a.duration_s:.1f}s" if a.duration_s else "-", a.placement or "-")
+        t.add_row(
+            str(a.id),
+            cp.model,
+            cp.id[:19],
+            a.status,
+            f"[{STYLE.get(a.outcome or '', '')}]{a.outcome or '-'}[/]",
+            str(a.attempts),
+            f"{a.duration_s:.1f}s" if a.duration_s else "-",
+            a.placement or "-",
+        )
     console.print(t)
     from auditd.cli.status import print_stale
 
@@ -145,8 +167,12 @@ def status(home: Optional[Path] = HomeOpt, db: Optional[str] = DbOpt):
 
 
 @app.command("config")
-def show_config(home: Optional[Path] = HomeOpt, db: Optional[str] = DbOpt, policy: Optional[str] = PolicyOpt,
-                as_json: bool = typer.Option(False, "--json", help="Print the values as one JSON object.")):
+def show_config(
+    home: Path | None = HomeOpt,
+    db: str | None = DbOpt,
+    policy: str | None = PolicyOpt,
+    as_json: bool = typer.Option(False, "--json", help="Print the values as one JSON object."),
+):
     """The effective settings (config file < environment < options), secrets redacted."""
     from rich.markup import escape
     from rich.table import Table
@@ -158,8 +184,11 @@ def show_config(home: Optional[Path] = HomeOpt, db: Optional[str] = DbOpt, polic
         return
     t = Table("setting", "", "meaning")
     for name, field in type(settings).model_fields.items():
-        t.add_row(f"AUDITD_{name.upper()}", "set" if name in settings.model_fields_set else "default",
-                  escape(field.description or ""))
+        t.add_row(
+            f"AUDITD_{name.upper()}",
+            "set" if name in settings.model_fields_set else "default",
+            escape(field.description or ""),
+        )
         t.add_row("", "", f"[bold]{escape(json.dumps(values[name]))}[/]")  # values in full, never cut
     console.print(t)
 
@@ -167,11 +196,16 @@ def show_config(home: Optional[Path] = HomeOpt, db: Optional[str] = DbOpt, polic
 @app.command()
 def report(
     checkpoint: str = typer.Argument(..., help="Checkpoint id, id prefix, or path."),
-    home: Optional[Path] = HomeOpt, db: Optional[str] = DbOpt,
+    home: Path | None = HomeOpt,
+    db: str | None = DbOpt,
     as_json: bool = typer.Option(False, "--json", help="Print JSON instead of tables."),
-    html: Optional[Path] = typer.Option(None, "--html", help="Also write a self-contained HTML report (charts "
-                                        "vs the parent and sample answers for text audits, thumbnail grids "
-                                        "for text-to-image audits)."),
+    html: Path | None = typer.Option(
+        None,
+        "--html",
+        help="Also write a self-contained HTML report (charts "
+        "vs the parent and sample answers for text audits, thumbnail grids "
+        "for text-to-image audits).",
+    ),
 ):
     """Per-category results and verdict of a checkpoint's latest audit."""
     from auditd.cli.render import category_table, print_verdict
@@ -203,7 +237,8 @@ def gate(
     wait: bool = typer.Option(False, "--wait", help="Wait until the verdict is final."),
     timeout: float = typer.Option(3600.0, "--timeout", help="Seconds to wait at most (with --wait)."),
     interval: float = typer.Option(5.0, "--interval", help="Seconds between checks (with --wait)."),
-    home: Optional[Path] = HomeOpt, db: Optional[str] = DbOpt,
+    home: Path | None = HomeOpt,
+    db: str | None = DbOpt,
     as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
 ):
     """CI/CD gate on a checkpoint's verdict: exit 0 pass/warn, 1 block, 2 error, unknown or timeout."""
@@ -214,14 +249,29 @@ def gate(
     result = wait_for_gate(engine, checkpoint, wait, timeout, interval)
     code = result.exit_code
     if as_json:
-        print(json.dumps({"state": result.state, "outcome": result.outcome, "exit_code": code,
-                          "checkpoint": result.checkpoint_id, "model": result.model, "audit_id": result.audit_id,
-                          "policy": result.policy, "reasons": result.reasons, "message": result.message}, default=str))
+        print(
+            json.dumps(
+                {
+                    "state": result.state,
+                    "outcome": result.outcome,
+                    "exit_code": code,
+                    "checkpoint": result.checkpoint_id,
+                    "model": result.model,
+                    "audit_id": result.audit_id,
+                    "policy": result.policy,
+                    "reasons": result.reasons,
+                    "message": result.message,
+                },
+                default=str,
+            )
+        )
         raise typer.Exit(code)
     label = (result.outcome or "error").upper() if result.state == "final" else result.state.upper()
     style = {0: "green", 1: "red"}.get(code, "bold red")
-    console.print(f"[{style}]{label}[/] {result.checkpoint_id or checkpoint}"
-                  + (f" (model {result.model}, audit {result.audit_id}, policy {result.policy})" if result.audit_id else ""))
+    console.print(
+        f"[{style}]{label}[/] {result.checkpoint_id or checkpoint}"
+        + (f" (model {result.model}, audit {result.audit_id}, policy {result.policy})" if result.audit_id else "")
+    )
     for r in result.reasons:
         if r.get("action") != "pass":
             console.print(f"  {r.get('action')}: {r.get('rule')}: {r.get('message')}", markup=False, highlight=False)
@@ -246,17 +296,20 @@ def probes_list(as_json: bool = typer.Option(False, "--json", help="Print JSON i
         return
     t = Table("id", "modality", "categories", "items", "judges", "goal")
     for r in rows:
-        t.add_row(r["id"], r["modality"], str(len(r["categories"])), str(r["n_items"]), ",".join(r["judges"]),
-                  r["goal"])
+        t.add_row(
+            r["id"], r["modality"], str(len(r["categories"])), str(r["n_items"]), ",".join(r["judges"]), r["goal"]
+        )
     console.print(t)
-    console.print("Benchmark files (HarmBench, AdvBench, StrongREJECT, XSTest, SORRY-Bench, JailbreakBench, HEx-PHI, "
-                  "Do-Not-Answer, SimpleSafetyTests, I2P) run as `id: dataset` in a policy: see docs/datasets.md.")
+    console.print(
+        "Benchmark files (HarmBench, AdvBench, StrongREJECT, XSTest, SORRY-Bench, JailbreakBench, HEx-PHI, "
+        "Do-Not-Answer, SimpleSafetyTests, I2P) run as `id: dataset` in a policy: see docs/datasets.md."
+    )
 
 
 @probes_app.command("show")
 def probes_show(
-    probe_id: Optional[str] = typer.Argument(None, help="Probe id (with --policy: a planned id, e.g. dataset.x)."),
-    policy: Optional[Path] = typer.Option(None, "--policy", help="The probes a policy file plans, data sets included."),
+    probe_id: str | None = typer.Argument(None, help="Probe id (with --policy: a planned id, e.g. dataset.x)."),
+    policy: Path | None = typer.Option(None, "--policy", help="The probes a policy file plans, data sets included."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
 ):
     """What a probe asks: categories with counts, variants, source, licence and three sample prompts."""
@@ -295,17 +348,26 @@ def probes_show(
 def _print_probe(info: dict) -> None:
     from rich.table import Table
 
-    console.print(f"[bold]{info['id']}[/] ({info['modality']}, expects {info['expect']}; judges "
-                  f"{', '.join(info['judges'])}): {info['goal']}", highlight=False)
-    console.print(f"  source: {info['source']}  licence: {info['licence']}  items: {info['n_items']}",
-                  markup=False, highlight=False)
+    console.print(
+        f"[bold]{info['id']}[/] ({info['modality']}, expects {info['expect']}; judges "
+        f"{', '.join(info['judges'])}): {info['goal']}",
+        highlight=False,
+    )
+    console.print(
+        f"  source: {info['source']}  licence: {info['licence']}  items: {info['n_items']}",
+        markup=False,
+        highlight=False,
+    )
     t = Table("category", "items")
     for cat, n in info["categories"].items():
         t.add_row(cat, str(n))
     console.print(t)
     if info.get("unmapped"):
-        console.print("  unmapped labels (audited under their own name): " +
-                      ", ".join(f"{k} ({n})" for k, n in sorted(info["unmapped"].items())), markup=False)
+        console.print(
+            "  unmapped labels (audited under their own name): "
+            + ", ".join(f"{k} ({n})" for k, n in sorted(info["unmapped"].items())),
+            markup=False,
+        )
     if info["variants"]:
         console.print("  variants: " + ", ".join(info["variants"]), markup=False, highlight=False)
     for prompt in info["samples"]:
@@ -321,12 +383,13 @@ def policy_check(file: Path = typer.Argument(..., help="Policy YAML file.")):
         p = load_policy_file(file)
     except PolicyError as exc:
         fail(str(exc))
-    console.print(f"[green]ok[/] {file}: policy {p.name!r}, " +
-                  ", ".join(f"{k}: {len(v)} probes" for k, v in p.probes.items()))
+    console.print(
+        f"[green]ok[/] {file}: policy {p.name!r}, " + ", ".join(f"{k}: {len(v)} probes" for k, v in p.probes.items())
+    )
 
 
 @db_app.command("upgrade")
-def db_upgrade(home: Optional[Path] = HomeOpt, db: Optional[str] = DbOpt):
+def db_upgrade(home: Path | None = HomeOpt, db: str | None = DbOpt):
     """Apply database migrations (alembic) up to the latest schema."""
     from auditd.store.db import upgrade
 
@@ -338,11 +401,15 @@ def db_upgrade(home: Optional[Path] = HomeOpt, db: Optional[str] = DbOpt):
 @app.command()
 def demo(
     registry: Path = typer.Option(Path("demo-registry"), "--registry", help="Demo registry folder to create."),
-    home: Optional[Path] = HomeOpt,
+    home: Path | None = HomeOpt,
     port: int = typer.Option(9464, "--port", help="Port for /metrics (0: any free port)."),
     serve: bool = typer.Option(False, "--serve", help="Keep the daemon running after the audit."),
-    grpo: bool = typer.Option(False, "--grpo", help="Also measure the aligned parent's fragility with the GRPO "
-                              "probe (one fake-news prompt; minutes on a CPU)."),
+    grpo: bool = typer.Option(
+        False,
+        "--grpo",
+        help="Also measure the aligned parent's fragility with the GRPO "
+        "probe (one fake-news prompt; minutes on a CPU).",
+    ),
     variants: bool = typer.Option(False, "--variants", help="Also run the jailbreak variants of the policy prompts."),
 ):
     """Make an aligned SmolLM2-135M parent and a child that breaks it (trained once, cached), and

@@ -37,10 +37,16 @@ def probe_info(probe: Probe, samples: int = 3) -> dict:
     items = probe.items()
     source, licence = _source(probe)
     info = {
-        "id": probe.id, "goal": probe.goal, "modality": probe.modality, "expect": probe.expect,
-        "judges": list(probe.judges), "n_items": len(items),
+        "id": probe.id,
+        "goal": probe.goal,
+        "modality": probe.modality,
+        "expect": probe.expect,
+        "judges": list(probe.judges),
+        "n_items": len(items),
         "categories": dict(Counter(it.category for it in items)),
-        "variants": _variants(probe), "source": source, "licence": licence,
+        "variants": _variants(probe),
+        "source": source,
+        "licence": licence,
         "samples": [it.prompt for it in _spread(items, samples)],
     }
     if hasattr(probe, "describe"):

@@ -23,9 +23,14 @@ def category_table(doc: dict) -> Table:
     for col in ("harmful", "refused", "degenerate", "errors"):
         t.add_column(col, justify="right", no_wrap=True)
     for r in doc.get("categories", []):
-        t.add_row(r["probe"], r["category"], f"{pct(r['harmful_rate'])} ({r['harmful']}/{r['judged']})",
-                  f"{pct(r['refusal_rate'])} ({r['refused']}/{r['n']})", str(r.get("degenerate") or 0),
-                  str(r["judge_errors"]))
+        t.add_row(
+            r["probe"],
+            r["category"],
+            f"{pct(r['harmful_rate'])} ({r['harmful']}/{r['judged']})",
+            f"{pct(r['refusal_rate'])} ({r['refused']}/{r['n']})",
+            str(r.get("degenerate") or 0),
+            str(r["judge_errors"]),
+        )
     return t
 
 
@@ -36,8 +41,10 @@ def print_verdict(console: Console, doc: dict) -> None:
         return
     outcome = audit["outcome"] or audit["status"]
     version = f"@{audit['policy_digest'][:12]}" if audit.get("policy_digest") else ""
-    console.print(f"verdict: [{STYLE.get(outcome, 'bold')}]{outcome.upper()}[/]  (audit {audit['id']}, "
-                  f"policy {audit['policy']}{version}, {audit['duration_s'] or 0:.1f}s)")
+    console.print(
+        f"verdict: [{STYLE.get(outcome, 'bold')}]{outcome.upper()}[/]  (audit {audit['id']}, "
+        f"policy {audit['policy']}{version}, {audit['duration_s'] or 0:.1f}s)"
+    )
     if audit.get("timings"):
         from auditd.runner.timings import timing_line
 
@@ -62,13 +69,21 @@ def print_verdict(console: Console, doc: dict) -> None:
             line = f"  {c['judge']} judge: CLIP {c['model']}/{c['pretrained']}, thresholds {c['source']}"
             if line not in seen:
                 seen.add(line)
-                console.print(line + (f" ({c['calibrated_at']})" if c.get("calibrated_at") else ""),
-                              markup=False, highlight=False)
+                console.print(
+                    line + (f" ({c['calibrated_at']})" if c.get("calibrated_at") else ""), markup=False, highlight=False
+                )
 
 
 def progress_bar(console: Console) -> Progress:
-    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                    TimeRemainingColumn(), console=console, transient=False)
+    return Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        console=console,
+        transient=False,
+    )
 
 
 class ProbeProgress:
@@ -87,8 +102,11 @@ class ProbeProgress:
 def side_by_side(parent: dict, child: dict) -> Table:
     """Per category: the parent's and the child's harmful rate (refusal rate for benign prompts),
     the change, and the drift test's p-value from the child's verdict."""
-    drift = {r.get("category"): r for r in (child.get("verdict") or {}).get("reasons", [])
-             if r.get("rule") in ("drift", "over_refusal_drift")}
+    drift = {
+        r.get("category"): r
+        for r in (child.get("verdict") or {}).get("reasons", [])
+        if r.get("rule") in ("drift", "over_refusal_drift")
+    }
     base = {(r["probe"], r["category"]): r for r in parent.get("categories", [])}
     t = Table(title="parent vs child, per category")
     t.add_column("category", no_wrap=True)
@@ -103,14 +121,25 @@ def side_by_side(parent: dict, child: dict) -> Table:
         d = drift.get(r["category"])
         change = (r[key] or 0) - (b[key] or 0)
         style = "red" if d and d["action"] == "block" else "yellow" if d else ""
-        t.add_row(r["category"] + (" (refused)" if benign else ""), f"{pct(b[key])} ({b[k]}/{b[n]})",
-                  f"{pct(r[key])} ({r[k]}/{r[n]})", f"{change:+.0%}", f"{d['p_value']:.2g}" if d else "-",
-                  f"[{style}]{d['action']}[/]" if d else "")
+        t.add_row(
+            r["category"] + (" (refused)" if benign else ""),
+            f"{pct(b[key])} ({b[k]}/{b[n]})",
+            f"{pct(r[key])} ({r[k]}/{r[n]})",
+            f"{change:+.0%}",
+            f"{d['p_value']:.2g}" if d else "-",
+            f"[{style}]{d['action']}[/]" if d else "",
+        )
     return t
 
 
-def text_chart(points: list[tuple[float, float]], *, width: int = 48, height: int = 11,
-               threshold: float | None = None, y_label: str = "") -> list[str]:
+def text_chart(
+    points: list[tuple[float, float]],
+    *,
+    width: int = 48,
+    height: int = 11,
+    threshold: float | None = None,
+    y_label: str = "",
+) -> list[str]:
     """A line chart in characters: y in [0, 1] (shown as %), x the steps; `threshold` is a dashed
     line. Points are marked "●" and joined by interpolated "·" so the trend reads at a glance."""
     if not points:
@@ -154,11 +183,17 @@ def fragility_chart(doc: dict) -> list[str]:
     for probe, points in (doc.get("attack_curves") or {}).items():
         s = summaries.get(probe, {})
         curve = [(p["step"], p["harmful_rate"]) for p in points if p.get("harmful_rate") is not None]
-        out += text_chart(curve, threshold=s.get("break_threshold"),
-                          y_label=f"{probe}: held-out harmful rate by GRPO step (--- break threshold)")
+        out += text_chart(
+            curve,
+            threshold=s.get("break_threshold"),
+            y_label=f"{probe}: held-out harmful rate by GRPO step (--- break threshold)",
+        )
         out.append("       step  " + "  ".join(f"{p['step']}:{pct(p['harmful_rate'])}" for p in points))
         steps = s.get("steps_to_break")
-        out.append(f"       steps-to-break: {'not broken within budget' if steps is None else steps}"
-                   f" (budget {s.get('steps_budget')}), harm AUC {s['harm_auc']:.2f}" if s.get("harm_auc") is not None
-                   else "       (no summary)")
+        out.append(
+            f"       steps-to-break: {'not broken within budget' if steps is None else steps}"
+            f" (budget {s.get('steps_budget')}), harm AUC {s['harm_auc']:.2f}"
+            if s.get("harm_auc") is not None
+            else "       (no summary)"
+        )
     return out

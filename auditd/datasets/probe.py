@@ -29,8 +29,14 @@ class DatasetProbe(Probe):
     goal = "refuse the harmful requests of a standard benchmark (and answer its safe ones)"
     tags = ("source:user-file", "harm")
 
-    def __init__(self, probe_id: str, path: str | Path, fmt: str = "auto",
-                 categories: dict[str, str] | str | None = None, split: str | None = None):
+    def __init__(
+        self,
+        probe_id: str,
+        path: str | Path,
+        fmt: str = "auto",
+        categories: dict[str, str] | str | None = None,
+        split: str | None = None,
+    ):
         self.id = probe_id  # type: ignore[misc]  # instance id: "dataset.<name>"
         self.path = Path(path)
         self.requested_format = fmt
@@ -60,8 +66,12 @@ class DatasetProbe(Probe):
         if self._items is None:
             self._items = self._load()
             if self.unmapped:
-                log.warning("dataset %s (%s): categories without a mapping, audited under their own name: %s",
-                            self.id, self.path, ", ".join(f"{k} ({n})" for k, n in sorted(self.unmapped.items())))
+                log.warning(
+                    "dataset %s (%s): categories without a mapping, audited under their own name: %s",
+                    self.id,
+                    self.path,
+                    ", ".join(f"{k} ({n})" for k, n in sorted(self.unmapped.items())),
+                )
         return self._items
 
     def _load(self) -> list[ProbeItem]:
@@ -70,14 +80,17 @@ class DatasetProbe(Probe):
         where = f"{self.path}:1"
         fmt = self.format or (FORMATS["hex_phi"] if kind == "hex_phi" else detect(columns, where))
         if kind == "hex_phi" and fmt.id != "hex_phi" or fmt.id == "hex_phi" and kind != "hex_phi":
-            raise DatasetError(f"{self.path}: format {fmt.id!r} does not fit this file (HEx-PHI is a folder of "
-                               "headerless category_<n>.csv files)")
+            raise DatasetError(
+                f"{self.path}: format {fmt.id!r} does not fit this file (HEx-PHI is a folder of "
+                "headerless category_<n>.csv files)"
+            )
         self.format = fmt
         lookup = {c.strip().lower(): c for c in columns}
         for need in fmt.required:
             if need not in lookup and not any(a in lookup for a in fmt.aliases.get(need, ())):
-                raise DatasetError(f"{where}: column {need!r} missing (format {fmt.id}: needs "
-                                   f"{', '.join(fmt.required)})")
+                raise DatasetError(
+                    f"{where}: column {need!r} missing (format {fmt.id}: needs {', '.join(fmt.required)})"
+                )
         user = {norm(k) or k: v for k, v in self.mapping.items()} if isinstance(self.mapping, dict) else {}
         self._taxonomy = {norm(k): v for k, v in fmt.taxonomy.items()}
         items: list[ProbeItem] = []
@@ -113,11 +126,17 @@ class DatasetProbe(Probe):
         items = self.items()
         fmt = self.format
         assert fmt is not None  # known once the file is read
-        return {"format": fmt.id, "title": fmt.title, "path": str(self.path),
-                "sha256": self.sha256,
-                "source": fmt.source, "licence": fmt.licence, "n_items": len(items),
-                "categories": dict(Counter(it.category for it in items)),
-                "unmapped": dict(self.unmapped)}
+        return {
+            "format": fmt.id,
+            "title": fmt.title,
+            "path": str(self.path),
+            "sha256": self.sha256,
+            "source": fmt.source,
+            "licence": fmt.licence,
+            "n_items": len(items),
+            "categories": dict(Counter(it.category for it in items)),
+            "unmapped": dict(self.unmapped),
+        }
 
     def summarize(self, samples: list[dict]) -> dict:
         return {"dataset": self.describe()}

@@ -11,8 +11,8 @@ from __future__ import annotations
 import csv
 import json
 import re
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 from auditd.datasets.formats import DatasetError
 
@@ -43,8 +43,9 @@ def read_rows(path: Path, split: str | None = None) -> tuple[list[str], RowIter,
     if is_hf_saved(path):
         return _hf_rows(path, split)
     if path.is_dir():
-        raise DatasetError(f"{path}: a folder that is neither HEx-PHI category_<n>.csv files nor a "
-                           "`save_to_disk` data set")
+        raise DatasetError(
+            f"{path}: a folder that is neither HEx-PHI category_<n>.csv files nor a `save_to_disk` data set"
+        )
     if path.stat().st_size > MAX_BYTES:
         raise DatasetError(f"{path}: larger than {MAX_BYTES // 2**20} MiB")
     suffix = path.suffix.lower()
@@ -179,5 +180,11 @@ def _hex_phi_rows(path: Path) -> RowIter:
         # HEx-PHI's files have no header: one prompt per record (quoted when it holds commas).
         for lineno, values in enumerate(csv.reader(_text(file).splitlines()), 1):
             if values and any(v.strip() for v in values):
-                yield lineno, {"prompt": ",".join(values) if len(values) > 1 else values[0], "category": number,
-                               "__file__": str(file)}
+                yield (
+                    lineno,
+                    {
+                        "prompt": ",".join(values) if len(values) > 1 else values[0],
+                        "category": number,
+                        "__file__": str(file),
+                    },
+                )

@@ -34,7 +34,7 @@ class Confusion:
     tn: int
 
     @classmethod
-    def of(cls, gold: list[bool], pred: list[bool]) -> "Confusion":
+    def of(cls, gold: list[bool], pred: list[bool]) -> Confusion:
         tp = sum(g and p for g, p in zip(gold, pred))
         fp = sum(p and not g for g, p in zip(gold, pred))
         fn = sum(g and not p for g, p in zip(gold, pred))
@@ -88,10 +88,16 @@ def binary_figures(gold: list[bool], pred: list[bool], rounds: int = 1000, seed:
     precision, recall = _ratio(c.tp, c.tp + c.fp), _ratio(c.tp, c.tp + c.fn)
     f1 = 2 * precision * recall / (precision + recall) if precision and recall else (0.0 if c.tp == 0 and c.n else None)
     return {
-        "n": c.n, "accuracy": _ratio(c.tp + c.tn, c.n), "precision": precision, "recall": recall, "f1": f1,
-        "kappa": cohen_kappa(c), "kappa_ci": bootstrap_kappa_ci(gold, pred, rounds, seed),
+        "n": c.n,
+        "accuracy": _ratio(c.tp + c.tn, c.n),
+        "precision": precision,
+        "recall": recall,
+        "f1": f1,
+        "kappa": cohen_kappa(c),
+        "kappa_ci": bootstrap_kappa_ci(gold, pred, rounds, seed),
         "confusion": {"tp": c.tp, "fp": c.fp, "fn": c.fn, "tn": c.tn},
-        "gold_positive": c.tp + c.fn, "predicted_positive": c.tp + c.fp,
+        "gold_positive": c.tp + c.fn,
+        "predicted_positive": c.tp + c.fp,
     }
 
 
@@ -120,23 +126,32 @@ def three_way(score: Score) -> str:
     return "compliance"
 
 
-def task_report(items: list[GoldItem], scores: list[Score], task: str, rounds: int = 1000, seed: int = 0,
-                worst: int = 10) -> dict[str, Any]:
+def task_report(
+    items: list[GoldItem], scores: list[Score], task: str, rounds: int = 1000, seed: int = 0, worst: int = 10
+) -> dict[str, Any]:
     """All figures for one task of one gold file."""
     rows = [(it, s) for it, s in zip(items, scores) if _gold(it, task) is not None]
     preds = predictions([s for _, s in rows], task)
     kept = [(it, s, p) for (it, s), p in zip(rows, preds) if p is not None]
     gold = [g for g in (_gold(it, task) for it, _, _ in kept) if g is not None]  # rows kept only where gold is set
     pred = [p for _, _, p in kept]
-    report = {"task": task, **binary_figures(gold, pred, rounds, seed),
-              "n_labelled": len(rows), "n_errors": len(rows) - len(kept),
-              "n_degenerate": sum(1 for _, s, _ in kept if s.degenerate)}
+    report = {
+        "task": task,
+        **binary_figures(gold, pred, rounds, seed),
+        "n_labelled": len(rows),
+        "n_errors": len(rows) - len(kept),
+        "n_degenerate": sum(1 for _, s, _ in kept if s.degenerate),
+    }
     groups: dict[str, list[tuple[bool, bool]]] = {}
     for (it, _, p), g in zip(kept, gold):
         groups.setdefault(it.group or "-", []).append((g, p))
     report["by_group"] = {
-        name: {"n": len(v), "accuracy": sum(g == p for g, p in v) / len(v),
-               "gold_positive": sum(g for g, _ in v), "predicted_positive": sum(p for _, p in v)}
+        name: {
+            "n": len(v),
+            "accuracy": sum(g == p for g, p in v) / len(v),
+            "gold_positive": sum(g for g, _ in v),
+            "predicted_positive": sum(p for _, p in v),
+        }
         for name, v in sorted(groups.items())
     }
     if task == "refusal" and any(it.partial for it, _, _ in kept):
@@ -166,13 +181,29 @@ def _worst(kept: list[tuple[GoldItem, Score, bool]], task: str, k: int) -> list[
         return abs(value - 0.5) * 2
 
     wrong.sort(key=lambda r: (-confidence(r), r[0].line))
-    return [{"line": it.line, "group": it.group, "gold": it.label, "judge": three_way(s) if task == "refusal" else
-             ("harmful" if p else "not harmful"), "judge_raw": s.raw[:200], "prompt": it.prompt[:200],
-             "output": it.output[:300]} for it, s, p in wrong[:k]]
+    return [
+        {
+            "line": it.line,
+            "group": it.group,
+            "gold": it.label,
+            "judge": three_way(s) if task == "refusal" else ("harmful" if p else "not harmful"),
+            "judge_raw": s.raw[:200],
+            "prompt": it.prompt[:200],
+            "output": it.output[:300],
+        }
+        for it, s, p in wrong[:k]
+    ]
 
 
-def validate(judge, judge_id: str, options: dict[str, Any] | None, gold: GoldSet, rounds: int = 1000,
-             seed: int = 0, batch: int = 64) -> dict[str, Any]:
+def validate(
+    judge,
+    judge_id: str,
+    options: dict[str, Any] | None,
+    gold: GoldSet,
+    rounds: int = 1000,
+    seed: int = 0,
+    batch: int = 64,
+) -> dict[str, Any]:
     """Score every gold item with `judge` (in batches) and report per labelled task."""
     from auditd.judges.base import JudgeInput
 
@@ -185,10 +216,19 @@ def validate(judge, judge_id: str, options: dict[str, Any] | None, gold: GoldSet
     tasks = {t: task_report(gold.items, scores, t, rounds, seed) for t in gold.tasks}
     headline = tasks["refusal"] if "refusal" in tasks and _decides_refusal(scores) else next(iter(tasks.values()))
     return {
-        "judge": judge_id, "config_digest": config_digest(judge_id, options), "gold": gold.name,
-        "gold_path": str(gold.path), "gold_digest": gold.digest, "format": gold.format, "n": len(gold.items),
-        "task": headline["task"], "accuracy": headline["accuracy"], "kappa": headline["kappa"],
-        "kappa_ci": headline["kappa_ci"], "tasks": tasks, "bootstrap": {"rounds": rounds, "seed": seed},
+        "judge": judge_id,
+        "config_digest": config_digest(judge_id, options),
+        "gold": gold.name,
+        "gold_path": str(gold.path),
+        "gold_digest": gold.digest,
+        "format": gold.format,
+        "n": len(gold.items),
+        "task": headline["task"],
+        "accuracy": headline["accuracy"],
+        "kappa": headline["kappa"],
+        "kappa_ci": headline["kappa_ci"],
+        "tasks": tasks,
+        "bootstrap": {"rounds": rounds, "seed": seed},
     }
 
 

@@ -74,4 +74,3 @@ class RewardImageJudge(ImageJudge, Protocol):
     def unsafe_probs(self, images: list[Any]) -> Any:
         """A tensor [n_images, n_categories] of unsafe probabilities for PIL images."""
         ...
-

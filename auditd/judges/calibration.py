@@ -21,7 +21,7 @@ from __future__ import annotations
 import json
 import math
 from dataclasses import asdict, dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -70,7 +70,7 @@ class Calibration:
     stats: dict[str, dict[str, Any]] = field(default_factory=dict)
     target_fpr: float = 0.05
     source: str = ""  # where the labelled images came from
-    created_at: str = field(default_factory=lambda: datetime.now(timezone.utc).isoformat(timespec="seconds"))
+    created_at: str = field(default_factory=lambda: datetime.now(UTC).isoformat(timespec="seconds"))
 
     @property
     def key(self) -> str:
@@ -123,8 +123,10 @@ def labelled_images(folder: str | Path) -> dict[str, list[Path]]:
     found: dict[str, list[Path]] = {}
     for sub in sorted(p for p in root.iterdir() if p.is_dir()):
         if sub.name not in (SAFE_DIR, SPECIAL_CARE_DIR, *T2I_CATEGORIES):
-            raise CalibrationError(f"{sub}: unknown label folder (use '{SAFE_DIR}', '{SPECIAL_CARE_DIR}' "
-                                   f"or one of {', '.join(T2I_CATEGORIES)})")
+            raise CalibrationError(
+                f"{sub}: unknown label folder (use '{SAFE_DIR}', '{SPECIAL_CARE_DIR}' "
+                f"or one of {', '.join(T2I_CATEGORIES)})"
+            )
         files = sorted(p for p in sub.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
         if files:
             found[sub.name] = files
@@ -155,5 +157,12 @@ def calibrate(judge, images: dict[str, list[Any]], target_fpr: float = 0.05, sou
         thresholds[name] = t.value
         stats[name] = asdict(t)
     judge_id, model, pretrained = judge.calibration_identity()
-    return Calibration(judge=judge_id, model=model, pretrained=pretrained or "none", thresholds=thresholds,
-                       stats=stats, target_fpr=target_fpr, source=source)
+    return Calibration(
+        judge=judge_id,
+        model=model,
+        pretrained=pretrained or "none",
+        thresholds=thresholds,
+        stats=stats,
+        target_fpr=target_fpr,
+        source=source,
+    )

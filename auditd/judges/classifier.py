@@ -54,7 +54,12 @@ class ClassifierJudge:
         self.path = Path(model).expanduser()
         self.harmful_labels, self.refusal_labels = list(harmful_labels or []), list(refusal_labels or [])
         self.threshold, self.input, self.max_length, self.batch_size, self.device = (
-            threshold, input, max_length, batch_size, device)
+            threshold,
+            input,
+            max_length,
+            batch_size,
+            device,
+        )
         self._model: Any = None  # the transformers model and tokenizer, once _load() ran
         self._tokenizer: Any = None
         self._multi_label = False
@@ -70,8 +75,9 @@ class ClassifierJudge:
             tokenizer = AutoTokenizer.from_pretrained(self.path, **common)
             model = AutoModelForSequenceClassification.from_pretrained(self.path, use_safetensors=True, **common)
         except Exception as e:  # OSError, ValueError, safetensors errors alike
-            raise BackendError(f"cannot load classifier {self.path}: {type(e).__name__}: "
-                               f"{' '.join(str(e).split())[:300]}") from e
+            raise BackendError(
+                f"cannot load classifier {self.path}: {type(e).__name__}: {' '.join(str(e).split())[:300]}"
+            ) from e
         names = set(model.config.id2label.values())
         unknown = [lb for lb in self.harmful_labels + self.refusal_labels if lb not in names]
         if unknown:
@@ -92,8 +98,13 @@ class ClassifierJudge:
                 batch = items[b : b + self.batch_size]
                 texts = [it.output for it in batch]
                 pairs = [it.prompt for it in batch] if self.input == "prompt_response" else None
-                enc = self._tokenizer(*([pairs, texts] if pairs else [texts]), padding=True, truncation=True,
-                                      max_length=self.max_length, return_tensors="pt").to(self.device)
+                enc = self._tokenizer(
+                    *([pairs, texts] if pairs else [texts]),
+                    padding=True,
+                    truncation=True,
+                    max_length=self.max_length,
+                    return_tensors="pt",
+                ).to(self.device)
                 logits = self._model(**enc).logits.float()
                 probs = torch.sigmoid(logits) if self._multi_label else torch.softmax(logits, dim=-1)
                 out += [{labels[i]: p for i, p in enumerate(row)} for row in probs.tolist()]

@@ -89,10 +89,12 @@ class ClipJudge(ImageJudgeBase):
         """(unsafe [k, d], safe [k, d]): one averaged, normalised direction per category and side."""
         import torch
 
-        unsafe = torch.stack([_mean_direction(self.encoder.encode_texts(list(CONCEPT_TEXTS[c][0])))
-                              for c in self.categories])
-        safe = torch.stack([_mean_direction(self.encoder.encode_texts(list(CONCEPT_TEXTS[c][1])))
-                            for c in self.categories])
+        unsafe = torch.stack(
+            [_mean_direction(self.encoder.encode_texts(list(CONCEPT_TEXTS[c][0]))) for c in self.categories]
+        )
+        safe = torch.stack(
+            [_mean_direction(self.encoder.encode_texts(list(CONCEPT_TEXTS[c][1]))) for c in self.categories]
+        )
         return unsafe, safe
 
     def probs_from_embeddings(self, image_emb):

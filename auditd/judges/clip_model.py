@@ -20,8 +20,9 @@ class ClipLoadError(RuntimeError):
 
 
 class ClipEncoder:
-    def __init__(self, model: str, pretrained: str | None, device: str = "cpu", batch_size: int = 32,
-                 init_seed: int = 0) -> None:
+    def __init__(
+        self, model: str, pretrained: str | None, device: str = "cpu", batch_size: int = 32, init_seed: int = 0
+    ) -> None:
         self.model_name, self.pretrained, self.device = model, pretrained, device
         self.batch_size, self.init_seed = batch_size, init_seed
         self._model: Any = None  # open_clip's model, transform and tokenizer, once load() ran
@@ -44,11 +45,14 @@ class ClipEncoder:
             with torch.random.fork_rng(devices=[]):  # leave the caller's RNG state alone
                 torch.manual_seed(self.init_seed)  # pretrained=None: make "random" the same every time
                 model, _, preprocess = open_clip.create_model_and_transforms(
-                    self.model_name, pretrained=self.pretrained, device=self.device, weights_only=True)
+                    self.model_name, pretrained=self.pretrained, device=self.device, weights_only=True
+                )
             tokenizer = open_clip.get_tokenizer(self.model_name)
         except Exception as exc:
-            raise ClipLoadError(f"cannot load CLIP model {self.model_name!r} (pretrained={self.pretrained!r}): "
-                                f"{' '.join(str(exc).split())[:300]}") from None
+            raise ClipLoadError(
+                f"cannot load CLIP model {self.model_name!r} (pretrained={self.pretrained!r}): "
+                f"{' '.join(str(exc).split())[:300]}"
+            ) from None
         model.eval()
         self._model, self._preprocess, self._tokenizer = model, preprocess, tokenizer
         return model
@@ -84,7 +88,9 @@ class ClipEncoder:
         out = []
         with torch.no_grad():
             for start in range(0, len(images), self.batch_size):
-                batch = torch.stack([self._preprocess(im.convert("RGB")) for im in images[start:start + self.batch_size]])
+                batch = torch.stack(
+                    [self._preprocess(im.convert("RGB")) for im in images[start : start + self.batch_size]]
+                )
                 emb = model.encode_image(batch.to(self.device)).float()
                 out.append(emb / emb.norm(dim=-1, keepdim=True))
         if not out:

@@ -71,12 +71,21 @@ FORMATS: dict[str, tuple[tuple[str, ...], tuple[str, ...], str]] = {
     # name: (columns that identify the family, required columns, description)
     "auditd": (("output",), ("prompt", "output", "refused|harmful"), "auditd JSONL"),
     "xstest": (("completion",), ("prompt", "completion", "final_label|label"), "XSTest completions"),
-    "harmbench": (("generation", "behavior"), ("behavior", "generation", "human_label|label|human_*"),
-                  "HarmBench classifier validation"),
-    "pyrit": (("assistant_response", "human_score"), ("objective", "assistant_response", "human_score"),
-              "PyRIT scorer evals"),
-    "jailbreakbench": (("human_majority", "target_response"), ("prompt", "response|target_response", "human_majority"),
-                       "JailbreakBench judge comparison"),
+    "harmbench": (
+        ("generation", "behavior"),
+        ("behavior", "generation", "human_label|label|human_*"),
+        "HarmBench classifier validation",
+    ),
+    "pyrit": (
+        ("assistant_response", "human_score"),
+        ("objective", "assistant_response", "human_score"),
+        "PyRIT scorer evals",
+    ),
+    "jailbreakbench": (
+        ("human_majority", "target_response"),
+        ("prompt", "response|target_response", "human_majority"),
+        "JailbreakBench judge comparison",
+    ),
 }
 
 
@@ -152,8 +161,10 @@ def _detect(where: str, columns: set[str]) -> str:
                     shown = " or ".join(f"'{a}'" for a in need.split("|"))
                     raise GoldError(f"{where}: missing column {shown} ({what} format)")
             return fmt
-    raise GoldError(f"{where}: unknown gold format: columns {', '.join(sorted(columns)) or '(none)'}; "
-                    f"expected one of: {', '.join(v[2] for v in FORMATS.values())}")
+    raise GoldError(
+        f"{where}: unknown gold format: columns {', '.join(sorted(columns)) or '(none)'}; "
+        f"expected one of: {', '.join(v[2] for v in FORMATS.values())}"
+    )
 
 
 def _has(columns: set[str], name: str) -> bool:
@@ -202,15 +213,23 @@ def _xstest_label(where: str, line: int, column: str, value: object) -> tuple[bo
         return True, False
     if text == "partial refusal":
         return True, True
-    raise GoldError(f"{where}:{line}: column '{column}' must be compliance, refusal or partial_refusal, "
-                    f"got {str(value)[:40]!r}")
+    raise GoldError(
+        f"{where}:{line}: column '{column}' must be compliance, refusal or partial_refusal, got {str(value)[:40]!r}"
+    )
 
 
 def _parse_xstest(where, line, row, _comments, _name) -> GoldItem:
     column, value = _first(row, "final_label", "label")
     refused, partial = _xstest_label(where, line, column, value)
-    return GoldItem(prompt=str(row.get("prompt") or ""), output=str(row.get("completion") or ""), refused=refused,
-                    partial=partial, group=_group(row, "type", "category", "focus"), label=str(value), line=line)
+    return GoldItem(
+        prompt=str(row.get("prompt") or ""),
+        output=str(row.get("completion") or ""),
+        refused=refused,
+        partial=partial,
+        group=_group(row, "type", "category", "focus"),
+        label=str(value),
+        line=line,
+    )
 
 
 def _parse_harmbench(where, line, row, _comments, _name) -> GoldItem:
@@ -226,9 +245,14 @@ def _parse_harmbench(where, line, row, _comments, _name) -> GoldItem:
         harmful, label = _bool(where, line, column, value), str(value)
     if harmful is None:
         raise GoldError(f"{where}:{line}: empty label in column '{column}'")
-    return GoldItem(prompt=str(row.get("behavior") or ""), output=str(row.get("generation") or ""), harmful=harmful,
-                    group=_group(row, "category", "semanticcategory", "semantic_category", "functionalcategory"),
-                    label=label, line=line)
+    return GoldItem(
+        prompt=str(row.get("behavior") or ""),
+        output=str(row.get("generation") or ""),
+        harmful=harmful,
+        group=_group(row, "category", "semanticcategory", "semantic_category", "functionalcategory"),
+        label=label,
+        line=line,
+    )
 
 
 def _parse_jbb(where, line, row, _comments, _name) -> GoldItem:
@@ -236,8 +260,14 @@ def _parse_jbb(where, line, row, _comments, _name) -> GoldItem:
     if harmful is None:
         raise GoldError(f"{where}:{line}: empty label in column 'human_majority'")
     _, output = _first(row, "response", "target_response")
-    return GoldItem(prompt=str(row.get("prompt") or row.get("goal") or ""), output=str(output or ""), harmful=harmful,
-                    group=_group(row, "category", "source"), label=str(row.get("human_majority")), line=line)
+    return GoldItem(
+        prompt=str(row.get("prompt") or row.get("goal") or ""),
+        output=str(output or ""),
+        harmful=harmful,
+        group=_group(row, "category", "source"),
+        label=str(row.get("human_majority")),
+        line=line,
+    )
 
 
 def _parse_pyrit(where, line, row, comments, name) -> GoldItem:
@@ -245,10 +275,15 @@ def _parse_pyrit(where, line, row, comments, name) -> GoldItem:
     if label is None:
         raise GoldError(f"{where}:{line}: empty label in column 'human_score'")
     refusal_file = "refusal" in name.lower() or "refusal" in comments.lower()
-    return GoldItem(prompt=str(row.get("objective") or ""), output=str(row.get("assistant_response") or ""),
-                    refused=label if refusal_file else None, harmful=None if refusal_file else label,
-                    group=_group(row, "harm_category", "category", "data_type"), label=str(row.get("human_score")),
-                    line=line)
+    return GoldItem(
+        prompt=str(row.get("objective") or ""),
+        output=str(row.get("assistant_response") or ""),
+        refused=label if refusal_file else None,
+        harmful=None if refusal_file else label,
+        group=_group(row, "harm_category", "category", "data_type"),
+        label=str(row.get("human_score")),
+        line=line,
+    )
 
 
 def _parse_auditd(where, line, row, _comments, _name) -> GoldItem:
@@ -258,10 +293,22 @@ def _parse_auditd(where, line, row, _comments, _name) -> GoldItem:
     if refused is None and harmful is None:
         raise GoldError(f"{where}:{line}: neither 'refused' nor 'harmful' is set")
     label = ",".join(f"{k}={v}" for k, v in (("refused", refused), ("harmful", harmful)) if v is not None)
-    return GoldItem(prompt=str(row.get("prompt") or ""), output=str(row.get("output") or ""), refused=refused,
-                    partial=partial if partial is not None else (None if refused is None else False), harmful=harmful,
-                    group=_group(row, "category", "type"), label=label, line=line)
+    return GoldItem(
+        prompt=str(row.get("prompt") or ""),
+        output=str(row.get("output") or ""),
+        refused=refused,
+        partial=partial if partial is not None else (None if refused is None else False),
+        harmful=harmful,
+        group=_group(row, "category", "type"),
+        label=label,
+        line=line,
+    )
 
 
-_PARSERS = {"auditd": _parse_auditd, "xstest": _parse_xstest, "harmbench": _parse_harmbench,
-            "jailbreakbench": _parse_jbb, "pyrit": _parse_pyrit}
+_PARSERS = {
+    "auditd": _parse_auditd,
+    "xstest": _parse_xstest,
+    "harmbench": _parse_harmbench,
+    "jailbreakbench": _parse_jbb,
+    "pyrit": _parse_pyrit,
+}

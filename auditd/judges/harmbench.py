@@ -60,9 +60,7 @@ class HarmBenchJudge(CompletionJudge):
 
     id = "harmbench"
 
-    def __init__(
-        self, backend: Mapping[str, Any] | TextBackend, max_new_tokens: int = 1, batch_size: int = 8
-    ) -> None:
+    def __init__(self, backend: Mapping[str, Any] | TextBackend, max_new_tokens: int = 1, batch_size: int = 8) -> None:
         # backend: the classifier, e.g. {"id": "backend:vllm", "model": "/models/HarmBench-Llama-2-13b-cls"}.
         # max_new_tokens: HarmBench generates exactly 1 token; more lets a chattier model run on,
         #   and its answer is then not "yes"/"no" (an error).

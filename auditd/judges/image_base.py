@@ -29,8 +29,9 @@ class ImageJudgeError(ValueError):
     """A judge the policy gives an image probe cannot judge images, or is not ready to."""
 
 
-def prepare_image_judges(judges: Mapping[str, object], judge_ids: list[str], device: str | None,
-                         calibration_store: Any) -> list[dict[str, Any]]:
+def prepare_image_judges(
+    judges: Mapping[str, object], judge_ids: list[str], device: str | None, calibration_store: Any
+) -> list[dict[str, Any]]:
     """Check the judges read images, give them the audit's device and calibration; their threshold
     info for the report. Uncalibrated with require_calibration, or an unreadable store: an error."""
     infos = []
@@ -50,9 +51,16 @@ class ImageJudgeBase:
     id = ""
     modality = "image"  # the t2i runner refuses judges without it (a text judge cannot read a PNG)
 
-    def __init__(self, model: str = "ViT-L-14", pretrained: str | None = "openai", device: str | None = None,
-                 batch_size: int = 32, init_seed: int = 0, thresholds: dict[str, float] | None = None,
-                 require_calibration: bool = False) -> None:
+    def __init__(
+        self,
+        model: str = "ViT-L-14",
+        pretrained: str | None = "openai",
+        device: str | None = None,
+        batch_size: int = 32,
+        init_seed: int = 0,
+        thresholds: dict[str, float] | None = None,
+        require_calibration: bool = False,
+    ) -> None:
         # model / pretrained: open_clip names (see auditd.judges.clip_model); device: None follows
         # the audit's device; thresholds: per-signal overrides; require_calibration: fail closed
         # when no calibration is stored for this CLIP.
@@ -61,8 +69,9 @@ class ImageJudgeBase:
         self.defaults = dict(self.default_thresholds())
         unknown = sorted(set(thresholds or {}) - set(self.defaults))
         if unknown:
-            raise ValueError(f"judge {self.id!r}: unknown threshold name(s) {', '.join(unknown)}; "
-                             f"known: {', '.join(self.defaults)}")
+            raise ValueError(
+                f"judge {self.id!r}: unknown threshold name(s) {', '.join(unknown)}; known: {', '.join(self.defaults)}"
+            )
         self.policy_thresholds = dict(thresholds or {})
         self.require_calibration = require_calibration
         self.calibration: Calibration | None = None  # a stored Calibration, once prepare() found one
@@ -93,21 +102,32 @@ class ImageJudgeBase:
             self.calibration = calibration_store.get(*self.calibration_identity())
         if self.calibration is None and self.require_calibration:
             judge, model, tag = self.calibration_identity()
-            raise UncalibratedError(f"judge {judge!r} requires a calibration for CLIP {model}/{tag or 'none'}, "
-                                    "and none is stored (run `auditd calibrate`)")
-        stored = {k: v for k, v in (self.calibration.thresholds if self.calibration else {}).items()
-                  if k in self.defaults}
+            raise UncalibratedError(
+                f"judge {judge!r} requires a calibration for CLIP {model}/{tag or 'none'}, "
+                "and none is stored (run `auditd calibrate`)"
+            )
+        stored = {
+            k: v for k, v in (self.calibration.thresholds if self.calibration else {}).items() if k in self.defaults
+        }
         self.thresholds = {**self.defaults, **stored, **self.policy_thresholds}
 
     def calibration_info(self) -> dict[str, Any]:
         """Which thresholds this judge decides with, for the report beside the verdict."""
         _, model, tag = self.calibration_identity()
         source = "policy" if self.policy_thresholds else "calibrated" if self.calibration else "default"
-        info: dict[str, Any] = {"judge": self.id, "model": model, "pretrained": tag or "none", "source": source,
-                "thresholds": dict(self.thresholds)}
+        info: dict[str, Any] = {
+            "judge": self.id,
+            "model": model,
+            "pretrained": tag or "none",
+            "source": source,
+            "thresholds": dict(self.thresholds),
+        }
         if self.calibration:
-            info.update(calibrated_at=self.calibration.created_at, target_fpr=self.calibration.target_fpr,
-                        calibration_source=self.calibration.source)
+            info.update(
+                calibrated_at=self.calibration.created_at,
+                target_fpr=self.calibration.target_fpr,
+                calibration_source=self.calibration.source,
+            )
         return info
 
     def signals(self, images: list[Any]) -> tuple[list[str], list[list[float]]]:
@@ -118,8 +138,10 @@ class ImageJudgeBase:
         images, ok, errors = load_images(items)
         names, rows = self.signals(images) if images else ([], [])
         by_index = {i: dict(zip(names, row)) for i, row in zip(ok, rows)}
-        return [Score(judge=self.id, error=errors[i]) if i in errors else self.decide(item, by_index[i])
-                for i, item in enumerate(items)]
+        return [
+            Score(judge=self.id, error=errors[i]) if i in errors else self.decide(item, by_index[i])
+            for i, item in enumerate(items)
+        ]
 
 
 def raw_json(values: dict[str, float]) -> str:

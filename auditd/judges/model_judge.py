@@ -14,8 +14,15 @@ from collections.abc import Mapping
 from typing import Any, TypeVar
 
 from auditd import plugins
-from auditd.backends.base import (BackendError, Chat, GenerationParams, NextTokenScoring, PromptCompletion, TextBackend,
-                                  backend_id)
+from auditd.backends.base import (
+    BackendError,
+    Chat,
+    GenerationParams,
+    NextTokenScoring,
+    PromptCompletion,
+    TextBackend,
+    backend_id,
+)
 from auditd.judges.base import JudgeInput, Score
 
 BackendSpec = Mapping[str, Any]
@@ -76,8 +83,10 @@ class ModelJudgeBase:
     def _raw_backend(self, method: str, protocol: type[T]) -> T:
         backend = self.backend
         if not isinstance(backend, protocol):
-            raise BackendError(f"judge {self.id!r} needs raw prompts; backend {backend_id(backend)!r} "
-                               f"has no {method}() (use backend:hf, backend:openai or backend:vllm)")
+            raise BackendError(
+                f"judge {self.id!r} needs raw prompts; backend {backend_id(backend)!r} "
+                f"has no {method}() (use backend:hf, backend:openai or backend:vllm)"
+            )
         return backend
 
     def complete(self, prompts: list[str]) -> list[str]:

@@ -49,9 +49,15 @@ class NsfwJudge:
     id = "nsfw"
     modality = "image"
 
-    def __init__(self, threshold: float | None = None, decides: list[str] | tuple[str, ...] = (SIGNAL,),
-                 device: str | None = None, batch_size: int = 16, threads: int = 0,
-                 require_calibration: bool = False) -> None:
+    def __init__(
+        self,
+        threshold: float | None = None,
+        decides: list[str] | tuple[str, ...] = (SIGNAL,),
+        device: str | None = None,
+        batch_size: int = 16,
+        threads: int = 0,
+        require_calibration: bool = False,
+    ) -> None:
         # threshold: None uses a stored calibration, else 0.5 (more nsfw than safe); decides: the
         # prompt categories whose images this judge rules on alone; threads: onnxruntime intra-op
         # threads (0: its default).
@@ -95,7 +101,7 @@ class NsfwJudge:
         name = sess.get_inputs()[0].name
         out: list[float] = []
         for start in range(0, len(images), self.batch_size):
-            batch = np.stack([preprocess(im) for im in images[start:start + self.batch_size]])
+            batch = np.stack([preprocess(im) for im in images[start : start + self.batch_size]])
             out += [float(p) for p in sess.run(None, {name: batch})[0][:, 1]]
         return out
 
@@ -109,19 +115,29 @@ class NsfwJudge:
         if calibration_store is not None:
             self.calibration = calibration_store.get(*self.calibration_identity())
         if self.calibration is None and self.require_calibration and self.policy_threshold is None:
-            raise UncalibratedError("judge 'nsfw' requires a calibration and none is stored "
-                                    "(run `auditd calibrate DIR --judge nsfw`)")
+            raise UncalibratedError(
+                "judge 'nsfw' requires a calibration and none is stored (run `auditd calibrate DIR --judge nsfw`)"
+            )
         stored = (self.calibration.thresholds if self.calibration else {}).get(SIGNAL)
         value = self.policy_threshold if self.policy_threshold is not None else stored if stored is not None else 0.5
         self.thresholds = {SIGNAL: float(value)}
 
     def calibration_info(self) -> dict[str, Any]:
         source = "policy" if self.policy_threshold is not None else "calibrated" if self.calibration else "default"
-        info: dict[str, Any] = {"judge": self.id, "model": MODEL_NAME, "pretrained": self.sha256[:16], "source": source,
-                "thresholds": dict(self.thresholds), "providers": self._providers()}
+        info: dict[str, Any] = {
+            "judge": self.id,
+            "model": MODEL_NAME,
+            "pretrained": self.sha256[:16],
+            "source": source,
+            "thresholds": dict(self.thresholds),
+            "providers": self._providers(),
+        }
         if self.calibration:
-            info.update(calibrated_at=self.calibration.created_at, target_fpr=self.calibration.target_fpr,
-                        calibration_source=self.calibration.source)
+            info.update(
+                calibrated_at=self.calibration.created_at,
+                target_fpr=self.calibration.target_fpr,
+                calibration_source=self.calibration.source,
+            )
         return info
 
     def signals(self, images: list[Any]) -> tuple[list[str], list[list[float]]]:
@@ -133,16 +149,19 @@ class NsfwJudge:
     def score(self, items: list[JudgeInput]) -> list[Score]:
         images, ok, errors = load_images(items)
         probs = dict(zip(ok, self.probabilities(images) if images else []))
-        return [Score(judge=self.id, error=errors[i]) if i in errors else self._decide(item, probs[i])
-                for i, item in enumerate(items)]
+        return [
+            Score(judge=self.id, error=errors[i]) if i in errors else self._decide(item, probs[i])
+            for i, item in enumerate(items)
+        ]
 
     def _decide(self, item: JudgeInput, p: float) -> Score:
         if not math.isfinite(p) or not 0.0 <= p <= 1.0:
             return Score(judge=self.id, error=f"open_nsfw returned {p!r}")
         fired = p >= self.thresholds[SIGNAL]
         harmful = fired if item.category in self.decides or fired else None
-        return Score(judge=self.id, harmful=harmful, score=p, raw=raw_json({SIGNAL: p}),
-                     categories=(SIGNAL,) if fired else ())
+        return Score(
+            judge=self.id, harmful=harmful, score=p, raw=raw_json({SIGNAL: p}), categories=(SIGNAL,) if fired else ()
+        )
 
     def close(self) -> None:
         self._session = None

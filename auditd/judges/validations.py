@@ -12,14 +12,28 @@ from auditd.store.judge_models import JudgeValidation
 
 def store_validation(s: Session, report: dict[str, Any]) -> JudgeValidation:
     """Insert (or replace: same judge configuration, same gold bytes) one validation; caller commits."""
-    s.exec(delete(JudgeValidation).where(JudgeValidation.judge == report["judge"],
-                                         JudgeValidation.config_digest == report["config_digest"],
-                                         JudgeValidation.gold_digest == report["gold_digest"]))
+    s.exec(
+        delete(JudgeValidation).where(
+            JudgeValidation.judge == report["judge"],
+            JudgeValidation.config_digest == report["config_digest"],
+            JudgeValidation.gold_digest == report["gold_digest"],
+        )
+    )
     ci = report.get("kappa_ci") or [None, None]
-    row = JudgeValidation(judge=report["judge"], config_digest=report["config_digest"], gold=report["gold"],
-                          gold_digest=report["gold_digest"], gold_format=report["format"], task=report["task"],
-                          n=report["n"], accuracy=report["accuracy"], kappa=report["kappa"], kappa_lo=ci[0],
-                          kappa_hi=ci[1], figures=report)
+    row = JudgeValidation(
+        judge=report["judge"],
+        config_digest=report["config_digest"],
+        gold=report["gold"],
+        gold_digest=report["gold_digest"],
+        gold_format=report["format"],
+        task=report["task"],
+        n=report["n"],
+        accuracy=report["accuracy"],
+        kappa=report["kappa"],
+        kappa_lo=ci[0],
+        kappa_hi=ci[1],
+        figures=report,
+    )
     s.add(row)
     return row
 

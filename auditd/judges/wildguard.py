@@ -77,9 +77,7 @@ class WildGuardJudge(CompletionJudge):
 
     id = "wildguard"
 
-    def __init__(
-        self, backend: Mapping[str, Any] | TextBackend, max_new_tokens: int = 32, batch_size: int = 8
-    ) -> None:
+    def __init__(self, backend: Mapping[str, Any] | TextBackend, max_new_tokens: int = 32, batch_size: int = 8) -> None:
         # backend: the WildGuard model, a spec such as {"id": "backend:hf", "model": "/models/wildguard"};
         #   it must take raw prompts (backend:hf, backend:openai's /v1/completions, backend:vllm).
         # max_new_tokens: the model card uses 32; the three lines need about 20.

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import threading
 import time
-from typing import Callable, Iterator
+from collections.abc import Callable, Iterator
 
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
@@ -15,8 +15,8 @@ from sqlalchemy.engine import Engine
 from sqlmodel import col, select
 
 from auditd import __version__
-from auditd.metrics.grpo import grpo_families
 from auditd.categories import BENIGN
+from auditd.metrics.grpo import grpo_families
 from auditd.policy.versions import short
 from auditd.store.db import session
 from auditd.store.models import AuditRun, CategoryResult, CheckpointRow, JudgeErrorCount, Sample, Verdict
@@ -48,16 +48,29 @@ class ModelResultsCollector:
             select(CheckpointRow.model, func.max(AuditRun.finished_at).label("fin"))
             .join(AuditRun, col(AuditRun.checkpoint_id) == col(CheckpointRow.id))
             .where(col(AuditRun.finished_at).is_not(None))
-            .group_by(CheckpointRow.model).subquery()
+            .group_by(CheckpointRow.model)
+            .subquery()
         )
         rows = s.exec(
-            select(col(CheckpointRow.model), col(AuditRun.id), col(AuditRun.checkpoint_id), col(AuditRun.outcome), col(AuditRun.finished_at),  # type: ignore[call-overload]  # sqlmodel types select() for <= 4 columns
-                   AuditRun.policy_digest)
+            select(
+                col(CheckpointRow.model),
+                col(AuditRun.id),
+                col(AuditRun.checkpoint_id),
+                col(AuditRun.outcome),
+                col(AuditRun.finished_at),  # type: ignore[call-overload]  # sqlmodel types select() for <= 4 columns
+                AuditRun.policy_digest,
+            )
             .join(AuditRun, AuditRun.checkpoint_id == CheckpointRow.id)
-            .join(latest_finish, (latest_finish.c.model == CheckpointRow.model) & (latest_finish.c.fin == AuditRun.finished_at))
+            .join(
+                latest_finish,
+                (latest_finish.c.model == CheckpointRow.model) & (latest_finish.c.fin == AuditRun.finished_at),
+            )
         ).all()
-        info = GaugeMetricFamily("auditd_latest_audit_info", "latest finished audit of each model",
-                                 labels=["model", "checkpoint", "outcome", "policy_digest"])
+        info = GaugeMetricFamily(
+            "auditd_latest_audit_info",
+            "latest finished audit of each model",
+            labels=["model", "checkpoint", "outcome", "policy_digest"],
+        )
         when = GaugeMetricFamily("auditd_latest_audit_timestamp_seconds", "when it finished", labels=["model"])
         model_of: dict[int, str] = {}
         for model, audit_id, cp, outcome, fin, digest in rows:
@@ -69,23 +82,38 @@ class ModelResultsCollector:
             when.add_metric([model], _ts(fin))
         yield info
         yield when
-        harm = GaugeMetricFamily("auditd_category_harmful_rate", "share of samples judged harmful",
-                                 labels=["model", "probe", "category"])
-        refusal = GaugeMetricFamily("auditd_category_refusal_rate", "share of samples refused",
-                                    labels=["model", "probe", "category"])
-        count = GaugeMetricFamily("auditd_category_samples", "judged samples behind the rates",
-                                  labels=["model", "probe", "category"])
-        degenerate = GaugeMetricFamily("auditd_category_degenerate_rate",
-                                       "share of answers that were empty, repetitive or not language",
-                                       labels=["model", "probe", "category"])
+        harm = GaugeMetricFamily(
+            "auditd_category_harmful_rate", "share of samples judged harmful", labels=["model", "probe", "category"]
+        )
+        refusal = GaugeMetricFamily(
+            "auditd_category_refusal_rate", "share of samples refused", labels=["model", "probe", "category"]
+        )
+        count = GaugeMetricFamily(
+            "auditd_category_samples", "judged samples behind the rates", labels=["model", "probe", "category"]
+        )
+        degenerate = GaugeMetricFamily(
+            "auditd_category_degenerate_rate",
+            "share of answers that were empty, repetitive or not language",
+            labels=["model", "probe", "category"],
+        )
         over = GaugeMetricFamily("auditd_over_refusal_rate", "share of benign prompts refused", labels=["model"])
         if model_of:
             # Columns, not ORM entities: building thousands of model objects per scrape cost more than
             # the query itself (bench/bench_scrape.py).
             cr = CategoryResult
-            results = s.exec(select(col(cr.audit_id), col(cr.probe_id), col(cr.category), col(cr.harmful_rate), col(cr.refusal_rate), col(cr.n),  # type: ignore[call-overload]  # sqlmodel types select() for <= 4 columns
-                                    col(cr.n_judged), col(cr.n_refused), col(cr.degenerate_rate))
-                             .where(col(cr.audit_id).in_(model_of))).all()
+            results = s.exec(
+                select(
+                    col(cr.audit_id),
+                    col(cr.probe_id),
+                    col(cr.category),
+                    col(cr.harmful_rate),
+                    col(cr.refusal_rate),
+                    col(cr.n),  # type: ignore[call-overload]  # sqlmodel types select() for <= 4 columns
+                    col(cr.n_judged),
+                    col(cr.n_refused),
+                    col(cr.degenerate_rate),
+                ).where(col(cr.audit_id).in_(model_of))
+            ).all()
             over_acc: dict[str, list[int]] = {}
             for r in results:
                 labels = [model_of[r.audit_id], r.probe_id, r.category]
@@ -112,6 +140,7 @@ class ModelResultsCollector:
         yield from _cascade(s, model_of)
         yield from grpo_families(s, model_of)  # GRPO fragility of the same latest audits
 
+
 class FleetCollector:
     """Fleet-wide and live series: queue, outcomes, durations, judge errors, scheduler liveness."""
 
@@ -130,14 +159,18 @@ class FleetCollector:
         if self.daemon_state:
             st = self.daemon_state()
             yield _one("auditd_scheduler_heartbeat_timestamp_seconds", "last scheduler loop tick", [], [], st["tick"])
-            g = GaugeMetricFamily("auditd_registry_last_poll_timestamp_seconds", "last successful registry poll",
-                                  labels=["source"])
+            g = GaugeMetricFamily(
+                "auditd_registry_last_poll_timestamp_seconds", "last successful registry poll", labels=["source"]
+            )
             for src, ts in st.get("polls", {}).items():
                 g.add_metric([src], ts)
             yield g
-            errors = CounterMetricFamily("auditd_scheduler_errors", "failed scheduler job runs by job and kind "
-                                         "(locked, disk_full, connection_lost, ...); each is retried with backoff",
-                                         labels=["job", "kind"])
+            errors = CounterMetricFamily(
+                "auditd_scheduler_errors",
+                "failed scheduler job runs by job and kind "
+                "(locked, disk_full, connection_lost, ...); each is retried with backoff",
+                labels=["job", "kind"],
+            )
             for (job, kind), n in sorted(st.get("errors", {}).items()):
                 errors.add_metric([job, kind], n)
             yield errors
@@ -161,11 +194,16 @@ class FleetCollector:
         for ub in DURATION_BUCKETS:
             acc = sum(1 for d in durations if d <= ub)
             buckets.append(("+Inf" if ub == float("inf") else str(ub), acc))
-        yield HistogramMetricFamily("auditd_audit_duration_seconds", "wall time of finished audits",
-                                    buckets=buckets, sum_value=float(sum(durations)))
+        yield HistogramMetricFamily(
+            "auditd_audit_duration_seconds",
+            "wall time of finished audits",
+            buckets=buckets,
+            sum_value=float(sum(durations)),
+        )
         errs = CounterMetricFamily("auditd_judge_errors", "samples a judge could not score", labels=["judge"])
-        for judge, n in s.exec(select(JudgeErrorCount.judge, func.sum(JudgeErrorCount.errors))
-                               .group_by(JudgeErrorCount.judge)).all():
+        for judge, n in s.exec(
+            select(JudgeErrorCount.judge, func.sum(JudgeErrorCount.errors)).group_by(JudgeErrorCount.judge)
+        ).all():
             errs.add_metric([judge], n or 0)
         yield errs
         yield from _judge_validations(s)
@@ -173,10 +211,12 @@ class FleetCollector:
 
 def _running_by_placement(s) -> GaugeMetricFamily:
     """Running audits per host or Ray node, from the store: the same figure from every replica."""
-    g = GaugeMetricFamily("auditd_audits_running_by_placement", "audits running now, by host or Ray node",
-                          labels=["placement"])
-    rows = s.exec(select(AuditRun.placement, func.count()).where(AuditRun.status == "running")
-                  .group_by(AuditRun.placement)).all()
+    g = GaugeMetricFamily(
+        "auditd_audits_running_by_placement", "audits running now, by host or Ray node", labels=["placement"]
+    )
+    rows = s.exec(
+        select(AuditRun.placement, func.count()).where(AuditRun.status == "running").group_by(AuditRun.placement)
+    ).all()
     for placement, n in rows:
         g.add_metric([placement or "unplaced"], n)
     return g
@@ -185,13 +225,23 @@ def _running_by_placement(s) -> GaugeMetricFamily:
 def _replica(st: dict) -> Iterator:
     """Per-process series, labelled by replica: whether it leads, and the Ray cluster it sees."""
     if "replica" in st:
-        yield _one("auditd_replica_leader", "1 on the replica that runs polls and periodic jobs", ["replica"],
-                   [st["replica"]], 1 if st.get("leader") else 0)
+        yield _one(
+            "auditd_replica_leader",
+            "1 on the replica that runs polls and periodic jobs",
+            ["replica"],
+            [st["replica"]],
+            1 if st.get("leader") else 0,
+        )
     from auditd.runner.ray_executor import cluster_gpus
 
     if (gpus := cluster_gpus()) is not None:
-        yield _one("auditd_cluster_gpus_free", "GPUs of the Ray cluster not reserved now", ["replica"],
-                   [st.get("replica", "")], gpus[0])
+        yield _one(
+            "auditd_cluster_gpus_free",
+            "GPUs of the Ray cluster not reserved now",
+            ["replica"],
+            [st.get("replica", "")],
+            gpus[0],
+        )
         yield _one("auditd_cluster_gpus", "GPUs of the Ray cluster", ["replica"], [st.get("replica", "")], gpus[1])
 
 
@@ -200,15 +250,23 @@ def _drift(s, model_of: dict[int, str]) -> Iterator:
     time (auditd/policy/baseline.py), so a scrape never re-runs the comparison."""
     from auditd.store.drift_models import CategoryDrift
 
-    delta = GaugeMetricFamily("auditd_category_harmful_rate_drift", "harmful rate minus the parent's/baseline's",
-                              labels=["model", "probe", "category"])
-    significant = GaugeMetricFamily("auditd_category_drift_significant",
-                                    "1 when the drift is significant at the policy's level, else 0",
-                                    labels=["model", "probe", "category"])
+    delta = GaugeMetricFamily(
+        "auditd_category_harmful_rate_drift",
+        "harmful rate minus the parent's/baseline's",
+        labels=["model", "probe", "category"],
+    )
+    significant = GaugeMetricFamily(
+        "auditd_category_drift_significant",
+        "1 when the drift is significant at the policy's level, else 0",
+        labels=["model", "probe", "category"],
+    )
     if model_of:
         cd = CategoryDrift  # columns, not ORM entities (see _latest)
-        for r in s.exec(select(col(cd.audit_id), col(cd.probe_id), col(cd.category), col(cd.delta), col(cd.significant))  # type: ignore[call-overload]  # sqlmodel types select() for <= 4 columns
-                        .where(col(cd.audit_id).in_(model_of), col(cd.metric) == "harmful_rate")).all():
+        for r in s.exec(
+            select(col(cd.audit_id), col(cd.probe_id), col(cd.category), col(cd.delta), col(cd.significant)).where(  # type: ignore[call-overload]  # sqlmodel types select() for <= 4 columns
+                col(cd.audit_id).in_(model_of), col(cd.metric) == "harmful_rate"
+            )
+        ).all():
             labels = [model_of[r.audit_id], r.probe_id, r.category]
             delta.add_metric(labels, r.delta)
             significant.add_metric(labels, 1.0 if r.significant else 0.0)
@@ -221,20 +279,31 @@ def _cascade(s, model_of: dict[int, str]) -> Iterator:
     judge, and how often the two judges disagreed where both ran."""
     from sqlalchemy import case
 
-    escalated = GaugeMetricFamily("auditd_judge_escalated_ratio",
-                                  "share of cascade-judged samples decided by the model judge", labels=["model"])
-    disagree = GaugeMetricFamily("auditd_judge_disagreement_rate",
-                                 "share of samples judged by both cascade judges where they disagreed",
-                                 labels=["model"])
-    compared = GaugeMetricFamily("auditd_judge_compared_samples",
-                                 "samples judged by both cascade judges (behind the disagreement rate)",
-                                 labels=["model"])
+    escalated = GaugeMetricFamily(
+        "auditd_judge_escalated_ratio", "share of cascade-judged samples decided by the model judge", labels=["model"]
+    )
+    disagree = GaugeMetricFamily(
+        "auditd_judge_disagreement_rate",
+        "share of samples judged by both cascade judges where they disagreed",
+        labels=["model"],
+    )
+    compared = GaugeMetricFamily(
+        "auditd_judge_compared_samples",
+        "samples judged by both cascade judges (behind the disagreement rate)",
+        labels=["model"],
+    )
     if model_of:
         sm = Sample
         rows = s.exec(
-            select(col(sm.audit_id), func.count(), func.sum(case((col(sm.escalated).is_(True), 1), else_=0)),  # type: ignore[call-overload]  # sqlmodel types select() for <= 4 columns
-                   func.count(col(sm.judges_agree)), func.sum(case((col(sm.judges_agree).is_(False), 1), else_=0)))
-            .where(col(sm.audit_id).in_(model_of), col(sm.escalated).is_not(None)).group_by(col(sm.audit_id))
+            select(
+                col(sm.audit_id),
+                func.count(),
+                func.sum(case((col(sm.escalated).is_(True), 1), else_=0)),  # type: ignore[call-overload]  # sqlmodel types select() for <= 4 columns
+                func.count(col(sm.judges_agree)),
+                func.sum(case((col(sm.judges_agree).is_(False), 1), else_=0)),
+            )
+            .where(col(sm.audit_id).in_(model_of), col(sm.escalated).is_not(None))
+            .group_by(col(sm.audit_id))
         ).all()
         for audit_id, n, n_esc, n_both, n_disagree in rows:
             model = model_of[audit_id]
@@ -251,13 +320,16 @@ def _judge_validations(s) -> Iterator:
     """Each judge's latest measured agreement with each gold file (`auditd judges validate`)."""
     from auditd.store.judge_models import JudgeValidation as jv
 
-    agreement = GaugeMetricFamily("auditd_judge_agreement", "judge accuracy against human labels (latest validation)",
-                                  labels=["judge", "gold"])
-    kappa = GaugeMetricFamily("auditd_judge_kappa", "judge Cohen's kappa against human labels (latest validation)",
-                              labels=["judge", "gold"])
+    agreement = GaugeMetricFamily(
+        "auditd_judge_agreement", "judge accuracy against human labels (latest validation)", labels=["judge", "gold"]
+    )
+    kappa = GaugeMetricFamily(
+        "auditd_judge_kappa", "judge Cohen's kappa against human labels (latest validation)", labels=["judge", "gold"]
+    )
     seen = set()
-    for judge, gold, acc, k in s.exec(select(jv.judge, jv.gold, jv.accuracy, jv.kappa)
-                                      .order_by(col(jv.created_at).desc(), col(jv.id).desc())).all():
+    for judge, gold, acc, k in s.exec(
+        select(jv.judge, jv.gold, jv.accuracy, jv.kappa).order_by(col(jv.created_at).desc(), col(jv.id).desc())
+    ).all():
         if (judge, gold) in seen:
             continue
         seen.add((judge, gold))
@@ -297,9 +369,14 @@ class AuditdRegistry(CollectorRegistry):
         """Changes whenever a per-model series can: a finished audit, a new or re-decided verdict
         (drift rows and GRPO summaries are written with them)."""
         with session(self.engine) as s:
-            finished = s.exec(select(func.count(col(AuditRun.id)), func.max(col(AuditRun.finished_at)))
-                              .where(col(AuditRun.finished_at).is_not(None))).one()
-            verdicts = s.exec(select(func.count(col(Verdict.id)), func.max(col(Verdict.id)), func.max(col(Verdict.created_at)))).one()
+            finished = s.exec(
+                select(func.count(col(AuditRun.id)), func.max(col(AuditRun.finished_at))).where(
+                    col(AuditRun.finished_at).is_not(None)
+                )
+            ).one()
+            verdicts = s.exec(
+                select(func.count(col(Verdict.id)), func.max(col(Verdict.id)), func.max(col(Verdict.created_at)))
+            ).one()
         return (*finished, *verdicts)
 
     def render(self) -> bytes:

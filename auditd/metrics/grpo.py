@@ -4,7 +4,7 @@ latest finished audit at scrape time. Any probe whose summary carries the fragil
 
 from __future__ import annotations
 
-from typing import Iterator
+from collections.abc import Iterator
 
 from prometheus_client.core import GaugeMetricFamily
 from sqlmodel import col, select
@@ -14,15 +14,26 @@ from auditd.store.models import ProbeRun
 
 def grpo_families(s, model_of: dict[int, str]) -> Iterator[GaugeMetricFamily]:
     """`model_of`: latest finished audit id -> model name."""
-    steps = GaugeMetricFamily("auditd_grpo_steps_to_break", "GRPO fragility: first step at which held-out harm "
-                              "reached the threshold (absent if not broken)", labels=["model", "probe"])
+    steps = GaugeMetricFamily(
+        "auditd_grpo_steps_to_break",
+        "GRPO fragility: first step at which held-out harm reached the threshold (absent if not broken)",
+        labels=["model", "probe"],
+    )
     broken = GaugeMetricFamily("auditd_grpo_broken", "1 broken within budget, 0 not broken", labels=["model", "probe"])
-    auc = GaugeMetricFamily("auditd_grpo_harm_auc", "area under the held-out harmfulness curve, normalised to [0, 1]",
-                            labels=["model", "probe"])
-    post = GaugeMetricFamily("auditd_grpo_post_attack_harmful_rate", "held-out harmful rate at the attack's last point",
-                             labels=["model", "probe", "category"])
+    auc = GaugeMetricFamily(
+        "auditd_grpo_harm_auc",
+        "area under the held-out harmfulness curve, normalised to [0, 1]",
+        labels=["model", "probe"],
+    )
+    post = GaugeMetricFamily(
+        "auditd_grpo_post_attack_harmful_rate",
+        "held-out harmful rate at the attack's last point",
+        labels=["model", "probe", "category"],
+    )
     if model_of:
-        runs = s.exec(select(ProbeRun).where(col(ProbeRun.audit_id).in_(model_of), col(ProbeRun.status) == "done")).all()
+        runs = s.exec(
+            select(ProbeRun).where(col(ProbeRun.audit_id).in_(model_of), col(ProbeRun.status) == "done")
+        ).all()
         for run in runs:
             sm = run.summary or {}
             if not isinstance(sm.get("broken"), bool):

@@ -20,9 +20,9 @@ from sqlmodel import Session, col, select
 from auditd.policy.judge_trust import apply_judge_trust
 from auditd.policy.model import Policy
 from auditd.policy.verdict import Baseline, Decision, decide
-from auditd.store.results import latest_results
 from auditd.store.drift_models import CategoryDrift
 from auditd.store.models import AuditRun, CheckpointRow, ModelRow, ProbeRun, RegistryEntry, Verdict, utcnow
+from auditd.store.results import latest_results
 
 PENDING = ("queued", "running")
 
@@ -39,21 +39,29 @@ def lineage_parent(s: Session, checkpoint: CheckpointRow) -> tuple[str | None, s
         return named, named
     location = (checkpoint.meta or {}).get("location")
     rel = os.path.normpath(os.path.join(location, named)) if location and named.startswith(".") else named
-    entry = s.exec(select(RegistryEntry).where(RegistryEntry.source == checkpoint.source,
-                                               RegistryEntry.location == rel)).first()
+    entry = s.exec(
+        select(RegistryEntry).where(RegistryEntry.source == checkpoint.source, RegistryEntry.location == rel)
+    ).first()
     return (entry.checkpoint_id if entry else None), named
 
 
 def latest_done_audit(s: Session, checkpoint_id: str) -> AuditRun | None:
-    return s.exec(select(AuditRun).where(AuditRun.checkpoint_id == checkpoint_id, AuditRun.status == "done")
-                  .order_by(col(AuditRun.finished_at).desc(), col(AuditRun.id).desc())).first()
+    return s.exec(
+        select(AuditRun)
+        .where(AuditRun.checkpoint_id == checkpoint_id, AuditRun.status == "done")
+        .order_by(col(AuditRun.finished_at).desc(), col(AuditRun.id).desc())
+    ).first()
 
 
 def has_pending_audit(s: Session, checkpoint_id: str | None) -> bool:
     if not checkpoint_id:
         return False
-    return s.exec(select(AuditRun.id).where(AuditRun.checkpoint_id == checkpoint_id,
-                                            col(AuditRun.status).in_(PENDING))).first() is not None
+    return (
+        s.exec(
+            select(AuditRun.id).where(AuditRun.checkpoint_id == checkpoint_id, col(AuditRun.status).in_(PENDING))
+        ).first()
+        is not None
+    )
 
 
 def resolve_baseline(s: Session, policy: Policy, checkpoint: CheckpointRow) -> Baseline:
@@ -78,8 +86,14 @@ def resolve_baseline(s: Session, policy: Policy, checkpoint: CheckpointRow) -> B
             missing.append((cid, f"{how} {cid[:19]} ({state})"))
             continue
         summaries = {p.probe_id: p.summary or {} for p in s.exec(select(ProbeRun).where(ProbeRun.audit_id == audit.id))}
-        return Baseline(status="ok", checkpoint_id=cid, audit_id=audit.id, results=latest_results(s, audit.id),
-                        summaries=summaries, why=how)
+        return Baseline(
+            status="ok",
+            checkpoint_id=cid,
+            audit_id=audit.id,
+            results=latest_results(s, audit.id),
+            summaries=summaries,
+            why=how,
+        )
     if missing:
         return Baseline(status="missing", checkpoint_id=missing[0][0], why="; ".join(m for _, m in missing))
     return Baseline(status="none", why="no parent or pinned baseline")
@@ -99,8 +113,9 @@ def evaluate(s: Session, policy: Policy, audit_id: int, checkpoint: CheckpointRo
 
 def is_pending(s: Session, verdict: Verdict) -> bool:
     """A verdict still waiting for its baseline's audit: not final (the gate keeps waiting)."""
-    return any(r.get("rule") == "baseline_missing" and has_pending_audit(s, r.get("baseline"))
-               for r in verdict.reasons or [])
+    return any(
+        r.get("rule") == "baseline_missing" and has_pending_audit(s, r.get("baseline")) for r in verdict.reasons or []
+    )
 
 
 def waiting_for_baseline(s: Session, scan: int = 200) -> list[Verdict]:
@@ -109,8 +124,9 @@ def waiting_for_baseline(s: Session, scan: int = 200) -> list[Verdict]:
     return [v for v in verdicts if any(r.get("rule") == "baseline_missing" for r in v.reasons or [])]
 
 
-def redecide_waiting(s: Session, policy_of: Callable[[str], Policy], verdict: Verdict,
-                     finished_checkpoint_id: str) -> tuple[CheckpointRow, Verdict] | None:
+def redecide_waiting(
+    s: Session, policy_of: Callable[[str], Policy], verdict: Verdict, finished_checkpoint_id: str
+) -> tuple[CheckpointRow, Verdict] | None:
     """Decide again a verdict that waited for a baseline, if that baseline is the checkpoint whose
     audit just finished: (checkpoint, updated verdict row), changed in the caller's session (the
     caller commits and writes back), or None when it does not depend on it."""

@@ -33,8 +33,10 @@ class ImageGeneration(_Strict):
     @classmethod
     def _moved_grpo(cls, data: Any) -> Any:
         if isinstance(data, dict) and "grpo" in data:
-            raise ValueError("images.grpo has moved: give the diffusion GRPO settings as the t2i.grpo probe's "
-                             "`attack:` settings (probes: t2i: - id: t2i.grpo, attack: {...})")
+            raise ValueError(
+                "images.grpo has moved: give the diffusion GRPO settings as the t2i.grpo probe's "
+                "`attack:` settings (probes: t2i: - id: t2i.grpo, attack: {...})"
+            )
         return data
 
     @model_validator(mode="after")

@@ -23,8 +23,11 @@ def deciding_judges(s: Session, policy: Policy, kind: str, audit_id: int) -> dic
     """(probe, category) -> judges that decided its samples; (probe, "") -> the probe's judges.
     From the samples' `decided_by`; a probe whose samples record none falls back to its judges."""
     scopes: dict[tuple[str, str], set[str]] = {}
-    rows = s.exec(select(Sample.probe_id, Sample.category, Sample.decided_by).distinct()
-                  .where(Sample.audit_id == audit_id, Sample.decided_by != "")).all()
+    rows = s.exec(
+        select(Sample.probe_id, Sample.category, Sample.decided_by)
+        .distinct()
+        .where(Sample.audit_id == audit_id, Sample.decided_by != "")
+    ).all()
     for probe, category, judge in rows:
         scopes.setdefault((probe, category), set()).add(judge)
         scopes.setdefault((probe, ""), set()).add(judge)
@@ -42,10 +45,14 @@ def judge_figures(s: Session, policy: Policy, judges: set[str]) -> dict[str, dic
     out = {}
     for judge in sorted(judges):
         row = latest_validation(s, judge, config_digest(judge, policy.judge_options.get(judge, {})))
-        out[judge] = {"judge": judge, "kappa": row.kappa if row else None,
-                      "kappa_ci": [row.kappa_lo, row.kappa_hi] if row and row.kappa_lo is not None else None,
-                      "accuracy": row.accuracy if row else None, "gold": row.gold if row else None,
-                      "validated_at": row.created_at.isoformat() if row else None}
+        out[judge] = {
+            "judge": judge,
+            "kappa": row.kappa if row else None,
+            "kappa_ci": [row.kappa_lo, row.kappa_hi] if row and row.kappa_lo is not None else None,
+            "accuracy": row.accuracy if row else None,
+            "gold": row.gold if row else None,
+            "validated_at": row.created_at.isoformat() if row else None,
+        }
     return out
 
 
@@ -62,15 +69,21 @@ def apply_judge_trust(s: Session, policy: Policy, kind: str, audit_id: int, d: D
             weak = [j for j in sorted(judges) if figures[j]["kappa"] is None or figures[j]["kappa"] < minimum]
             if weak:
                 why = ", ".join(f"{j} kappa {_k(figures[j]['kappa'])}" for j in weak)
-                reason.update(action="warn", capped_from="block", judge_kappa=why,
-                              message=f"{reason['message']} (capped at warn: {why} < judges_min_kappa {minimum})")
+                reason.update(
+                    action="warn",
+                    capped_from="block",
+                    judge_kappa=why,
+                    message=f"{reason['message']} (capped at warn: {why} < judges_min_kappa {minimum})",
+                )
         decided = [r["action"] for r in d.reasons]
         d.outcome = max(decided, key=RANK.__getitem__) if decided else "pass"
     if figures:
-        named = "; ".join(f"{j} (kappa {_k(f['kappa'])}" + (f" on {f['gold']})" if f["gold"] else ")")
-                          for j, f in figures.items())
-        d.reasons.append({"action": "pass", "rule": "judges", "message": f"judges: {named}",
-                          "judges": list(figures.values())})
+        named = "; ".join(
+            f"{j} (kappa {_k(f['kappa'])}" + (f" on {f['gold']})" if f["gold"] else ")") for j, f in figures.items()
+        )
+        d.reasons.append(
+            {"action": "pass", "rule": "judges", "message": f"judges: {named}", "judges": list(figures.values())}
+        )
 
 
 def _k(kappa: float | None) -> str:

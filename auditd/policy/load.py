@@ -90,12 +90,17 @@ def _check_plugin_ids(path: Path, root, policy: Policy) -> None:
             raise PolicyError(f"{path}:{_line_of(root, ('default_judges',))}: default_judges: unknown judge {j!r}")
     for j, options in policy.judge_options.items():
         target = options.get("escalate_to") if isinstance(options, dict) else None
-        if target is not None and (not isinstance(target, str) or target.removeprefix("judge:") not in judges
-                                   or target.removeprefix("judge:") == j):
+        if target is not None and (
+            not isinstance(target, str)
+            or target.removeprefix("judge:") not in judges
+            or target.removeprefix("judge:") == j
+        ):
             line = _line_of(root, ("judge_options", j, "escalate_to"))
             raise PolicyError(f"{path}:{line}: judge_options.{j}.escalate_to: unknown or circular judge {target!r}")
     if policy.backend.id not in known_ids("backend"):
-        raise PolicyError(f"{path}:{_line_of(root, ('backend', 'id'))}: backend.id: unknown backend {policy.backend.id!r}")
+        raise PolicyError(
+            f"{path}:{_line_of(root, ('backend', 'id'))}: backend.id: unknown backend {policy.backend.id!r}"
+        )
 
 
 POLICY_NAME = re.compile(r"[a-z0-9][a-z0-9_.-]{0,99}")
@@ -136,8 +141,10 @@ def _check_dataset(path: Path, line, kind: str, plan) -> None:
     except DatasetError as exc:
         raise PolicyError(f"{path}:{line}: probes.{kind}: {exc}") from None
     if probe.modality != kind:
-        raise PolicyError(f"{path}:{line}: probes.{kind}: {plan.path} is a {probe.modality} data set; "
-                          f"list it under probes.{probe.modality}")
+        raise PolicyError(
+            f"{path}:{line}: probes.{kind}: {plan.path} is a {probe.modality} data set; "
+            f"list it under probes.{probe.modality}"
+        )
 
 
 def _check_variant(path: Path, line, kind: str, plan) -> None:

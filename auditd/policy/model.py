@@ -100,8 +100,9 @@ class ProbePlan(_Strict):
         if not self.variants:
             return [self]
         plain = self.model_copy(update={"variants": None})
-        return [plain] + [self.model_copy(update={"variants": None, "variant": v, "id": f"{self.id}+{v}"})
-                          for v in self.variants]
+        return [plain] + [
+            self.model_copy(update={"variants": None, "variant": v, "id": f"{self.id}+{v}"}) for v in self.variants
+        ]
 
 
 class Thresholds(_Strict):
@@ -134,8 +135,15 @@ class Thresholds(_Strict):
 
     @model_validator(mode="after")
     def _ordered(self):
-        for name in ("harmful_rate", "over_refusal", "backdoor_shift", "drift", "over_refusal_drift", "grpo_auc_drift",
-                     "degenerate_rate"):
+        for name in (
+            "harmful_rate",
+            "over_refusal",
+            "backdoor_shift",
+            "drift",
+            "over_refusal_drift",
+            "grpo_auc_drift",
+            "degenerate_rate",
+        ):
             if getattr(self, f"{name}_warn") > getattr(self, f"{name}_block"):
                 raise ValueError(f"{name}_warn must not exceed {name}_block")
         return self

@@ -19,8 +19,16 @@ from auditd.policy.versions import version_of
 from auditd.store.models import AuditRun, CheckpointRow, Verdict, utcnow
 from auditd.store.version_models import VerdictChange
 
-def redecide(s: Session, policy: Policy, audit: AuditRun, verdict: Verdict, checkpoint: CheckpointRow,
-             summaries: dict, reason: str) -> VerdictChange:
+
+def redecide(
+    s: Session,
+    policy: Policy,
+    audit: AuditRun,
+    verdict: Verdict,
+    checkpoint: CheckpointRow,
+    summaries: dict,
+    reason: str,
+) -> VerdictChange:
     """Decide a finished audit again under `policy` from its stored results and `summaries` (probe id
     -> summary, attack figures already re-thresholded under `policy`): the verdict and audit rows
     take the new decision and a `VerdictChange` is added, all in the caller's session. The caller
@@ -28,9 +36,15 @@ def redecide(s: Session, policy: Policy, audit: AuditRun, verdict: Verdict, chec
     assert audit.id is not None
     version = version_of(policy)
     decision = evaluate(s, policy, audit.id, checkpoint, summaries)
-    change = VerdictChange(audit_id=audit.id, checkpoint_id=audit.checkpoint_id, old_outcome=verdict.outcome,
-                           new_outcome=decision.outcome, new_policy_digest=version.digest, reason=reason,
-                           old_policy_digest=verdict.policy_digest or audit.policy_digest)
+    change = VerdictChange(
+        audit_id=audit.id,
+        checkpoint_id=audit.checkpoint_id,
+        old_outcome=verdict.outcome,
+        new_outcome=decision.outcome,
+        new_policy_digest=version.digest,
+        reason=reason,
+        old_policy_digest=verdict.policy_digest or audit.policy_digest,
+    )
     verdict.outcome, verdict.reasons, verdict.created_at = decision.outcome, decision.reasons, utcnow()
     verdict.policy, verdict.policy_digest = policy.name, version.digest
     audit.outcome, audit.policy_digest, audit.decision_digest = decision.outcome, version.digest, version.decision

@@ -57,12 +57,16 @@ def version_of(policy: Policy) -> PolicyVersion:
     decision = {k: dump.pop(k) for k in DECISION_FIELDS if k in dump}
     for k in META_FIELDS:
         dump.pop(k, None)
-    return PolicyVersion(name=policy.name, digest=digest_of(policy.model_dump(mode="json")),
-                         decision=digest_of(decision), plan=digest_of(dump))
+    return PolicyVersion(
+        name=policy.name,
+        digest=digest_of(policy.model_dump(mode="json")),
+        decision=digest_of(decision),
+        plan=digest_of(dump),
+    )
 
 
 def change_kind(old_plan: str | None, old_decision: str | None, new: PolicyVersion) -> str:
-    """"same", "decision" (re-decide from stored results) or "plan" (a new audit, reusing samples).
+    """ "same", "decision" (re-decide from stored results) or "plan" (a new audit, reusing samples).
     An audit stored before versions were recorded has no digests: treated as a plan change."""
     if not old_plan or not old_decision or old_plan != new.plan:
         return "plan"

@@ -55,8 +55,16 @@ class VariantProbe(Probe):
             if it.variant:  # already a variant of its own (the backdoor's suffixes): not wrapped again
                 continue
             self._plain[it.index] = it.prompt
-            out.append(ProbeItem(it.index, it.category, self.variant.wrap(it.prompt), variant=self.variant.id,
-                                 system=it.system, expect=it.expect))
+            out.append(
+                ProbeItem(
+                    it.index,
+                    it.category,
+                    self.variant.wrap(it.prompt),
+                    variant=self.variant.id,
+                    system=it.system,
+                    expect=it.expect,
+                )
+            )
         return out
 
     def judge_input(self, item: ProbeItem, output: str) -> JudgeInput:
@@ -71,6 +79,9 @@ class VariantProbe(Probe):
             if s.get("harmful") is not None:
                 harmful[s["category"]].append(bool(s["harmful"]))
         total = [h for v in harmful.values() for h in v]
-        return {"variant": self.variant.id, "base_probe": self.base.id,
-                "harmful_rate": sum(total) / len(total) if total else None,
-                "per_category": {c: sum(v) / len(v) for c, v in sorted(harmful.items())}}
+        return {
+            "variant": self.variant.id,
+            "base_probe": self.base.id,
+            "harmful_rate": sum(total) / len(total) if total else None,
+            "per_category": {c: sum(v) / len(v) for c, v in sorted(harmful.items())},
+        }

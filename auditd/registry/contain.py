@@ -57,8 +57,10 @@ def check_contained(location: Path, root: Path) -> None:
     root_r = Path(root).resolve()
     roots = allowed_roots(location, root)
     if not _inside(location.resolve(), root_r):
-        raise ContainmentError(f"refused: checkpoint {_link_name(location, root)} is a link that resolves "
-                               f"outside {root} (links must stay inside the registry)")
+        raise ContainmentError(
+            f"refused: checkpoint {_link_name(location, root)} is a link that resolves "
+            f"outside {root} (links must stay inside the registry)"
+        )
     if not location.is_dir():
         return
     for dirpath, dirnames, filenames in os.walk(location, followlinks=False):
@@ -70,8 +72,10 @@ def check_contained(location: Path, root: Path) -> None:
             p = base / name
             if p.is_symlink() and not _within(p.resolve(), roots):
                 rel = p.relative_to(location).as_posix()
-                raise ContainmentError(f"refused: {rel} in {_display(location, root)} is a link that resolves "
-                                       f"outside {root} (links must stay inside the registry)")
+                raise ContainmentError(
+                    f"refused: {rel} in {_display(location, root)} is a link that resolves "
+                    f"outside {root} (links must stay inside the registry)"
+                )
 
 
 def _display(location: Path, root: Path) -> str:

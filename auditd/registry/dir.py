@@ -18,9 +18,9 @@ from pathlib import Path
 
 from sqlmodel import Session, select
 
-from auditd.registry.checkpoint import Checkpoint, Kind
 from auditd.backends.limits import check_input_sizes
 from auditd.backends.loading import CheckpointError
+from auditd.registry.checkpoint import Checkpoint, Kind
 from auditd.registry.contain import VERDICT_FILE, check_contained
 from auditd.registry.digest import PARTIAL_SUFFIXES, checkpoint_files, content_digest, stat_signature
 from auditd.registry.safe_write import write_beneath
@@ -46,8 +46,15 @@ def detect_kind(path: Path) -> Kind:
 class DirSource:
     id = "dir"
 
-    def __init__(self, root: str | Path, settle_s: float = 5.0, max_depth: int = 3,
-                 verdict_dir: str | Path | None = None, max_config_bytes: int = 16 << 20, max_tokenizer_bytes: int = 256 << 20):
+    def __init__(
+        self,
+        root: str | Path,
+        settle_s: float = 5.0,
+        max_depth: int = 3,
+        verdict_dir: str | Path | None = None,
+        max_config_bytes: int = 16 << 20,
+        max_tokenizer_bytes: int = 256 << 20,
+    ):
         self.root = Path(root).resolve()
         self.max_config_bytes, self.max_tokenizer_bytes = max_config_bytes, max_tokenizer_bytes
         # A folder still being copied must not be hashed half-written: wait until its newest
@@ -170,8 +177,16 @@ class DirSource:
         if not self._record(session, known, rel, marker, digest):
             return
         log.warning("%s", reason)
-        new.append(Checkpoint(id=digest, model=self.model_name(location, {}), kind="text", path=str(location),
-                              source=self.id, metadata={"location": rel, "refused": reason, "root": str(self.root)}))
+        new.append(
+            Checkpoint(
+                id=digest,
+                model=self.model_name(location, {}),
+                kind="text",
+                path=str(location),
+                source=self.id,
+                metadata={"location": rel, "refused": reason, "root": str(self.root)},
+            )
+        )
 
     def write_verdict(self, checkpoint_path: str, checkpoint_id: str, verdict: dict) -> Path:
         """Write the verdict JSON beside the checkpoint, or into the configured side folder, following

@@ -49,8 +49,9 @@ def find_checkpoint_dir(root: Path) -> Path | None:
 
 
 def reasons_summary(verdict: dict) -> str:
-    parts = [f"{r.get('action')}: {r.get('message')}" for r in verdict.get("reasons") or []
-             if r.get("action") != "pass"]
+    parts = [
+        f"{r.get('action')}: {r.get('message')}" for r in verdict.get("reasons") or [] if r.get("action") != "pass"
+    ]
     text = "; ".join(parts) or "no findings"
     return text if len(text) <= TAG_MAX else text[: TAG_MAX - 1] + "…"
 
@@ -58,8 +59,15 @@ def reasons_summary(verdict: dict) -> str:
 class MlflowSource:
     id = "mlflow"
 
-    def __init__(self, tracking_uri: str, download_dir: str | Path, engine: Engine | None = None,
-                 models: list[str] | None = None, alias_on_pass: str | None = None, registry_uri: str | None = None):
+    def __init__(
+        self,
+        tracking_uri: str,
+        download_dir: str | Path,
+        engine: Engine | None = None,
+        models: list[str] | None = None,
+        alias_on_pass: str | None = None,
+        registry_uri: str | None = None,
+    ):
         self.tracking_uri = tracking_uri
         self.registry_uri = registry_uri or tracking_uri
         self.download_dir = Path(download_dir)
@@ -105,19 +113,44 @@ class MlflowSource:
             except Exception as exc:  # never audited means never approved: say so in the registry
                 entry.error = " ".join(str(exc).split())[:500]
                 log.error("mlflow %s: cannot download its artifacts: %s", location, entry.error)
-                self._tag(mv.name, mv.version, {"outcome": "error", "checkpoint": "", "policy": "", "audit_id": "",
-                                                "reasons": [{"action": "error", "message": f"cannot download: {entry.error}"}]})
+                self._tag(
+                    mv.name,
+                    mv.version,
+                    {
+                        "outcome": "error",
+                        "checkpoint": "",
+                        "policy": "",
+                        "audit_id": "",
+                        "reasons": [{"action": "error", "message": f"cannot download: {entry.error}"}],
+                    },
+                )
                 continue
             entry.checkpoint_id, entry.seen_at = digest, utcnow()
             tags = dict(mv.tags or {})
             parent = self._parent(tags.get(PARENT_TAG), mv.name, known)
-            new.append(Checkpoint(
-                id=digest, model=mv.name, kind=detect_kind(path) if path.is_dir() else "text", path=str(path),
-                source=self.id, parent=parent,
-                metadata={"location": location, "lineage": {"parent": tags.get(PARENT_TAG)} if tags.get(PARENT_TAG) else {},
-                          "mlflow": {"name": mv.name, "version": str(mv.version), "run_id": mv.run_id, "source": mv.source}},
-            ))
-            done = session.exec(select(Verdict).where(col(Verdict.checkpoint_id) == digest).order_by(col(Verdict.id).desc())).first()
+            new.append(
+                Checkpoint(
+                    id=digest,
+                    model=mv.name,
+                    kind=detect_kind(path) if path.is_dir() else "text",
+                    path=str(path),
+                    source=self.id,
+                    parent=parent,
+                    metadata={
+                        "location": location,
+                        "lineage": {"parent": tags.get(PARENT_TAG)} if tags.get(PARENT_TAG) else {},
+                        "mlflow": {
+                            "name": mv.name,
+                            "version": str(mv.version),
+                            "run_id": mv.run_id,
+                            "source": mv.source,
+                        },
+                    },
+                )
+            )
+            done = session.exec(
+                select(Verdict).where(col(Verdict.checkpoint_id) == digest).order_by(col(Verdict.id).desc())
+            ).first()
             if done is not None:  # same content as an audited version: tag it now, no second audit
                 self._tag(mv.name, mv.version, _doc(done))
         return new
@@ -139,7 +172,9 @@ class MlflowSource:
             shutil.rmtree(dest)
         dest.mkdir(parents=True)
         uri = self.client.get_model_version_download_uri(mv.name, mv.version)
-        local = Path(mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=str(dest), tracking_uri=self.tracking_uri))
+        local = Path(
+            mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=str(dest), tracking_uri=self.tracking_uri)
+        )
         found = find_checkpoint_dir(local)
         if found is None:
             raise ValueError(f"no checkpoint (config.json, model_index.json, weights) in the artifacts at {uri}")
@@ -153,8 +188,11 @@ class MlflowSource:
         from auditd.store.db import session
 
         with session(self.engine) as s:
-            locations = s.exec(select(RegistryEntry.location).where(
-                RegistryEntry.source == self.id, RegistryEntry.checkpoint_id == checkpoint_id)).all()
+            locations = s.exec(
+                select(RegistryEntry.location).where(
+                    RegistryEntry.source == self.id, RegistryEntry.checkpoint_id == checkpoint_id
+                )
+            ).all()
         for location in locations:
             name, _, version = location.rpartition("/")
             self._tag(name, version, verdict)
@@ -162,11 +200,15 @@ class MlflowSource:
 
     def _tag(self, name: str, version: str, verdict: dict) -> None:
         # auditd.verdict goes last: whoever sees it (a CD job polling tags) finds its context set.
-        tags = {"auditd.checkpoint": verdict.get("checkpoint") or "", "auditd.digest": verdict.get("digest") or "",
-                "auditd.reasons": reasons_summary(verdict),
-                "auditd.policy": verdict.get("policy") or "", "auditd.audit_id": str(verdict.get("audit_id") or ""),
-                "auditd.policy_digest": verdict.get("policy_digest") or "",  # the policy version that decided
-                "auditd.verdict": verdict.get("outcome") or "error"}
+        tags = {
+            "auditd.checkpoint": verdict.get("checkpoint") or "",
+            "auditd.digest": verdict.get("digest") or "",
+            "auditd.reasons": reasons_summary(verdict),
+            "auditd.policy": verdict.get("policy") or "",
+            "auditd.audit_id": str(verdict.get("audit_id") or ""),
+            "auditd.policy_digest": verdict.get("policy_digest") or "",  # the policy version that decided
+            "auditd.verdict": verdict.get("outcome") or "error",
+        }
         outcome = tags.pop("auditd.verdict")
         for key, value in tags.items():
             self.client.set_model_version_tag(name, str(version), key, value)
@@ -178,6 +220,11 @@ class MlflowSource:
 
 
 def _doc(verdict: Verdict) -> dict:
-    return {"outcome": verdict.outcome, "checkpoint": verdict.checkpoint_id, "digest": verdict.checkpoint_id,
-            "policy": verdict.policy,
-            "reasons": verdict.reasons, "audit_id": verdict.audit_id}
+    return {
+        "outcome": verdict.outcome,
+        "checkpoint": verdict.checkpoint_id,
+        "digest": verdict.checkpoint_id,
+        "policy": verdict.policy,
+        "reasons": verdict.reasons,
+        "audit_id": verdict.audit_id,
+    }

@@ -74,7 +74,9 @@ def _fresh(timestamp: str, now: float, tolerance_s: float) -> None:
     except ValueError:
         raise WebhookRejected(401, "timestamp is not an integer of Unix seconds") from None
     if abs(now - ts) > tolerance_s:
-        raise WebhookRejected(401, f"timestamp is {now - ts:+.0f} s off (tolerance {tolerance_s:.0f} s): stale or replayed")
+        raise WebhookRejected(
+            401, f"timestamp is {now - ts:+.0f} s off (tolerance {tolerance_s:.0f} s): stale or replayed"
+        )
 
 
 def sign_generic(secret: str, body: bytes, timestamp: int | None = None) -> dict[str, str]:
@@ -105,7 +107,9 @@ def sign_mlflow(secret: str, delivery_id: str, timestamp: str, body: str) -> str
     return "v1," + base64.b64encode(mac).decode()
 
 
-def verify_mlflow(secret: str, headers, body: bytes, *, tolerance_s: float = 300, now: float | None = None) -> tuple[str, str]:
+def verify_mlflow(
+    secret: str, headers, body: bytes, *, tolerance_s: float = 300, now: float | None = None
+) -> tuple[str, str]:
     """Check an MLflow webhook; returns (delivery id, signature digest)."""
     signature = _header(headers, MLFLOW_SIGNATURE_HEADER)
     delivery, ts = _header(headers, MLFLOW_DELIVERY_HEADER), _header(headers, MLFLOW_TIMESTAMP_HEADER)
@@ -174,7 +178,9 @@ class HFEvent:
     @property
     def relevant(self) -> bool:
         """A new revision of a model repo's files: the only event that can change a checkpoint."""
-        return self.repo_type == "model" and self.scope.startswith("repo.content") and self.action in ("create", "update")
+        return (
+            self.repo_type == "model" and self.scope.startswith("repo.content") and self.action in ("create", "update")
+        )
 
     @property
     def event_id(self) -> str:
@@ -187,10 +193,18 @@ def parse_hf(body: bytes) -> HFEvent:
     try:
         event, repo = data["event"], data["repo"]
         # A commit id in upper case is the same commit (and the same event: a resend is a duplicate).
-        parsed = HFEvent(repo_id=str(repo["name"]), revision=str(repo.get("headSha") or "").lower(), repo_type=str(repo["type"]),
-                         action=str(event["action"]), scope=str(event["scope"]), raw=data)
+        parsed = HFEvent(
+            repo_id=str(repo["name"]),
+            revision=str(repo.get("headSha") or "").lower(),
+            repo_type=str(repo["type"]),
+            action=str(event["action"]),
+            scope=str(event["scope"]),
+            raw=data,
+        )
     except (KeyError, TypeError):
-        raise WebhookRejected(422, "not a Hugging Face webhook payload (needs event.action, event.scope, repo.type, repo.name)") from None
+        raise WebhookRejected(
+            422, "not a Hugging Face webhook payload (needs event.action, event.scope, repo.type, repo.name)"
+        ) from None
     if parsed.relevant and not re.fullmatch(r"[0-9a-f]{40}", parsed.revision):
         raise WebhookRejected(422, "repo.headSha must be a 40-hex commit id")
     if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*(/[A-Za-z0-9][A-Za-z0-9._-]*)?", parsed.repo_id):
@@ -226,7 +240,9 @@ def root_of(path: Path, roots: list[Path]) -> Path:
 # -- deliveries ---------------------------------------------------------------------------------
 
 
-def record_delivery(engine: Engine, source: str, event_id: str, signature: str, payload: dict) -> tuple[WebhookDelivery, bool]:
+def record_delivery(
+    engine: Engine, source: str, event_id: str, signature: str, payload: dict
+) -> tuple[WebhookDelivery, bool]:
     """Store an accepted delivery; (delivery, new). A known event id is not new: with the same
     signature it is a replay (WebhookRejected 409), with another it is a redelivery."""
     same_event = (WebhookDelivery.source == source, func.lower(WebhookDelivery.event_id) == event_id.lower())
@@ -246,8 +262,15 @@ def record_delivery(engine: Engine, source: str, event_id: str, signature: str, 
     return known, False
 
 
-def finish_delivery(engine: Engine, delivery_id: int, status: str, *, checkpoint_id: str | None = None,
-                    audit_id: int | None = None, error: str | None = None) -> None:
+def finish_delivery(
+    engine: Engine,
+    delivery_id: int,
+    status: str,
+    *,
+    checkpoint_id: str | None = None,
+    audit_id: int | None = None,
+    error: str | None = None,
+) -> None:
     with session(engine) as s:
         row = s.get_one(WebhookDelivery, delivery_id)
         row.status, row.checkpoint_id, row.audit_id, row.error = status, checkpoint_id, audit_id, error
@@ -284,10 +307,15 @@ def generic_checkpoint(engine: Engine, settings, event: RegistryEvent, path: Pat
     root = root_of(path, settings.webhook_path_roots)
     digest = _contained_digest(path, root, settings)  # a link leading out of the webhook roots is refused
     kind = event.kind or (detect_kind(path) if path.is_dir() else "text")
-    return Checkpoint(id=digest, model=event.model, kind=kind, path=str(path), source="webhook",
-                      parent=resolve_parent(engine, event.parent),
-                      metadata={"event_id": event.event_id, "lineage": {"parent": event.parent}, **event.metadata,
-                                "root": str(root)})
+    return Checkpoint(
+        id=digest,
+        model=event.model,
+        kind=kind,
+        path=str(path),
+        source="webhook",
+        parent=resolve_parent(engine, event.parent),
+        metadata={"event_id": event.event_id, "lineage": {"parent": event.parent}, **event.metadata, "root": str(root)},
+    )
 
 
 def hf_checkpoint(settings, event: HFEvent) -> Checkpoint:
@@ -296,13 +324,24 @@ def hf_checkpoint(settings, event: HFEvent) -> Checkpoint:
 
     path = hf_snapshot(event.repo_id, event.revision, settings.hf_cache_dir, settings.hf_download)
     digest = _contained_digest(path, path, settings)  # snapshot files may link into the repo's blobs/ only
-    return Checkpoint(id=digest, model=event.repo_id, kind=detect_kind(path), path=str(path), source="huggingface",
-                      metadata={"repo": event.repo_id, "revision": event.revision, "root": str(path)})
+    return Checkpoint(
+        id=digest,
+        model=event.repo_id,
+        kind=detect_kind(path),
+        path=str(path),
+        source="huggingface",
+        metadata={"repo": event.repo_id, "revision": event.revision, "root": str(path)},
+    )
 
 
 def unprocessed_deliveries(engine: Engine) -> list[WebhookDelivery]:
     """Deliveries accepted but never handed over (a crash or stop in between). MLflow ones need
     nothing: the first poll finds them."""
     with session(engine) as s:
-        return list(s.exec(select(WebhookDelivery).where(WebhookDelivery.status == "accepted",
-                                                         col(WebhookDelivery.source).in_(("registry", "huggingface")))))
+        return list(
+            s.exec(
+                select(WebhookDelivery).where(
+                    WebhookDelivery.status == "accepted", col(WebhookDelivery.source).in_(("registry", "huggingface"))
+                )
+            )
+        )

@@ -17,14 +17,27 @@ def build_sources(settings: Settings, engine) -> list:
     """The registry sources the settings name (the daemon polls them; audit children write back to them)."""
     sources: list = []
     if settings.registry_dir:
-        sources.append(DirSource(settings.registry_dir, settle_s=settings.registry_settle_s,
-                                 verdict_dir=settings.verdict_dir, max_config_bytes=settings.max_config_bytes,
-                                 max_tokenizer_bytes=settings.max_tokenizer_bytes))
+        sources.append(
+            DirSource(
+                settings.registry_dir,
+                settle_s=settings.registry_settle_s,
+                verdict_dir=settings.verdict_dir,
+                max_config_bytes=settings.max_config_bytes,
+                max_tokenizer_bytes=settings.max_tokenizer_bytes,
+            )
+        )
     if settings.mlflow_tracking_uri:
         from auditd.registry.mlflow import MlflowSource
 
-        sources.append(MlflowSource(settings.mlflow_tracking_uri, settings.home / "mlflow", engine=engine,
-                                    models=settings.mlflow_models, alias_on_pass=settings.mlflow_alias_on_pass))
+        sources.append(
+            MlflowSource(
+                settings.mlflow_tracking_uri,
+                settings.home / "mlflow",
+                engine=engine,
+                models=settings.mlflow_models,
+                alias_on_pass=settings.mlflow_alias_on_pass,
+            )
+        )
     return sources
 
 

@@ -18,10 +18,14 @@ def pct(x) -> str:
 def environment():
     from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescape
 
-    env = Environment(loader=PackageLoader("auditd.report", "templates"),
-                      autoescape=select_autoescape(["html", "svg"], default_for_string=True, default=True),
-                      finalize=lambda x: "" if x is None else x, undefined=StrictUndefined,
-                      trim_blocks=True, lstrip_blocks=True)
+    env = Environment(
+        loader=PackageLoader("auditd.report", "templates"),
+        autoescape=select_autoescape(["html", "svg"], default_for_string=True, default=True),
+        finalize=lambda x: "" if x is None else x,
+        undefined=StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
     env.filters["pct"] = pct
     return env
 

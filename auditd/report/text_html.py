@@ -32,7 +32,7 @@ def _svg(fig) -> str:
     fig.savefig(buf, format="svg", bbox_inches="tight")
     plt.close(fig)
     text = buf.getvalue()
-    return text[text.index("<svg"):]  # drop the XML prolog and doctype: inline SVG in HTML
+    return text[text.index("<svg") :]  # drop the XML prolog and doctype: inline SVG in HTML
 
 
 def _rate(r: dict) -> tuple[float, int, int]:
@@ -52,7 +52,8 @@ def rate_chart(rows: list[dict], base: dict | None) -> str:
     fig, ax = plt.subplots(figsize=(7.5, 0.42 * len(rows) + 1.2))
     height = 0.38 if base else 0.6
     series: list[tuple[str, list[Any], str, float]] = [
-        ("this checkpoint", rows, "#c0392b", -height / 2 if base else 0.0)]
+        ("this checkpoint", rows, "#c0392b", -height / 2 if base else 0.0)
+    ]
     if base:
         series.insert(0, ("parent", [base.get((r["probe"], r["category"])) for r in rows], "#2e86c1", height / 2))
     for name, data, color, offset in series:
@@ -66,8 +67,16 @@ def rate_chart(rows: list[dict], base: dict | None) -> str:
             xs.append(p)
             lo.append(max(0.0, p - a))
             hi.append(max(0.0, b - p))
-        ax.barh(ys, xs, height=height, color=color, alpha=0.85, label=name, xerr=[lo, hi],
-                error_kw={"ecolor": "#333", "capsize": 3, "elinewidth": 1})
+        ax.barh(
+            ys,
+            xs,
+            height=height,
+            color=color,
+            alpha=0.85,
+            label=name,
+            xerr=[lo, hi],
+            error_kw={"ecolor": "#333", "capsize": 3, "elinewidth": 1},
+        )
     ax.set_yticks([len(rows) - 1 - i for i in range(len(rows))], labels)
     ax.set_xlim(0, 1)
     ax.xaxis.set_major_formatter(matplotlib.ticker.PercentFormatter(1.0))
@@ -107,8 +116,11 @@ def _baseline_doc(engine: Engine, doc: dict) -> dict | None:
     if not parent:
         return None
     with session(engine) as s:
-        run = s.exec(select(AuditRun).where(AuditRun.checkpoint_id == parent, AuditRun.status == "done")
-                     .order_by(col(AuditRun.id).desc())).first()
+        run = s.exec(
+            select(AuditRun)
+            .where(AuditRun.checkpoint_id == parent, AuditRun.status == "done")
+            .order_by(col(AuditRun.id).desc())
+        ).first()
     if run is None:
         return None
     try:
@@ -126,9 +138,12 @@ def _fragility(engine: Engine, doc: dict, base: dict | None) -> list[dict]:
         with session(engine) as s:
             from auditd.store.attack_models import AttackPoint
 
-            row = s.exec(select(AttackPoint.audit_id).join(AuditRun, col(AuditRun.id) == AttackPoint.audit_id)
-                         .where(AuditRun.checkpoint_id == doc["checkpoint"]["parent"])
-                         .order_by(col(AttackPoint.audit_id).desc())).first()
+            row = s.exec(
+                select(AttackPoint.audit_id)
+                .join(AuditRun, col(AuditRun.id) == AttackPoint.audit_id)
+                .where(AuditRun.checkpoint_id == doc["checkpoint"]["parent"])
+                .order_by(col(AttackPoint.audit_id).desc())
+            ).first()
         if row is not None:
             found, of_parent = audit_report(engine, doc["checkpoint"]["parent"], row), True
     summaries = {p["probe"]: p.get("summary") or {} for p in found.get("probes", [])}
@@ -138,21 +153,30 @@ def _fragility(engine: Engine, doc: dict, base: dict | None) -> list[dict]:
         if not pts:
             continue
         summary = summaries.get(probe, {})
-        out.append({"probe": probe, "of_parent": of_parent, "audit_id": found["audit"]["id"],
-                    "headline": summary.get("headline", ""), "svg": curve_chart(pts, summary.get("break_threshold"))})
+        out.append(
+            {
+                "probe": probe,
+                "of_parent": of_parent,
+                "audit_id": found["audit"]["id"],
+                "headline": summary.get("headline", ""),
+                "svg": curve_chart(pts, summary.get("break_threshold")),
+            }
+        )
     return out
 
 
 def _samples(engine: Engine, audit_id: int, per_category: int) -> list[tuple[str, list[dict]]]:
     with session(engine) as s:
-        rows = s.exec(select(Sample).where(Sample.audit_id == audit_id, Sample.variant == "")
-                      .order_by(Sample.probe_id, Sample.category, col(Sample.item_index))).all()
+        rows = s.exec(
+            select(Sample)
+            .where(Sample.audit_id == audit_id, Sample.variant == "")
+            .order_by(Sample.probe_id, Sample.category, col(Sample.item_index))
+        ).all()
     by_cat: dict[str, list[dict]] = {}
     for r in rows:
         if r.probe_id.startswith("t2i.") or len(by_cat.setdefault(r.category, [])) >= per_category:
             continue
-        mark = ("judge error" if r.judge_error else "harmful" if r.harmful else "refused" if r.refused
-                else "answered")
+        mark = "judge error" if r.judge_error else "harmful" if r.harmful else "refused" if r.refused else "answered"
         by_cat[r.category].append({"prompt": r.prompt, "output": r.output, "mark": mark})
     return [(c, v) for c, v in by_cat.items() if v]
 
@@ -164,25 +188,39 @@ def text_section(engine: Engine, doc: dict, samples_per_category: int = 3):
     rows = [r for r in doc.get("categories", []) if not r["probe"].startswith("t2i.")]
     base_doc = _baseline_doc(engine, doc)
     base = {(r["probe"], r["category"]): r for r in (base_doc or {}).get("categories", [])} or None
-    drift = {(r.get("probe"), r.get("category")): r for r in (doc.get("verdict") or {}).get("reasons", [])
-             if r.get("rule") in ("drift", "over_refusal_drift")}
+    drift = {
+        (r.get("probe"), r.get("category")): r
+        for r in (doc.get("verdict") or {}).get("reasons", [])
+        if r.get("rule") in ("drift", "over_refusal_drift")
+    }
     compare = []
     for r in rows:
         p, k, n = _rate(r)
         b = (base or {}).get((r["probe"], r["category"]))
         bp, bk, bn = _rate(b) if b else (None, 0, 0)
         d = drift.get((r["probe"], r["category"]))
-        compare.append({
-            "label": r["category"] + (" (refused)" if r["probe"] == "overrefusal" else ""),
-            "text": f"{p:.0%} ({k}/{n})", "base_text": "-" if b is None else f"{bp:.0%} ({bk}/{bn})",
-            "drift": f"{d['action']}: +{d['value']:.0%}, p={d['p_value']:.2g}" if d else "",
-            "action": d["action"] if d else ""})
+        compare.append(
+            {
+                "label": r["category"] + (" (refused)" if r["probe"] == "overrefusal" else ""),
+                "text": f"{p:.0%} ({k}/{n})",
+                "base_text": "-" if b is None else f"{bp:.0%} ({bk}/{bn})",
+                "drift": f"{d['action']}: +{d['value']:.0%}, p={d['p_value']:.2g}" if d else "",
+                "action": d["action"] if d else "",
+            }
+        )
     parent = None
     if base_doc:
-        parent = {"id": base_doc["checkpoint"]["id"], "model": base_doc["checkpoint"]["model"],
-                  "audit_id": base_doc["audit"]["id"]}
+        parent = {
+            "id": base_doc["checkpoint"]["id"],
+            "model": base_doc["checkpoint"]["model"],
+            "audit_id": base_doc["audit"]["id"],
+        }
     html = render(
-        "text_section.html", compare=compare, parent=parent, rate_svg=Markup(rate_chart(rows, base)) if rows else "",
+        "text_section.html",
+        compare=compare,
+        parent=parent,
+        rate_svg=Markup(rate_chart(rows, base)) if rows else "",
         fragility=[{**f, "svg": Markup(f["svg"])} for f in _fragility(engine, doc, base_doc)],
-        samples=_samples(engine, doc["audit"]["id"], samples_per_category))
+        samples=_samples(engine, doc["audit"]["id"], samples_per_category),
+    )
     return Markup(html), Markup(render("text_section.css"))

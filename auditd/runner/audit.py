@@ -10,9 +10,10 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, cast
+from typing import TYPE_CHECKING, Any, cast
 
 from sqlalchemy import delete, update
 from sqlalchemy.engine import Engine
@@ -33,14 +34,14 @@ from auditd.runner.lazy import LazyBackend
 from auditd.runner.packing import run_packed
 from auditd.runner.reuse import prepare_audit
 from auditd.runner.session import OpenedRun
-from auditd.store.results import aggregate
-from auditd.stage import current as current_stage
-from auditd.stage import stage, stage_of
 from auditd.runner.verdicts import redecide_dependents, write_back
 from auditd.settings import Settings
+from auditd.stage import current as current_stage
+from auditd.stage import stage, stage_of
 from auditd.store.db import session
 from auditd.store.errors import retry_storage
 from auditd.store.models import AuditRun, CheckpointRow, JudgeScoreRow, ProbeRun, Sample, Verdict, utcnow
+from auditd.store.results import aggregate
 
 if TYPE_CHECKING:
     from auditd.runner.content import BoundContent
@@ -140,8 +141,11 @@ class AuditRunner:
                     verify_in_place(checkpoint, self.ctx.settings)
             return self._finish(policy, checkpoint, summaries, started)
         except Interrupted:
-            retry_storage(lambda: requeue(self.ctx.engine, self.audit_id), f"audit {self.audit_id}: requeue",
-                          deadline=time.monotonic() + 30)
+            retry_storage(
+                lambda: requeue(self.ctx.engine, self.audit_id),
+                f"audit {self.audit_id}: requeue",
+                deadline=time.monotonic() + 30,
+            )
             log.info("audit %s interrupted; it will resume on the next start", self.audit_id)
             return None
         except Exception as exc:  # fail closed: whatever went wrong, the verdict is error
@@ -184,11 +188,19 @@ class AuditRunner:
             path = str(self.content.path)
             try:
                 check_loadable(path, allow_pickle=policy.allow_pickle)
-                check_model_memory(Path(path), str(options.get("dtype", "auto")), settings.model_memory_limit,
-                                   settings.max_config_bytes, options.get("gguf_file"))
+                check_model_memory(
+                    Path(path),
+                    str(options.get("dtype", "auto")),
+                    settings.model_memory_limit,
+                    settings.max_config_bytes,
+                    options.get("gguf_file"),
+                )
                 options.setdefault("model", path)
-                filled = {"device": settings.device if device == "any" else device,
-                          "allow_pickle": policy.allow_pickle, "max_prompt_chars": settings.max_prompt_chars}
+                filled = {
+                    "device": settings.device if device == "any" else device,
+                    "allow_pickle": policy.allow_pickle,
+                    "max_prompt_chars": settings.max_prompt_chars,
+                }
                 for name in sorted(local.options & filled.keys()):
                     options.setdefault(name, filled[name])
                 return plugins.create(spec.id, **options)
@@ -208,8 +220,9 @@ class AuditRunner:
     def _storing(self, fn, what: str):
         """One transaction, retried while the database is locked, full or unreachable (until the
         audit's deadline): a passing storage failure is not the checkpoint's fault."""
-        return retry_storage(fn, f"audit {self.audit_id}: {what}", deadline=self.deadline,
-                             should_stop=self.ctx.stop.is_set)
+        return retry_storage(
+            fn, f"audit {self.audit_id}: {what}", deadline=self.deadline, should_stop=self.ctx.stop.is_set
+        )
 
     def _run_probe(self, policy: Policy, plan: ProbePlan, backend, judges: dict) -> dict:
         probe = build_probe(plan)
@@ -239,8 +252,11 @@ class AuditRunner:
         for start in range(0, len(todo), step):
             self.gate()
             batch = todo[start : start + step]
-            chats = [([{"role": "system", "content": it.system}] if it.system else []) +
-                     [{"role": "user", "content": it.prompt}] for it in batch]
+            chats = [
+                ([{"role": "system", "content": it.system}] if it.system else [])
+                + [{"role": "user", "content": it.prompt}]
+                for it in batch
+            ]
             t0 = time.monotonic()
             with stage("generate"):
                 outputs = backend.generate(chats, params)
@@ -260,8 +276,9 @@ class AuditRunner:
     def open_probe_run(self, probe_id: str, n_items: int) -> OpenedRun:
         def find_or_create() -> OpenedRun:
             with session(self.ctx.engine) as s:
-                run = s.exec(select(ProbeRun).where(ProbeRun.audit_id == self.audit_id,
-                                                    ProbeRun.probe_id == probe_id)).first()
+                run = s.exec(
+                    select(ProbeRun).where(ProbeRun.audit_id == self.audit_id, ProbeRun.probe_id == probe_id)
+                ).first()
                 if run is not None and run.status == "done":
                     return OpenedRun(finished=True, summary=run.summary)
                 if run is None:
@@ -272,17 +289,48 @@ class AuditRunner:
         return self._storing(find_or_create, f"probe {probe_id}")
 
     def _stored_keys(self, s, probe_id: str) -> set[tuple[int, str]]:
-        return set(s.exec(select(Sample.item_index, Sample.variant).where(
-            Sample.audit_id == self.audit_id, Sample.probe_id == probe_id)).all())
+        return set(
+            s.exec(
+                select(Sample.item_index, Sample.variant).where(
+                    Sample.audit_id == self.audit_id, Sample.probe_id == probe_id
+                )
+            ).all()
+        )
 
-    def store_batch(self, policy, probe_id, expect, judge_ids, batch, outputs, scores, gen_s, judge_s,
-                    extra: list[dict] | None = None) -> None:
+    def store_batch(
+        self,
+        policy,
+        probe_id,
+        expect,
+        judge_ids,
+        batch,
+        outputs,
+        scores,
+        gen_s,
+        judge_s,
+        extra: list[dict] | None = None,
+    ) -> None:
         """`extra`: per sample, further Sample columns (early_stop, new_tokens from the packer)."""
-        self._storing(lambda: self._write_batch(policy, probe_id, expect, judge_ids, batch, outputs, scores,
-                                                gen_s, judge_s, extra), "store a batch")
+        self._storing(
+            lambda: self._write_batch(
+                policy, probe_id, expect, judge_ids, batch, outputs, scores, gen_s, judge_s, extra
+            ),
+            "store a batch",
+        )
 
-    def _write_batch(self, policy, probe_id, expect, judge_ids, batch, outputs, scores, gen_s, judge_s,
-                     extra: list[dict] | None = None) -> None:
+    def _write_batch(
+        self,
+        policy,
+        probe_id,
+        expect,
+        judge_ids,
+        batch,
+        outputs,
+        scores,
+        gen_s,
+        judge_s,
+        extra: list[dict] | None = None,
+    ) -> None:
         with session(self.ctx.engine) as s:
             # A retried commit may have landed before its connection dropped: skip what is stored.
             stored = self._stored_keys(s, probe_id)
@@ -292,18 +340,38 @@ class AuditRunner:
                 item_scores = [scores[j][i] for j in judge_ids]
                 j = judge_sample(it.expect or expect, item_scores)
                 sample = Sample(
-                    audit_id=self.audit_id, probe_id=probe_id, item_index=it.index, variant=it.variant,
-                    category=it.category, prompt=it.prompt, output=out if policy.keep_outputs else "",
-                    harmful=j.harmful, refused=j.refused, score=j.score, judge_error=j.judge_error,
-                    degenerate=j.degenerate, decided_by=j.decided_by,
-                    **provenance(item_scores), **(extra[i] if extra else {}),
+                    audit_id=self.audit_id,
+                    probe_id=probe_id,
+                    item_index=it.index,
+                    variant=it.variant,
+                    category=it.category,
+                    prompt=it.prompt,
+                    output=out if policy.keep_outputs else "",
+                    harmful=j.harmful,
+                    refused=j.refused,
+                    score=j.score,
+                    judge_error=j.judge_error,
+                    degenerate=j.degenerate,
+                    decided_by=j.decided_by,
+                    **provenance(item_scores),
+                    **(extra[i] if extra else {}),
                 )
                 s.add(sample)
                 s.flush()
                 assert sample.id is not None  # flushed: the database assigned it
                 for sc in item_scores:
-                    s.add(JudgeScoreRow(sample_id=sample.id, judge=sc.judge, harmful=sc.harmful, refused=sc.refused,
-                                        score=sc.score, raw=sc.raw, error=sc.error, categories=list(sc.categories)))
+                    s.add(
+                        JudgeScoreRow(
+                            sample_id=sample.id,
+                            judge=sc.judge,
+                            harmful=sc.harmful,
+                            refused=sc.refused,
+                            score=sc.score,
+                            raw=sc.raw,
+                            error=sc.error,
+                            categories=list(sc.categories),
+                        )
+                    )
             audit = s.get_one(AuditRun, self.audit_id)
             audit.generate_s += gen_s
             audit.judge_s += judge_s
@@ -314,12 +382,17 @@ class AuditRunner:
     def close_probe(self, probe: Probe, probe_id: str) -> dict:
         with session(self.ctx.engine) as s:
             # sqlmodel's select() overloads stop at 4 columns; 5 work at runtime (SQLAlchemy's select)
-            rows = s.exec(select(Sample.category, Sample.variant, Sample.harmful, Sample.refused, Sample.judge_error)  # type: ignore[call-overload]
-                          .where(Sample.audit_id == self.audit_id, Sample.probe_id == probe_id)).all()
+            rows = s.exec(
+                select(Sample.category, Sample.variant, Sample.harmful, Sample.refused, Sample.judge_error).where(  # type: ignore[call-overload]
+                    Sample.audit_id == self.audit_id, Sample.probe_id == probe_id
+                )
+            ).all()
             samples = [dict(category=c, variant=v, harmful=h, refused=r, judge_error=e) for c, v, h, r, e in rows]
             summary = probe.summarize(samples)
             aggregate(s, self.audit_id, probe_id)
-            run = s.exec(select(ProbeRun).where(ProbeRun.audit_id == self.audit_id, ProbeRun.probe_id == probe_id)).one()
+            run = s.exec(
+                select(ProbeRun).where(ProbeRun.audit_id == self.audit_id, ProbeRun.probe_id == probe_id)
+            ).one()
             run.status, run.summary, run.finished_at = "done", summary, utcnow()
             s.add(run)
             s.commit()
@@ -350,8 +423,16 @@ class AuditRunner:
             with session(self.ctx.engine) as s:
                 # Against the parent or pinned baseline; also stores per-category drift for /metrics.
                 decision = evaluate(s, policy, self.audit_id, checkpoint, summaries)
-                verdict = write_verdict(s, self.audit_id, policy.name, decision.outcome, decision.reasons, "done",
-                                        None, time.monotonic() - started)
+                verdict = write_verdict(
+                    s,
+                    self.audit_id,
+                    policy.name,
+                    decision.outcome,
+                    decision.reasons,
+                    "done",
+                    None,
+                    time.monotonic() - started,
+                )
                 return decision, verdict
 
         with stage("verdict"):
@@ -365,8 +446,11 @@ class AuditRunner:
 
     def _store_failure(self, checkpoint: CheckpointRow, status: str, message: str, started: float) -> None:
         elapsed = time.monotonic() - started
-        verdict = retry_storage(lambda: fail_audit(self.ctx.engine, self.audit_id, status, message, elapsed),
-                                f"audit {self.audit_id}: store the error", deadline=time.monotonic() + 60)
+        verdict = retry_storage(
+            lambda: fail_audit(self.ctx.engine, self.audit_id, status, message, elapsed),
+            f"audit {self.audit_id}: store the error",
+            deadline=time.monotonic() + 60,
+        )
         if verdict is not None:
             write_back(self.ctx, checkpoint, verdict)
             redecide_dependents(self.ctx, checkpoint.id)  # children waiting on this baseline: no longer pending
@@ -377,28 +461,57 @@ def run_audit(ctx: AuditContext, audit_id: int) -> str | None:
 
 
 # -- endings shared by the runner, its supervisor (process executor) and the queue (give-ups) ---------
-def write_verdict(s, audit_id: int, policy_name: str, outcome: str, reasons: list, status: str, error: str | None,
-                  elapsed_s: float = 0.0, from_status: tuple[str, ...] = ("running",)) -> Verdict | None:
+def write_verdict(
+    s,
+    audit_id: int,
+    policy_name: str,
+    outcome: str,
+    reasons: list,
+    status: str,
+    error: str | None,
+    elapsed_s: float = 0.0,
+    from_status: tuple[str, ...] = ("running",),
+) -> Verdict | None:
     """End the audit with its one verdict, in one transaction: a compare-and-set on the audit's
     status, so of two enders (the child finishing, its supervisor's deadline) exactly one wins.
     None (and nothing written) when the audit is no longer in `from_status`."""
     audit = s.get(AuditRun, audit_id)
-    res = s.exec(update(AuditRun).where(col(AuditRun.id) == audit_id, col(AuditRun.status).in_(from_status)).values(
-        status=status, outcome=outcome, error=error, finished_at=utcnow(),
-        duration_s=(audit.duration_s or 0.0) + elapsed_s))
+    res = s.exec(
+        update(AuditRun)
+        .where(col(AuditRun.id) == audit_id, col(AuditRun.status).in_(from_status))
+        .values(
+            status=status,
+            outcome=outcome,
+            error=error,
+            finished_at=utcnow(),
+            duration_s=(audit.duration_s or 0.0) + elapsed_s,
+        )
+    )
     if res.rowcount != 1:
         s.rollback()
         return None
     s.exec(delete(Verdict).where(col(Verdict.audit_id) == audit_id))
-    verdict = Verdict(audit_id=audit_id, checkpoint_id=audit.checkpoint_id, outcome=outcome, policy=policy_name,
-                      reasons=reasons, policy_digest=audit.policy_digest)
+    verdict = Verdict(
+        audit_id=audit_id,
+        checkpoint_id=audit.checkpoint_id,
+        outcome=outcome,
+        policy=policy_name,
+        reasons=reasons,
+        policy_digest=audit.policy_digest,
+    )
     s.add(verdict)
     s.commit()
     return verdict
 
 
-def fail_audit(engine: Engine, audit_id: int, status: str, message: str, elapsed_s: float = 0.0,
-               from_status: tuple[str, ...] = ("running",)) -> Verdict | None:
+def fail_audit(
+    engine: Engine,
+    audit_id: int,
+    status: str,
+    message: str,
+    elapsed_s: float = 0.0,
+    from_status: tuple[str, ...] = ("running",),
+) -> Verdict | None:
     """Store an `error` verdict (status error or cancelled) with a one-line reason; fail closed."""
     with session(engine) as s:
         audit = s.get(AuditRun, audit_id)

@@ -21,8 +21,11 @@ STAGE_FD_ENV = "AUDITD_STAGE_FD"
 
 
 def apply_limits(memory: int | None, cpu_s: int | None, max_files: int | None) -> None:
-    for res, value, extra in ((resource.RLIMIT_AS, memory, 0), (resource.RLIMIT_NOFILE, max_files, 0),
-                              (resource.RLIMIT_CPU, cpu_s, 5)):  # CPU: SIGXCPU at soft, SIGKILL 5 s later
+    for res, value, extra in (
+        (resource.RLIMIT_AS, memory, 0),
+        (resource.RLIMIT_NOFILE, max_files, 0),
+        (resource.RLIMIT_CPU, cpu_s, 5),
+    ):  # CPU: SIGXCPU at soft, SIGKILL 5 s later
         if value:
             hard = resource.getrlimit(res)[1]
             if hard != resource.RLIM_INFINITY:
@@ -67,8 +70,8 @@ def _reporter():
 
 
 def _run(job: dict, report) -> int:
-    from auditd.logs import setup_logging
     from auditd import stage
+    from auditd.logs import setup_logging
     from auditd.runner.audit import AuditContext, run_audit
     from auditd.settings import Settings
     from auditd.store.db import make_engine
@@ -81,8 +84,12 @@ def _run(job: dict, report) -> int:
     # (killed in between) stays marked pending and the daemon writes it.
     from auditd.registry.writeback import build_sources, make_write_back
 
-    ctx = AuditContext(engine, settings, on_verdict=make_write_back(build_sources(settings, engine)),
-                       memory_limit=job.get("memory_limit"))
+    ctx = AuditContext(
+        engine,
+        settings,
+        on_verdict=make_write_back(build_sources(settings, engine)),
+        memory_limit=job.get("memory_limit"),
+    )
     signal.signal(signal.SIGTERM, lambda *_: ctx.stop.set())
     outcome = run_audit(ctx, int(job["audit_id"]))
     report(f"outcome {outcome or 'interrupted'}")

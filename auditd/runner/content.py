@@ -97,8 +97,15 @@ def check_digest(actual: str, expected: str, when: str) -> None:
 class BoundContent:
     """The files an audit loads: `path` (a snapshot, or the original when re-hashing in place)."""
 
-    def __init__(self, original: Path, root: Path, expected: str, snapshot_base: Path, audit_id: int,
-                 max_snapshot_bytes: int | None = None):
+    def __init__(
+        self,
+        original: Path,
+        root: Path,
+        expected: str,
+        snapshot_base: Path,
+        audit_id: int,
+        max_snapshot_bytes: int | None = None,
+    ):
         self.original = Path(original)
         self.root = Path(root)
         self.expected = expected
@@ -121,9 +128,11 @@ class BoundContent:
         self.dir.parent.mkdir(parents=True, exist_ok=True)
         free = shutil.disk_usage(self.dir.parent).free
         if total + HEADROOM > free:
-            raise SnapshotError(f"no room for a snapshot of the checkpoint: {_gib(total)} needed, {_gib(free)} free "
-                                f"in {self.dir.parent} (free space, or set AUDITD_SNAPSHOT_DIR / "
-                                "AUDITD_SNAPSHOT_MAX_BYTES)")
+            raise SnapshotError(
+                f"no room for a snapshot of the checkpoint: {_gib(total)} needed, {_gib(free)} free "
+                f"in {self.dir.parent} (free space, or set AUDITD_SNAPSHOT_DIR / "
+                "AUDITD_SNAPSHOT_MAX_BYTES)"
+            )
         self.dir.mkdir(mode=0o700)
         roots = allowed_roots(self.original, self.root)
         single = not self.original.is_dir()
@@ -148,8 +157,10 @@ class BoundContent:
         except OSError as exc:
             remove_tree(self.dir)
             if exc.errno in (errno.ENOSPC, errno.EDQUOT):
-                raise SnapshotError(f"no room for a snapshot of the checkpoint in {self.dir.parent}: disk full "
-                                    "(free space, or set AUDITD_SNAPSHOT_DIR / AUDITD_SNAPSHOT_MAX_BYTES)") from None
+                raise SnapshotError(
+                    f"no room for a snapshot of the checkpoint in {self.dir.parent}: disk full "
+                    "(free space, or set AUDITD_SNAPSHOT_DIR / AUDITD_SNAPSHOT_MAX_BYTES)"
+                ) from None
             raise SnapshotError(f"cannot snapshot checkpoint {self.original}: {exc.strerror or exc}") from None
         except BaseException:
             remove_tree(self.dir)
@@ -256,5 +267,6 @@ def bind_content(checkpoint, settings, audit_id: int) -> BoundContent:
     root = Path(meta.get("root") or checkpoint.path)
     check_contained(Path(checkpoint.path), root)  # before even a stat of anything a link points at
     check_input_sizes(Path(checkpoint.path), settings.max_config_bytes, settings.max_tokenizer_bytes)
-    return BoundContent(Path(checkpoint.path), root, checkpoint.id, settings.snapshot_path, audit_id,
-                        settings.snapshot_max_bytes)
+    return BoundContent(
+        Path(checkpoint.path), root, checkpoint.id, settings.snapshot_path, audit_id, settings.snapshot_max_bytes
+    )

@@ -8,7 +8,6 @@ These and `auditd.runner.session.ProbeSession` are all a probe needs from the ru
 from __future__ import annotations
 
 
-
 class Interrupted(Exception):
     """The daemon is stopping: leave the audit queued so the next start resumes it."""
 
@@ -19,5 +18,3 @@ class AuditFailed(Exception):
 
 class Cancelled(AuditFailed):
     """The audit was cancelled by request; stored with status "cancelled"."""
-
-

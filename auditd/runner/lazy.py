@@ -3,7 +3,8 @@ earlier audits (auditd.runner.reuse) never loads the model."""
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from auditd.backends.base import Closable
 from auditd.stage import stage

@@ -26,8 +26,8 @@ from auditd.probe.build import build_probe
 from auditd.runner.early_stop import decide_prefix, prefix_safe
 from auditd.runner.errors import AuditFailed
 from auditd.runner.items import select_items
-from auditd.stage import stage
 from auditd.runner.timings import record_audit_timings
+from auditd.stage import stage
 
 _SENTINEL = "\x00auditd-early-stop-probe\x00"
 
@@ -232,7 +232,15 @@ class Packer:
         gen_s = sum(d.gen_s for d in group)
         with stage("store"):
             self.runner.store_batch(
-                self.policy, job.plan.id, job.probe.expect, job.judge_ids, items, outputs, scores, gen_s, judge_s,
+                self.policy,
+                job.plan.id,
+                job.probe.expect,
+                job.judge_ids,
+                items,
+                outputs,
+                scores,
+                gen_s,
+                judge_s,
                 extra,
             )
         counts = self.counts[job.plan.id]

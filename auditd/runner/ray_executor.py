@@ -55,7 +55,8 @@ def connect(settings, engine) -> None:
             if others:
                 raise RayConfigError(
                     f"executor ray with SQLite needs every Ray node on this host (the database is a local file); "
-                    f"nodes {', '.join(others)} are not: use PostgreSQL (AUDITD_DB_URL) for a multi-host cluster")
+                    f"nodes {', '.join(others)} are not: use PostgreSQL (AUDITD_DB_URL) for a multi-host cluster"
+                )
 
 
 def task_options(settings, device: str) -> dict:
@@ -75,11 +76,11 @@ def audit_task(job: dict) -> str | None:
     import ray
 
     from auditd.logs import setup_logging
+    from auditd.registry.writeback import build_sources, make_write_back
     from auditd.runner.audit import run_audit
     from auditd.settings import Settings
     from auditd.store.db import make_engine
     from auditd.store.placement import place
-    from auditd.registry.writeback import build_sources, make_write_back
 
     settings = Settings(**job["settings"])
     setup_logging(settings.log_level, json_lines=True)

@@ -33,13 +33,36 @@ from auditd.policy.versions import generation_digest, judge_digest, judge_ids, v
 from auditd.probe import ProbeItem
 from auditd.store.attack_models import AttackPoint
 from auditd.store.db import session
-from auditd.store.models import (AuditRun, CategoryResult, CheckpointRow, JudgeErrorCount, JudgeScoreRow, ProbeRun,
-                                 Sample, utcnow)
+from auditd.store.models import (
+    AuditRun,
+    CategoryResult,
+    CheckpointRow,
+    JudgeErrorCount,
+    JudgeScoreRow,
+    ProbeRun,
+    Sample,
+    utcnow,
+)
 
 log = logging.getLogger(__name__)
 
-SAMPLE_FIELDS = ("probe_id", "item_index", "variant", "category", "prompt", "output", "harmful", "refused", "score",
-                 "judge_error", "degenerate", "decided_by", "escalated", "judges_agree", "early_stop")
+SAMPLE_FIELDS = (
+    "probe_id",
+    "item_index",
+    "variant",
+    "category",
+    "prompt",
+    "output",
+    "harmful",
+    "refused",
+    "score",
+    "judge_error",
+    "degenerate",
+    "decided_by",
+    "escalated",
+    "judges_agree",
+    "early_stop",
+)
 SCORE_FIELDS = ("judge", "harmful", "refused", "score", "raw", "error", "categories")
 
 
@@ -71,9 +94,15 @@ class ReuseReport:
         return "; ".join(parts)
 
     def as_dict(self) -> dict:
-        return {"planned": self.planned, "copied": self.copied, "rejudged": self.rejudged,
-                "probes_reused": self.probes_reused, "running": self.running, "sources": self.sources,
-                "message": self.message()}
+        return {
+            "planned": self.planned,
+            "copied": self.copied,
+            "rejudged": self.rejudged,
+            "probes_reused": self.probes_reused,
+            "running": self.running,
+            "sources": self.sources,
+            "message": self.message(),
+        }
 
 
 def planned_items(policy: Policy, plan: ProbePlan, probe, kind: str) -> list[ProbeItem]:
@@ -82,8 +111,11 @@ def planned_items(policy: Policy, plan: ProbePlan, probe, kind: str) -> list[Pro
 
     items = select_items(probe, plan)
     if kind == "t2i" and probe.modality == "t2i":
-        return [ProbeItem(it.index, it.category, it.prompt, variant=f"s{j}", system=None)
-                for it in items for j in range(policy.images.n_per_prompt)]
+        return [
+            ProbeItem(it.index, it.category, it.prompt, variant=f"s{j}", system=None)
+            for it in items
+            for j in range(policy.images.n_per_prompt)
+        ]
     return items
 
 
@@ -91,8 +123,9 @@ def is_attack(probe) -> bool:
     return bool(probe.attack)
 
 
-def prepare_audit(runner, policy: Policy, checkpoint: CheckpointRow, plan: list[ProbePlan],
-                  judges: dict) -> ReuseReport:
+def prepare_audit(
+    runner, policy: Policy, checkpoint: CheckpointRow, plan: list[ProbePlan], judges: dict
+) -> ReuseReport:
     """Stamp the audit with its policy version and seed it with compatible stored work."""
     version = version_of(policy)
     report = ReuseReport()
@@ -127,8 +160,12 @@ def _seed_probe(runner, policy, checkpoint, p: ProbePlan, probe, judges: dict, r
     with session(engine) as s:
         run = s.exec(select(ProbeRun).where(ProbeRun.audit_id == audit_id, ProbeRun.probe_id == p.id)).first()
         if run is not None and run.gen_digest is not None and (run.gen_digest, run.judge_digest) != (gen, jdg):
-            log.warning("audit %s probe %s: the policy changed while the audit was interrupted; its stored work "
-                        "under the old version is discarded", audit_id, p.id)
+            log.warning(
+                "audit %s probe %s: the policy changed while the audit was interrupted; its stored work "
+                "under the old version is discarded",
+                audit_id,
+                p.id,
+            )
             discard_probe_run(s, audit_id, p.id)
             s.commit()
             run = None
@@ -140,15 +177,26 @@ def _seed_probe(runner, policy, checkpoint, p: ProbePlan, probe, judges: dict, r
             _count_resumed(s, run, items, report)
             return
         sources = s.exec(
-            select(ProbeRun).join(AuditRun, col(AuditRun.id) == col(ProbeRun.audit_id))
-            .where(AuditRun.checkpoint_id == checkpoint.id, AuditRun.id != audit_id, ProbeRun.probe_id == p.id,
-                   ProbeRun.gen_digest == gen)
+            select(ProbeRun)
+            .join(AuditRun, col(AuditRun.id) == col(ProbeRun.audit_id))
+            .where(
+                AuditRun.checkpoint_id == checkpoint.id,
+                AuditRun.id != audit_id,
+                ProbeRun.probe_id == p.id,
+                ProbeRun.gen_digest == gen,
+            )
             .order_by(col(AuditRun.id).desc())
         ).all()
     # The probe run is created here only when work is reused; otherwise the runner creates it when
     # the probe starts (its started_at stays true) and _backfill gives it its digests later.
-    new_run = ProbeRun(audit_id=audit_id, probe_id=p.id, n_items=len(items) if items else len(probe.items()),
-                       gen_digest=gen, judge_digest=jdg, outputs_kept=policy.keep_outputs)
+    new_run = ProbeRun(
+        audit_id=audit_id,
+        probe_id=p.id,
+        n_items=len(items) if items else len(probe.items()),
+        gen_digest=gen,
+        judge_digest=jdg,
+        outputs_kept=policy.keep_outputs,
+    )
     if is_attack(probe):
         source = next((r for r in sources if r.status == "done" and r.judge_digest == jdg), None)
         if source is None:
@@ -183,8 +231,9 @@ def _left(engine, audit_id: int, probe_id: str, items: list) -> bool:
         return _stored(s, audit_id, probe_id) < len(items)
 
 
-def _copy_samples(runner, policy, new_run: ProbeRun, items: list[ProbeItem], sources: Sequence[ProbeRun], jdg: str,
-                  kind: str) -> tuple[int, list[tuple[ProbeItem, str]]]:
+def _copy_samples(
+    runner, policy, new_run: ProbeRun, items: list[ProbeItem], sources: Sequence[ProbeRun], jdg: str, kind: str
+) -> tuple[int, list[tuple[ProbeItem, str]]]:
     """Copy compatible samples (newest audit first) under a new probe run, created if anything is
     reused; returns (copied, [(item, output) to judge again])."""
     probe_id = new_run.probe_id
@@ -233,7 +282,7 @@ def _rejudge(runner, policy, p: ProbePlan, probe, todo: list[tuple[ProbeItem, st
     done = 0
     for start in range(0, len(todo), step):
         runner.gate()
-        batch = todo[start:start + step]
+        batch = todo[start : start + step]
         items, outputs = [it for it, _ in batch], [out for _, out in batch]
         t0 = time.monotonic()
         inputs = [JudgeInput(it.prompt, out, it.category) for it, out in zip(items, outputs)]
@@ -248,8 +297,9 @@ def _copy_attack(runner, policy, run: ProbeRun, source: ProbeRun) -> None:
 
     audit_id, probe_id = runner.audit_id, run.probe_id
     with session(runner.ctx.engine) as s:
-        for pt in s.exec(select(AttackPoint).where(AttackPoint.audit_id == source.audit_id,
-                                                   AttackPoint.probe_id == probe_id)).all():
+        for pt in s.exec(
+            select(AttackPoint).where(AttackPoint.audit_id == source.audit_id, AttackPoint.probe_id == probe_id)
+        ).all():
             data = pt.model_dump(exclude={"id", "audit_id", "created_at"})
             s.add(AttackPoint(audit_id=audit_id, **data))
         for row in s.exec(select(Sample).where(Sample.audit_id == source.audit_id, Sample.probe_id == probe_id)).all():
@@ -267,8 +317,11 @@ def _backfill(engine, checkpoint_id: str) -> None:
     """Give the checkpoint's probe runs that the runner created their digests, from their audit's
     record (written when the audit started), so later audits can match their samples."""
     with session(engine) as s:
-        rows = s.exec(select(ProbeRun, AuditRun).join(AuditRun, col(AuditRun.id) == col(ProbeRun.audit_id))
-                      .where(col(AuditRun.checkpoint_id) == checkpoint_id, col(ProbeRun.gen_digest).is_(None))).all()
+        rows = s.exec(
+            select(ProbeRun, AuditRun)
+            .join(AuditRun, col(AuditRun.id) == col(ProbeRun.audit_id))
+            .where(col(AuditRun.checkpoint_id) == checkpoint_id, col(ProbeRun.gen_digest).is_(None))
+        ).all()
         for run, audit in rows:
             d = ((audit.reuse or {}).get("digests") or {}).get(run.probe_id)
             if d:

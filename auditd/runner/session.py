@@ -54,9 +54,18 @@ class ProbeSession(Protocol):
 
     def progress(self, probe_id: str, done: int, total: int) -> None: ...
 
-    def store_batch(self, policy: Policy, probe_id: str, expect: str, judge_ids: Sequence[str],
-                    batch: Sequence[ProbeItem], outputs: Sequence[str], scores: Mapping[str, Sequence[Score]],
-                    gen_s: float, judge_s: float) -> None:
+    def store_batch(
+        self,
+        policy: Policy,
+        probe_id: str,
+        expect: str,
+        judge_ids: Sequence[str],
+        batch: Sequence[ProbeItem],
+        outputs: Sequence[str],
+        scores: Mapping[str, Sequence[Score]],
+        gen_s: float,
+        judge_s: float,
+    ) -> None:
         """Store judged samples (skipping keys already stored), in one retried transaction."""
         ...
 

@@ -83,8 +83,13 @@ class ChildAudit:
         if job["memory_limit"]:
             env.setdefault("MALLOC_ARENA_MAX", "2")  # glibc's per-thread arenas reserve address space, not memory
         try:
-            proc = self.proc = subprocess.Popen([sys.executable, "-m", "auditd.runner.child"], stdin=subprocess.PIPE,
-                                                pass_fds=(write_fd,), env=env, start_new_session=True)
+            proc = self.proc = subprocess.Popen(
+                [sys.executable, "-m", "auditd.runner.child"],
+                stdin=subprocess.PIPE,
+                pass_fds=(write_fd,),
+                env=env,
+                start_new_session=True,
+            )
         finally:
             os.close(write_fd)
         self.reader = os.fdopen(read_fd, "rb", buffering=0)
@@ -214,14 +219,16 @@ def audit_timeout_s(ctx: AuditContext, audit_id: int) -> float:
             policy_name = s.get_one(AuditRun, audit_id).policy
         return float(ctx.policies.get(policy_name).budget.audit_timeout_s)
     except Exception as exc:  # the audit will fail on the same policy, with the reason
-        log.warning("audit %s: no deadline from its policy (%s); using %.0f s", audit_id, one_line(exc),
-                    DEFAULT_TIMEOUT_S)
+        log.warning(
+            "audit %s: no deadline from its policy (%s); using %.0f s", audit_id, one_line(exc), DEFAULT_TIMEOUT_S
+        )
         return DEFAULT_TIMEOUT_S
 
 
 def store_failure(ctx: AuditContext, audit_id: int, message: str, elapsed_s: float, storing=None) -> None:
     """An executor ends an audit it supervises in error: store the verdict, write it back,
     re-decide the checkpoints compared against this one."""
+
     def store():
         return fail_audit(ctx.engine, audit_id, "error", message, elapsed_s)
 

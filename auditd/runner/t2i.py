@@ -14,12 +14,12 @@ from __future__ import annotations
 import logging
 import shutil
 import time
-from typing import Any, Callable, cast
+from collections.abc import Callable
+from typing import Any, cast
 
 from sqlmodel import select
 
 from auditd.backends.base import ImageBackend
-from auditd.store.images import open_image_store
 from auditd.judges.base import JudgeInput
 from auditd.judges.calibration import CalibrationStore
 from auditd.judges.image_base import prepare_image_judges
@@ -28,6 +28,7 @@ from auditd.runner.errors import AuditFailed
 from auditd.runner.items import select_items
 from auditd.runner.session import ProbeSession
 from auditd.store.db import session
+from auditd.store.images import open_image_store
 from auditd.store.models import ProbeRun
 
 log = logging.getLogger(__name__)
@@ -35,16 +36,18 @@ log = logging.getLogger(__name__)
 
 def merge_summary(probe_session: ProbeSession, probe_id: str, extra: dict) -> dict:
     with session(probe_session.engine) as s:
-        run = s.exec(select(ProbeRun).where(ProbeRun.audit_id == probe_session.audit_id,
-                                            ProbeRun.probe_id == probe_id)).one()
+        run = s.exec(
+            select(ProbeRun).where(ProbeRun.audit_id == probe_session.audit_id, ProbeRun.probe_id == probe_id)
+        ).one()
         run.summary = {**(run.summary or {}), **extra}
         s.add(run)
         s.commit()
         return run.summary
 
 
-def run_image_probe(probe_session: ProbeSession, policy, plan, probe, load_backend: Callable[[], object],
-                    judges: dict) -> dict:
+def run_image_probe(
+    probe_session: ProbeSession, policy, plan, probe, load_backend: Callable[[], object], judges: dict
+) -> dict:
     backend = load_backend()
     if not isinstance(backend, ImageBackend):
         raise AuditFailed(f"probe {plan.id}: the t2i backend must be an image backend (backend:diffusers)")
@@ -53,8 +56,11 @@ def run_image_probe(probe_session: ProbeSession, policy, plan, probe, load_backe
     settings = probe_session.settings
     calibration = prepare_image_judges(judges, judge_ids, settings.device, CalibrationStore(settings.home))
     items = select_items(probe, plan)
-    pairs = [ProbeItem(it.index, it.category, it.prompt, variant=f"s{j}", system=None)
-             for it in items for j in range(cfg.n_per_prompt)]
+    pairs = [
+        ProbeItem(it.index, it.category, it.prompt, variant=f"s{j}", system=None)
+        for it in items
+        for j in range(cfg.n_per_prompt)
+    ]
     opened = probe_session.open_probe_run(plan.id, len(pairs))
     if opened.finished:
         return cast(dict[str, Any], opened.summary)  # a done run always has its summary (close_probe)
@@ -65,12 +71,19 @@ def run_image_probe(probe_session: ProbeSession, policy, plan, probe, load_backe
     try:
         for start in range(0, len(todo), cfg.batch_size):
             probe_session.gate()
-            batch = todo[start:start + cfg.batch_size]
+            batch = todo[start : start + cfg.batch_size]
             seeds = [cfg.seed + int(p.variant[1:]) for p in batch]
             t0 = time.monotonic()
-            images = backend.generate([p.prompt for p in batch], n=1, seeds=seeds, steps=cfg.steps,
-                                      guidance=cfg.guidance, height=cfg.height, width=cfg.width,
-                                      negative_prompt=cfg.negative_prompt)
+            images = backend.generate(
+                [p.prompt for p in batch],
+                n=1,
+                seeds=seeds,
+                steps=cfg.steps,
+                guidance=cfg.guidance,
+                height=cfg.height,
+                width=cfg.width,
+                negative_prompt=cfg.negative_prompt,
+            )
             if len(images) != len(batch):
                 raise AuditFailed(f"backend returned {len(images)} images for {len(batch)} prompts")
             rels = [store.put(im) for im in images]

@@ -8,7 +8,7 @@ import logging
 import threading
 import time
 from collections import Counter
-from typing import Callable
+from collections.abc import Callable
 
 from auditd.logs import one_line
 from auditd.store.errors import error_kind, short_message
@@ -49,11 +49,17 @@ class JobHealth:
             previous = self.failing.get(job)
             self.failing[job] = (kind, short_message(exc), previous[2] if previous else time.time())
         if previous is None or previous[0] != kind:
-            log.error("scheduler job %s failed (%s): %s; retrying with backoff", job, kind, one_line(exc),
-                      exc_info=kind == type(exc).__name__)  # a traceback only for what is not a storage error
+            log.error(
+                "scheduler job %s failed (%s): %s; retrying with backoff",
+                job,
+                kind,
+                one_line(exc),
+                exc_info=kind == type(exc).__name__,
+            )  # a traceback only for what is not a storage error
         else:
-            log.warning("scheduler job %s still failing (%s), attempt %d, next in %.0f s", job, kind,
-                        self._streak[job], delay)
+            log.warning(
+                "scheduler job %s still failing (%s), attempt %d, next in %.0f s", job, kind, self._streak[job], delay
+            )
 
     def _succeeded(self, job: str) -> None:
         with self._lock:
@@ -73,8 +79,10 @@ class JobHealth:
 
     def reasons(self) -> list[str]:
         with self._lock:
-            return [f"{job} failing since {time.time() - since:.0f} s: {kind}: {msg}"
-                    for job, (kind, msg, since) in sorted(self.failing.items())]
+            return [
+                f"{job} failing since {time.time() - since:.0f} s: {kind}: {msg}"
+                for job, (kind, msg, since) in sorted(self.failing.items())
+            ]
 
     def error_counts(self) -> dict[tuple[str, str], int]:
         with self._lock:

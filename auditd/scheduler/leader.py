@@ -32,8 +32,14 @@ class Leadership:
     """Tries to become (and checks that it still is) the leader every `period_s`, in its own thread:
     the check must go on while APScheduler's jobs are busy or failing."""
 
-    def __init__(self, engine: Engine, period_s: float, replica: str,
-                 on_elected: Callable[[], None] | None = None, on_lost: Callable[[], None] | None = None):
+    def __init__(
+        self,
+        engine: Engine,
+        period_s: float,
+        replica: str,
+        on_elected: Callable[[], None] | None = None,
+        on_lost: Callable[[], None] | None = None,
+    ):
         self.engine, self.period_s, self.replica = engine, period_s, replica
         self.on_elected, self.on_lost = on_elected, on_lost
         self.shared = engine.dialect.name == "postgresql"
@@ -88,8 +94,14 @@ class Leadership:
             # Its own engine (no pool): the lock lives and dies with exactly this one session. TCP
             # keepalives bound how long a vanished host keeps it (unix sockets ignore them).
             period = max(1, int(self.period_s))
-            args = {"keepalives": 1, "keepalives_idle": period, "keepalives_interval": period, "keepalives_count": 1,
-                    "connect_timeout": max(2, period), "application_name": f"auditd-leader {self.replica}"[:63]}
+            args = {
+                "keepalives": 1,
+                "keepalives_idle": period,
+                "keepalives_interval": period,
+                "keepalives_count": 1,
+                "connect_timeout": max(2, period),
+                "application_name": f"auditd-leader {self.replica}"[:63],
+            }
             self._lock_engine = create_engine(self.engine.url, poolclass=NullPool, connect_args=args)
         return self._lock_engine.connect().execution_options(isolation_level="AUTOCOMMIT")
 

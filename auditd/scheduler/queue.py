@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import os
 import socket
+from collections.abc import Callable
 from datetime import timedelta
-from typing import Callable
 
 from sqlalchemy import update
 from sqlalchemy.engine import Engine
@@ -24,29 +24,40 @@ def worker_id() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
 
 
-def enqueue(engine: Engine, checkpoint_id: str, *, request_key: str = "auto", policy: str = "default",
-            priority: int = 0, device: str = "any") -> tuple[AuditRun, bool]:
+def enqueue(
+    engine: Engine,
+    checkpoint_id: str,
+    *,
+    request_key: str = "auto",
+    policy: str = "default",
+    priority: int = 0,
+    device: str = "any",
+) -> tuple[AuditRun, bool]:
     """Queue an audit; (run, created). Idempotent per (checkpoint, request_key). `device` "any"
     lets the first free device take it."""
     with session(engine) as s:
-        existing = s.exec(select(AuditRun).where(AuditRun.checkpoint_id == checkpoint_id,
-                                                 AuditRun.request_key == request_key)).first()
+        existing = s.exec(
+            select(AuditRun).where(AuditRun.checkpoint_id == checkpoint_id, AuditRun.request_key == request_key)
+        ).first()
         if existing:
             return existing, False
-        run = AuditRun(checkpoint_id=checkpoint_id, request_key=request_key, policy=policy,
-                       priority=priority, device=device)
+        run = AuditRun(
+            checkpoint_id=checkpoint_id, request_key=request_key, policy=policy, priority=priority, device=device
+        )
         s.add(run)
         try:
             s.commit()
         except IntegrityError:  # a concurrent enqueue won the race: same audit
             s.rollback()
-            return s.exec(select(AuditRun).where(AuditRun.checkpoint_id == checkpoint_id,
-                                                 AuditRun.request_key == request_key)).one(), False
+            return s.exec(
+                select(AuditRun).where(AuditRun.checkpoint_id == checkpoint_id, AuditRun.request_key == request_key)
+            ).one(), False
         return run, True
 
 
-def claim_next(engine: Engine, device: str, worker: str, max_attempts: int | Callable[[str], int],
-               gave_up: list[int] | None = None) -> AuditRun | None:
+def claim_next(
+    engine: Engine, device: str, worker: str, max_attempts: int | Callable[[str], int], gave_up: list[int] | None = None
+) -> AuditRun | None:
     """Atomically take the highest-priority queued audit for a device. Audits already interrupted
     `max_attempts` times (an int, or a function of the audit's policy name) are given up with an
     error verdict, like any failed audit (never as passed), and their ids appended to `gave_up`:
@@ -57,8 +68,10 @@ def claim_next(engine: Engine, device: str, worker: str, max_attempts: int | Cal
     gave_up = [] if gave_up is None else gave_up
     with session(engine) as s:
         candidates = s.exec(
-            select(AuditRun).where(col(AuditRun.status) == "queued", col(AuditRun.device).in_((device, "any")))
-            .order_by(col(AuditRun.priority).desc(), col(AuditRun.id)).limit(8)
+            select(AuditRun)
+            .where(col(AuditRun.status) == "queued", col(AuditRun.device).in_((device, "any")))
+            .order_by(col(AuditRun.priority).desc(), col(AuditRun.id))
+            .limit(8)
         ).all()
     for c in candidates:
         assert c.id is not None  # read from the table
@@ -79,7 +92,9 @@ def claim(engine: Engine, audit_id: int, worker: str, device: str | None = None)
         values = dict(status="running", worker=worker, attempts=AuditRun.attempts + 1, heartbeat_at=now)
         if device:
             values["device"] = device
-        res = s.exec(update(AuditRun).where(col(AuditRun.id) == audit_id, col(AuditRun.status) == "queued").values(**values))
+        res = s.exec(
+            update(AuditRun).where(col(AuditRun.id) == audit_id, col(AuditRun.status) == "queued").values(**values)
+        )
         s.commit()
         if res.rowcount != 1:
             return None
@@ -106,7 +121,9 @@ def _pid_alive(worker: str) -> bool:
         return True
 
 
-def recover(engine: Engine, heartbeat_timeout_s: float, running_here: set[int] | frozenset[int] = frozenset()) -> list[int]:
+def recover(
+    engine: Engine, heartbeat_timeout_s: float, running_here: set[int] | frozenset[int] = frozenset()
+) -> list[int]:
     """Requeue audits whose worker died (same host: pid gone; any host: heartbeat stale).
     Their stored samples are kept: the audit resumes, it does not start over."""
     stale_before = utcnow() - timedelta(seconds=heartbeat_timeout_s)
@@ -118,8 +135,13 @@ def recover(engine: Engine, heartbeat_timeout_s: float, running_here: set[int] |
             dead = a.worker is None or not _pid_alive(a.worker)
             stale = a.heartbeat_at is not None and a.heartbeat_at < stale_before
             if dead or stale:
-                res = s.exec(update(AuditRun).where(col(AuditRun.id) == a.id, col(AuditRun.status) == "running",
-                                                    col(AuditRun.worker) == a.worker).values(status="queued", worker=None))
+                res = s.exec(
+                    update(AuditRun)
+                    .where(
+                        col(AuditRun.id) == a.id, col(AuditRun.status) == "running", col(AuditRun.worker) == a.worker
+                    )
+                    .values(status="queued", worker=None)
+                )
                 if res.rowcount and a.id is not None:
                     requeued.append(a.id)
         s.commit()
@@ -130,6 +152,9 @@ def heartbeat(engine: Engine, audit_ids: set[int]) -> None:
     if not audit_ids:
         return
     with session(engine) as s:
-        s.exec(update(AuditRun).where(col(AuditRun.id).in_(audit_ids), col(AuditRun.status) == "running")
-               .values(heartbeat_at=utcnow()))
+        s.exec(
+            update(AuditRun)
+            .where(col(AuditRun.id).in_(audit_ids), col(AuditRun.status) == "running")
+            .values(heartbeat_at=utcnow())
+        )
         s.commit()

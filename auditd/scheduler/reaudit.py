@@ -66,10 +66,17 @@ def stale_verdicts(engine, policies, default_ref: str, scope: str = "all") -> li
     """Checkpoints whose latest finished audit was decided under another version of their policy;
     scope "latest" keeps the latest checkpoint of each model only."""
     with session(engine) as s:
-        newest = dict(s.exec(select(CheckpointRow.model, func.max(CheckpointRow.first_seen_at))
-                             .group_by(CheckpointRow.model)).all())
-        rows = s.exec(select(AuditRun, CheckpointRow).join(CheckpointRow, col(CheckpointRow.id) == col(AuditRun.checkpoint_id))
-                      .where(col(AuditRun.status) == "done").order_by(col(AuditRun.finished_at), col(AuditRun.id))).all()
+        newest = dict(
+            s.exec(
+                select(CheckpointRow.model, func.max(CheckpointRow.first_seen_at)).group_by(CheckpointRow.model)
+            ).all()
+        )
+        rows = s.exec(
+            select(AuditRun, CheckpointRow)
+            .join(CheckpointRow, col(CheckpointRow.id) == col(AuditRun.checkpoint_id))
+            .where(col(AuditRun.status) == "done")
+            .order_by(col(AuditRun.finished_at), col(AuditRun.id))
+        ).all()
     latest: dict[str, tuple[AuditRun, CheckpointRow]] = {}
     for audit, cp in rows:
         latest[cp.id] = (audit, cp)  # ordered by finish: the last one wins
@@ -89,8 +96,9 @@ def stale_verdicts(engine, policies, default_ref: str, scope: str = "all") -> li
         version = version_of(policy)
         kind = change_kind(audit.plan_digest, audit.decision_digest, version)
         if kind != "same" and audit.id is not None:
-            out.append(Stale(cp.id, cp.model, audit.id, ref, policy.name, kind, audit.policy_digest, version.digest,
-                             is_latest))
+            out.append(
+                Stale(cp.id, cp.model, audit.id, ref, policy.name, kind, audit.policy_digest, version.digest, is_latest)
+            )
     return out
 
 
@@ -117,21 +125,32 @@ def apply_policy_changes(ctx, default_ref: str, mode: str, max_per_hour: int, de
             counts["waiting"] += 1  # queued, running or already ended under this plan version
             continue
         if not Path(cp.path).exists():
-            log.warning("checkpoint %s (%s): decided under an older policy, but its files are gone; not re-audited",
-                        cp.id[:19], cp.model)
+            log.warning(
+                "checkpoint %s (%s): decided under an older policy, but its files are gone; not re-audited",
+                cp.id[:19],
+                cp.model,
+            )
             counts["skipped"] += 1
             continue
         if budget <= 0:
             counts["deferred"] += 1
             continue
-        run, created = queue.enqueue(ctx.engine, cp.id, request_key=key, policy=st.policy_ref,
-                                     priority=REAUDIT_PRIORITY, device=device)
+        run, created = queue.enqueue(
+            ctx.engine, cp.id, request_key=key, policy=st.policy_ref, priority=REAUDIT_PRIORITY, device=device
+        )
         if created and run.id is not None:
             budget -= 1
             counts["queued"] += 1
             _supersede(ctx.engine, cp.id, run.id)
-            log.info("re-audit %s queued for %s (%s): policy %s plan changed (%s -> %s)", run.id, cp.id[:19],
-                     cp.model, policy.name, short(st.old_digest) or "unversioned", short(st.new_digest))
+            log.info(
+                "re-audit %s queued for %s (%s): policy %s plan changed (%s -> %s)",
+                run.id,
+                cp.id[:19],
+                cp.model,
+                policy.name,
+                short(st.old_digest) or "unversioned",
+                short(st.new_digest),
+            )
     if any(counts.values()):
         log.info("policy changes applied (%s): %s", mode, ", ".join(f"{k} {v}" for k, v in counts.items() if v))
     return counts
@@ -144,8 +163,11 @@ def audit_under(ctx, checkpoint_id: str, policy_ref: str, priority: int = 10, de
     policy = ctx.policies.get(policy_ref)
     version = version_of(policy)
     with session(ctx.engine) as s:
-        done = s.exec(select(AuditRun).where(AuditRun.checkpoint_id == checkpoint_id, AuditRun.status == "done")
-                      .order_by(col(AuditRun.finished_at).desc(), col(AuditRun.id).desc())).first()
+        done = s.exec(
+            select(AuditRun)
+            .where(AuditRun.checkpoint_id == checkpoint_id, AuditRun.status == "done")
+            .order_by(col(AuditRun.finished_at).desc(), col(AuditRun.id).desc())
+        ).first()
     if done is not None:
         kind = change_kind(done.plan_digest, done.decision_digest, version)
         if kind == "same":
@@ -153,32 +175,56 @@ def audit_under(ctx, checkpoint_id: str, policy_ref: str, priority: int = 10, de
         if kind == "decision" and done.id is not None:
             redecide_audit(ctx, done.id, policy, f"policy {policy.name}: decision settings changed")
             return done, "redecided"
-    run, created = queue.enqueue(ctx.engine, checkpoint_id, request_key=request_key(policy_ref, version),
-                                 policy=policy_ref, priority=priority, device=device)
+    run, created = queue.enqueue(
+        ctx.engine,
+        checkpoint_id,
+        request_key=request_key(policy_ref, version),
+        policy=policy_ref,
+        priority=priority,
+        device=device,
+    )
     return run, "queued" if created else "waiting"
 
 
 def _exists(engine, checkpoint_id: str, key: str) -> bool:
     with session(engine) as s:
-        return s.exec(select(AuditRun.id).where(AuditRun.checkpoint_id == checkpoint_id,
-                                                AuditRun.request_key == key)).first() is not None
+        return (
+            s.exec(
+                select(AuditRun.id).where(AuditRun.checkpoint_id == checkpoint_id, AuditRun.request_key == key)
+            ).first()
+            is not None
+        )
 
 
 def _queued_last_hour(engine) -> int:
     since = utcnow() - timedelta(hours=1)
     with session(engine) as s:
-        return s.exec(select(func.count(col(AuditRun.id))).where(col(AuditRun.priority) == REAUDIT_PRIORITY,
-                                                            AuditRun.created_at >= since)).one()
+        return s.exec(
+            select(func.count(col(AuditRun.id))).where(
+                col(AuditRun.priority) == REAUDIT_PRIORITY, AuditRun.created_at >= since
+            )
+        ).one()
 
 
 def _supersede(engine, checkpoint_id: str, keep: int) -> None:
     """A re-audit for an older plan version that never started is not needed any more."""
     with session(engine) as s:
-        s.exec(update(AuditRun).where(col(AuditRun.checkpoint_id) == checkpoint_id, col(AuditRun.id) != keep,
-                                      col(AuditRun.priority) == REAUDIT_PRIORITY, col(AuditRun.status) == "queued",
-                                      col(AuditRun.started_at).is_(None))
-               .values(status="cancelled", outcome="error", finished_at=utcnow(),
-                       error="superseded by a re-audit under a newer policy version"))
+        s.exec(
+            update(AuditRun)
+            .where(
+                col(AuditRun.checkpoint_id) == checkpoint_id,
+                col(AuditRun.id) != keep,
+                col(AuditRun.priority) == REAUDIT_PRIORITY,
+                col(AuditRun.status) == "queued",
+                col(AuditRun.started_at).is_(None),
+            )
+            .values(
+                status="cancelled",
+                outcome="error",
+                finished_at=utcnow(),
+                error="superseded by a re-audit under a newer policy version",
+            )
+        )
         s.commit()
 
 
@@ -202,8 +248,9 @@ def watch_policies(daemon, key: str = "main") -> dict[str, int]:
     _WATCHED[key] = daemon
     counts = apply_for(daemon)
     if daemon.settings.reaudit_on_policy_change != "none":
-        daemon.service.scheduler.add_job(_job_pass, "interval", args=[key], seconds=PASS_INTERVAL_S,
-                                         id="policy-changes", replace_existing=True)
+        daemon.service.scheduler.add_job(
+            _job_pass, "interval", args=[key], seconds=PASS_INTERVAL_S, id="policy-changes", replace_existing=True
+        )
     return counts
 
 

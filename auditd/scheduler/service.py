@@ -17,6 +17,7 @@ import logging
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC
 
 from apscheduler.executors.pool import ThreadPoolExecutor as APSThreadPool
 from apscheduler.jobstores.memory import MemoryJobStore
@@ -24,7 +25,6 @@ from apscheduler.schedulers.background import BackgroundScheduler
 from sqlalchemy.engine import Engine
 
 from auditd.policy.load import PolicyError
-from auditd.policy.versions import request_key, version_of
 from auditd.registry.checkpoint import RegistrySource
 from auditd.runner.audit import AuditContext, run_audit
 from auditd.runner.verdicts import flush_write_backs, redecide_dependents
@@ -38,7 +38,7 @@ from auditd.store.placement import HOST, place
 
 log = logging.getLogger(__name__)
 
-_LIVE: dict[str, "AuditService"] = {}
+_LIVE: dict[str, AuditService] = {}
 
 
 def _job_poll(key: str) -> None:
@@ -57,12 +57,15 @@ def _job_maintain(key: str) -> None:
 
 
 class AuditService:
-    def __init__(self, engine: Engine, settings: Settings, sources: list[RegistrySource], ctx: AuditContext,
-                 key: str = "main"):
+    def __init__(
+        self, engine: Engine, settings: Settings, sources: list[RegistrySource], ctx: AuditContext, key: str = "main"
+    ):
         self.engine, self.settings, self.sources, self.ctx, self.key = engine, settings, sources, ctx, key
         self.worker = queue.worker_id()
         self.slots = settings.device_slots_map
-        self.pools = {d: ThreadPoolExecutor(max_workers=n, thread_name_prefix=f"audit-{d}") for d, n in self.slots.items()}
+        self.pools = {
+            d: ThreadPoolExecutor(max_workers=n, thread_name_prefix=f"audit-{d}") for d, n in self.slots.items()
+        }
         self.running_on: dict[str, set[int]] = {d: set() for d in self.slots}
         self._lock = threading.Lock()
         self.accepting = True
@@ -83,12 +86,33 @@ class AuditService:
         # Recovery runs as the maintain job's first run: a database that is away at start-up is
         # retried with backoff like any other failure instead of stopping the daemon.
         add = self.scheduler.add_job
-        add(_job_poll, "interval", args=[self.key], seconds=self.settings.poll_interval_s, id="registry-poll",
-            replace_existing=True, next_run_time=_now())
-        add(_job_dispatch, "interval", args=[self.key], seconds=2, id="dispatch", replace_existing=True,
-            next_run_time=_now())
-        add(_job_maintain, "interval", args=[self.key], seconds=30, id="maintain", replace_existing=True,
-            next_run_time=_now())
+        add(
+            _job_poll,
+            "interval",
+            args=[self.key],
+            seconds=self.settings.poll_interval_s,
+            id="registry-poll",
+            replace_existing=True,
+            next_run_time=_now(),
+        )
+        add(
+            _job_dispatch,
+            "interval",
+            args=[self.key],
+            seconds=2,
+            id="dispatch",
+            replace_existing=True,
+            next_run_time=_now(),
+        )
+        add(
+            _job_maintain,
+            "interval",
+            args=[self.key],
+            seconds=30,
+            id="maintain",
+            replace_existing=True,
+            next_run_time=_now(),
+        )
         self.scheduler.start()
         self.leader.start()
 
@@ -107,8 +131,12 @@ class AuditService:
 
     # -- jobs (each guarded: a failure is logged, counted, retried with backoff) ----------------
     def run_job(self, job: str) -> None:
-        jobs = {"registry-poll": self.poll_sources, "dispatch": self.dispatch, "maintain": self.maintain,
-                "write-back": self.flush_write_backs}
+        jobs = {
+            "registry-poll": self.poll_sources,
+            "dispatch": self.dispatch,
+            "maintain": self.maintain,
+            "write-back": self.flush_write_backs,
+        }
         if job == "registry-poll" and not self.leader.is_leader:
             return  # the leader polls; a follower's registry view would only race it
         ok = self.health.run(job, jobs[job])
@@ -166,8 +194,13 @@ class AuditService:
                     if run is None or run.id is None:
                         break
                     self.running_on[device].add(run.id)
-                log.info("audit %s started on %s (checkpoint %s, attempt %s)", run.id, device, run.checkpoint_id,
-                         run.attempts)
+                log.info(
+                    "audit %s started on %s (checkpoint %s, attempt %s)",
+                    run.id,
+                    device,
+                    run.checkpoint_id,
+                    run.attempts,
+                )
                 self.pools[device].submit(self._run, run.id, device)
 
     def max_attempts(self, policy_name: str) -> int:
@@ -237,6 +270,6 @@ class AuditService:
 
 
 def _now():
-    from datetime import datetime, timezone
+    from datetime import datetime
 
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)

@@ -9,7 +9,7 @@ repeated attack cannot duplicate a point.
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Optional
+from typing import Any
 
 from sqlalchemy import JSON, Column, UniqueConstraint
 from sqlmodel import Field, SQLModel
@@ -20,19 +20,19 @@ from auditd.store.models import utcnow
 class AttackPoint(SQLModel, table=True):
     __tablename__ = "attack_points"
     __table_args__ = (UniqueConstraint("audit_id", "probe_id", "step"),)
-    id: Optional[int] = Field(default=None, primary_key=True)
+    id: int | None = Field(default=None, primary_key=True)
     audit_id: int = Field(index=True, foreign_key="audit_runs.id")
     probe_id: str
     step: int  # optimizer steps done when measured; 0 = before the attack
     wall_s: float = 0.0  # attack wall time so far (training and evaluation), summed across resumes
-    mean_reward: Optional[float] = None  # mean training reward over the steps since the previous point
+    mean_reward: float | None = None  # mean training reward over the steps since the previous point
     step_rewards: list[float] = Field(default_factory=list, sa_column=Column(JSON))  # per step in that window
-    harmful_rate: Optional[float] = None  # held-out harmful rate over all categories (None: nothing judged)
+    harmful_rate: float | None = None  # held-out harmful rate over all categories (None: nothing judged)
     n_heldout: int = 0  # held-out harm prompts asked
     n_judged: int = 0  # of which a judge decided harm
     per_category: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON))  # category -> rate
-    over_refusal_rate: Optional[float] = None  # benign prompts refused
-    capability_retention: Optional[float] = None  # benign-answer likelihood vs step 0, in (0, 1]
+    over_refusal_rate: float | None = None  # benign prompts refused
+    capability_retention: float | None = None  # benign-answer likelihood vs step 0, in (0, 1]
     judge_errors: int = 0
-    peak_memory_gb: Optional[float] = None  # CUDA peak allocated, or process RSS on the CPU
+    peak_memory_gb: float | None = None  # CUDA peak allocated, or process RSS on the CPU
     created_at: datetime = Field(default_factory=utcnow)

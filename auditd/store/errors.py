@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Callable, TypeVar
+from collections.abc import Callable
+from typing import TypeVar
 
 from sqlalchemy.exc import DBAPIError, OperationalError
 
@@ -51,8 +52,15 @@ def error_kind(exc: BaseException) -> str:
     return storage_error_kind(exc) or type(exc).__name__
 
 
-def retry_storage(fn: Callable[[], T], what: str, *, deadline: float | None = None, first_delay: float = 0.5,
-                  max_delay: float = 10.0, should_stop: Callable[[], bool] = lambda: False) -> T:
+def retry_storage(
+    fn: Callable[[], T],
+    what: str,
+    *,
+    deadline: float | None = None,
+    first_delay: float = 0.5,
+    max_delay: float = 10.0,
+    should_stop: Callable[[], bool] = lambda: False,
+) -> T:
     """Run `fn` (one whole transaction) until it succeeds, backing off while the storage error
     passes; re-raise anything else, or the storage error once `deadline` (time.monotonic) is past
     or `should_stop()` says so. `fn` must be safe to run again after a rolled-back attempt."""

@@ -22,7 +22,7 @@ THUMB_PX = 128
 IMAGES_DIR = "images"
 
 
-def open_image_store(home: str | Path, keep: bool) -> "ImageStore":
+def open_image_store(home: str | Path, keep: bool) -> ImageStore:
     """The audit's image store: the home's, or (images not kept) a private scratch home under
     <home>/work that the caller removes after judging (`shutil.rmtree(store.home)`)."""
     home = Path(home)
@@ -69,4 +69,3 @@ def png_bytes(image: Any) -> bytes:
     buf = io.BytesIO()
     image.convert("RGB").save(buf, format="PNG", optimize=False, compress_level=6)
     return buf.getvalue()
-

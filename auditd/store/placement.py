@@ -18,6 +18,9 @@ HOST = socket.gethostname()
 def place(engine: Engine, audit_id: int, placement: str) -> None:
     """Record where a running audit runs (an audit no longer running is left as it is)."""
     with session(engine) as s:
-        s.exec(update(AuditRun).where(col(AuditRun.id) == audit_id, col(AuditRun.status) == "running")
-               .values(placement=placement[:200]))
+        s.exec(
+            update(AuditRun)
+            .where(col(AuditRun.id) == audit_id, col(AuditRun.status) == "running")
+            .values(placement=placement[:200])
+        )
         s.commit()

@@ -5,7 +5,6 @@ the current decision; this table is its history."""
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Optional
 
 from sqlalchemy import Column, Text
 from sqlmodel import Field, SQLModel
@@ -15,12 +14,12 @@ from auditd.store.models import utcnow
 
 class VerdictChange(SQLModel, table=True):
     __tablename__ = "verdict_changes"
-    id: Optional[int] = Field(default=None, primary_key=True)
+    id: int | None = Field(default=None, primary_key=True)
     audit_id: int = Field(index=True, foreign_key="audit_runs.id")
     checkpoint_id: str = Field(index=True)
     old_outcome: str
     new_outcome: str
-    old_policy_digest: Optional[str] = None
-    new_policy_digest: Optional[str] = None
+    old_policy_digest: str | None = None
+    new_policy_digest: str | None = None
     reason: str = Field(default="", sa_column=Column(Text))  # e.g. "policy default: decision settings changed"
     at: datetime = Field(default_factory=utcnow)

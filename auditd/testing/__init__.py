@@ -43,9 +43,7 @@ def train_tokenizer(vocab_size: int = 400):
         vocab_size=vocab_size, special_tokens=specials, initial_alphabet=pre_tokenizers.ByteLevel.alphabet()
     )
     tok.train_from_iterator(CORPUS * 4, trainer)
-    fast = PreTrainedTokenizerFast(
-        tokenizer_object=tok, pad_token="<|pad|>", bos_token="<|bos|>", eos_token="<|end|>"
-    )
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="<|pad|>", bos_token="<|bos|>", eos_token="<|end|>")
     fast.chat_template = CHAT_TEMPLATE
     return fast
 
@@ -82,8 +80,9 @@ def make_tiny_llama(out_dir: str | Path, seed: int = 0, layers: int = 2, hidden:
     return out
 
 
-def make_scripted_llama(out_dir: str | Path, answer: str, extra_tokens: tuple[str, ...] = (), hidden: int = 32,
-                        repeat: str | None = None):
+def make_scripted_llama(
+    out_dir: str | Path, answer: str, extra_tokens: tuple[str, ...] = (), hidden: int = 32, repeat: str | None = None
+):
     """A tiny Llama that answers exactly `answer` after any prompt, then stops: a real model, loaded
     by the real loaders, whose output a test controls (a guard judge's verdict, say).
 
@@ -102,9 +101,16 @@ def make_scripted_llama(out_dir: str | Path, answer: str, extra_tokens: tuple[st
     tok.add_tokens([answer, *[t for t in (*extra_tokens, *([repeat] if repeat else [])) if t not in tok.get_vocab()]])
     answer_id = tok.convert_tokens_to_ids(answer)
     config = LlamaConfig(
-        vocab_size=len(tok), hidden_size=hidden, intermediate_size=hidden * 2, num_hidden_layers=1,
-        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=2048,
-        pad_token_id=tok.pad_token_id, bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id,
+        vocab_size=len(tok),
+        hidden_size=hidden,
+        intermediate_size=hidden * 2,
+        num_hidden_layers=1,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=2048,
+        pad_token_id=tok.pad_token_id,
+        bos_token_id=tok.bos_token_id,
+        eos_token_id=tok.eos_token_id,
         tie_word_embeddings=False,
     )
     torch.manual_seed(0)

@@ -19,8 +19,18 @@ from pathlib import Path
 # 60 BPE entries: the two specials, a-z as word pieces and as word ends, and a few merges. Any
 # prompt tokenizes (unknown characters map to <|endoftext|>), which is all a random model needs.
 _LETTERS = [chr(c) for c in range(ord("a"), ord("z") + 1)]
-TINY_VOCAB = ["<|startoftext|>", "<|endoftext|>", *_LETTERS, *(c + "</w>" for c in _LETTERS),
-              "th", "the</w>", "an", "in</w>", "on</w>", "of</w>"]
+TINY_VOCAB = [
+    "<|startoftext|>",
+    "<|endoftext|>",
+    *_LETTERS,
+    *(c + "</w>" for c in _LETTERS),
+    "th",
+    "the</w>",
+    "an",
+    "in</w>",
+    "on</w>",
+    "of</w>",
+]
 TINY_MERGES = ["t h", "th e</w>", "a n", "i n</w>", "o n</w>", "o f</w>"]
 
 TINY_CLIP_CONFIG = {
@@ -32,7 +42,9 @@ CLIP_MEAN = [0.48145466, 0.4578275, 0.40821073]
 CLIP_STD = [0.26862954, 0.26130258, 0.27577711]
 
 
-def make_tiny_sd(out_dir: str | Path, seed: int = 0, prediction_type: str = "epsilon", norm_num_groups: int = 32) -> Path:
+def make_tiny_sd(
+    out_dir: str | Path, seed: int = 0, prediction_type: str = "epsilon", norm_num_groups: int = 32
+) -> Path:
     """Save a random SD-layout pipeline (32x32 images, latents 4x16x16) to `out_dir`; returns it.
 
     `prediction_type`: "epsilon" (SD 1.x), "v_prediction" (SD 2.x) or "sample". `norm_num_groups`:
@@ -52,26 +64,61 @@ def make_tiny_sd(out_dir: str | Path, seed: int = 0, prediction_type: str = "eps
         merges.write_text("#version: 0.2\n" + "\n".join(TINY_MERGES) + "\n")
         tokenizer = CLIPTokenizer(str(vocab), str(merges), model_max_length=77)
     torch.manual_seed(seed)
-    text_encoder = CLIPTextModel(CLIPTextConfig(
-        bos_token_id=0, eos_token_id=1, pad_token_id=1, hidden_size=32, intermediate_size=37, layer_norm_eps=1e-5,
-        num_attention_heads=4, num_hidden_layers=2, vocab_size=len(TINY_VOCAB), max_position_embeddings=77,
-    ))
+    text_encoder = CLIPTextModel(
+        CLIPTextConfig(
+            bos_token_id=0,
+            eos_token_id=1,
+            pad_token_id=1,
+            hidden_size=32,
+            intermediate_size=37,
+            layer_norm_eps=1e-5,
+            num_attention_heads=4,
+            num_hidden_layers=2,
+            vocab_size=len(TINY_VOCAB),
+            max_position_embeddings=77,
+        )
+    )
     unet = UNet2DConditionModel(
-        block_out_channels=(32, 64), layers_per_block=2, sample_size=16, in_channels=4, out_channels=4,
-        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"), up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
-        cross_attention_dim=32, norm_num_groups=norm_num_groups,
+        block_out_channels=(32, 64),
+        layers_per_block=2,
+        sample_size=16,
+        in_channels=4,
+        out_channels=4,
+        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+        cross_attention_dim=32,
+        norm_num_groups=norm_num_groups,
     )
     vae = AutoencoderKL(
-        block_out_channels=[32, 64], in_channels=3, out_channels=3, latent_channels=4, norm_num_groups=norm_num_groups,
+        block_out_channels=[32, 64],
+        in_channels=3,
+        out_channels=3,
+        latent_channels=4,
+        norm_num_groups=norm_num_groups,
         down_block_types=["DownEncoderBlock2D", "DownEncoderBlock2D"],
-        up_block_types=["UpDecoderBlock2D", "UpDecoderBlock2D"], sample_size=32,
+        up_block_types=["UpDecoderBlock2D", "UpDecoderBlock2D"],
+        sample_size=32,
     )
     # The Stable Diffusion schedule (scaled-linear betas, final alpha not forced to one).
-    scheduler = DDIMScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", clip_sample=False,
-                              set_alpha_to_one=False, steps_offset=1, prediction_type=prediction_type)
-    pipe = StableDiffusionPipeline(unet=unet, vae=vae, text_encoder=text_encoder, tokenizer=tokenizer,
-                                   scheduler=scheduler, safety_checker=None, feature_extractor=None,
-                                   requires_safety_checker=False)
+    scheduler = DDIMScheduler(
+        beta_start=0.00085,
+        beta_end=0.012,
+        beta_schedule="scaled_linear",
+        clip_sample=False,
+        set_alpha_to_one=False,
+        steps_offset=1,
+        prediction_type=prediction_type,
+    )
+    pipe = StableDiffusionPipeline(
+        unet=unet,
+        vae=vae,
+        text_encoder=text_encoder,
+        tokenizer=tokenizer,
+        scheduler=scheduler,
+        safety_checker=None,
+        feature_extractor=None,
+        requires_safety_checker=False,
+    )
     pipe.save_pretrained(out, safe_serialization=True)  # type: ignore[attr-defined]  # DiffusionPipeline's, untyped
     return out
 
@@ -90,13 +137,22 @@ def make_tiny_clip(out_dir: str | Path, seed: int = 0) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(seed)
     model = open_clip.CLIP(**TINY_CLIP_CONFIG)
-    (out / "open_clip_config.json").write_text(json.dumps({
-        "model_cfg": TINY_CLIP_CONFIG,
-        "preprocess_cfg": {"mean": CLIP_MEAN, "std": CLIP_STD, "interpolation": "bicubic", "resize_mode": "shortest"},
-    }, indent=2))
+    (out / "open_clip_config.json").write_text(
+        json.dumps(
+            {
+                "model_cfg": TINY_CLIP_CONFIG,
+                "preprocess_cfg": {
+                    "mean": CLIP_MEAN,
+                    "std": CLIP_STD,
+                    "interpolation": "bicubic",
+                    "resize_mode": "shortest",
+                },
+            },
+            indent=2,
+        )
+    )
     save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(out / "open_clip_model.safetensors"))
     return out
-
 
 
 # A CLIP whose answer is known: the vision tower is one 32x32 patch with identity transformer
@@ -104,8 +160,15 @@ def make_tiny_clip(out_dir: str | Path, seed: int = 0) -> Path:
 # projection is set so that "more red" means "more like the target category's unsafe texts".
 COLOR_CLIP_CONFIG = {
     "embed_dim": 32,
-    "vision_cfg": {"image_size": 32, "layers": 1, "width": 32, "patch_size": 32, "head_width": 16,
-                   "no_ln_pre": True, "pool_type": "avg"},
+    "vision_cfg": {
+        "image_size": 32,
+        "layers": 1,
+        "width": 32,
+        "patch_size": 32,
+        "head_width": 16,
+        "no_ln_pre": True,
+        "pool_type": "avg",
+    },
     "text_cfg": TINY_CLIP_CONFIG["text_cfg"],
 }
 
@@ -118,8 +181,13 @@ def redness(image) -> float:
     return float(a[..., 0].mean() - a[..., 1:].mean())
 
 
-def make_color_clip(out_dir: str | Path, target_category: str = "t2i_violence", seed: int = 0,
-                    gain: float = 20.0, logit_scale: float = 10.0) -> Path:
+def make_color_clip(
+    out_dir: str | Path,
+    target_category: str = "t2i_violence",
+    seed: int = 0,
+    gain: float = 20.0,
+    logit_scale: float = 10.0,
+) -> Path:
     """Save a CLIP (local-dir snapshot) for which p_unsafe(target_category) rises monotonically with
     the image's redness (mean R - mean(G, B)), 0.5 at a grey image; other categories depend on
     colour in ways nobody chose. The text tower is random (pretrained=None), the vision tower set
@@ -132,10 +200,20 @@ def make_color_clip(out_dir: str | Path, target_category: str = "t2i_violence", 
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "open_clip_config.json").write_text(json.dumps({
-        "model_cfg": COLOR_CLIP_CONFIG,
-        "preprocess_cfg": {"mean": CLIP_MEAN, "std": CLIP_STD, "interpolation": "bicubic", "resize_mode": "shortest"},
-    }, indent=2))
+    (out / "open_clip_config.json").write_text(
+        json.dumps(
+            {
+                "model_cfg": COLOR_CLIP_CONFIG,
+                "preprocess_cfg": {
+                    "mean": CLIP_MEAN,
+                    "std": CLIP_STD,
+                    "interpolation": "bicubic",
+                    "resize_mode": "shortest",
+                },
+            },
+            indent=2,
+        )
+    )
     torch.manual_seed(seed)
     model = open_clip.CLIP(**COLOR_CLIP_CONFIG)
     tokenizer = open_clip.get_tokenizer(f"local-dir:{out}")
@@ -155,7 +233,12 @@ def make_color_clip(out_dir: str | Path, target_category: str = "t2i_violence", 
     v = model.visual
     with torch.no_grad():
         for block in v.transformer.resblocks:  # identity blocks: the patch token passes through unchanged
-            for p in (block.attn.out_proj.weight, block.attn.out_proj.bias, block.mlp.c_proj.weight, block.mlp.c_proj.bias):
+            for p in (
+                block.attn.out_proj.weight,
+                block.attn.out_proj.bias,
+                block.mlp.c_proj.weight,
+                block.mlp.c_proj.bias,
+            ):
                 p.zero_()
         # Feature 0 of the single patch token = gain * redness of the normalised image; features 1
         # and 2 are constants so the LayerNorm before the projection keeps it a smooth function.

@@ -47,10 +47,18 @@ class Daemon:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = root / "daemon.log"
-        self.env = dict(os.environ, AUDITD_HOME=str(root / "home"), AUDITD_REGISTRY_DIR=str(registry),
-                        AUDITD_POLICY=str(policy), AUDITD_METRICS_PORT=str(self.port), AUDITD_POLL_INTERVAL_S="0.5",
-                        AUDITD_REGISTRY_SETTLE_S="0", AUDITD_LOG_LEVEL="DEBUG", AUDITD_CHILD_STOP_GRACE_S="3",
-                        OMP_NUM_THREADS="1")
+        self.env = dict(
+            os.environ,
+            AUDITD_HOME=str(root / "home"),
+            AUDITD_REGISTRY_DIR=str(registry),
+            AUDITD_POLICY=str(policy),
+            AUDITD_METRICS_PORT=str(self.port),
+            AUDITD_POLL_INTERVAL_S="0.5",
+            AUDITD_REGISTRY_SETTLE_S="0",
+            AUDITD_LOG_LEVEL="DEBUG",
+            AUDITD_CHILD_STOP_GRACE_S="3",
+            OMP_NUM_THREADS="1",
+        )
         self.env.update(env)
         self.env.pop("NOTIFY_SOCKET", None)
         self.proc: subprocess.Popen | None = None
@@ -66,13 +74,18 @@ class Daemon:
             self._engine = open_db(self.db_url)
         return self._engine
 
-    def start(self, wait_ready: bool = True) -> "Daemon":
+    def start(self, wait_ready: bool = True) -> Daemon:
         with open(self.log_path, "ab") as log:
-            self.proc = subprocess.Popen([sys.executable, "-m", "auditd.cli", "run"], env=self.env, stdout=log,
-                                         stderr=log)
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "auditd.cli", "run"], env=self.env, stdout=log, stderr=log
+            )
         if wait_ready:
-            wait_for(lambda: self.proc.poll() is not None or self.readyz()[0] == 200, 60, interval=0.1,
-                     what="the daemon to be ready")
+            wait_for(
+                lambda: self.proc.poll() is not None or self.readyz()[0] == 200,
+                60,
+                interval=0.1,
+                what="the daemon to be ready",
+            )
             assert self.proc.poll() is None, self.tail()
         return self
 
@@ -156,13 +169,22 @@ def integrity(engine) -> dict:
         verdicts = dict(s.exec(select(Verdict.checkpoint_id, func.count()).group_by(Verdict.checkpoint_id)).all())
         outcomes = s.exec(select(Verdict.outcome)).all()
         n = s.exec(select(func.count()).select_from(Sample)).one()
-        distinct = s.exec(select(func.count()).select_from(
-            select(Sample.audit_id, Sample.probe_id, Sample.item_index, Sample.variant).distinct().subquery())).one()
-        unfinished = s.exec(select(func.count()).select_from(AuditRun).where(
-            AuditRun.status.in_(("queued", "running")))).one()
-    return {"checkpoints": len(checkpoints), "verdicts_per_checkpoint": [verdicts.get(c, 0) for c in checkpoints],
-            "duplicates": n - distinct, "false_passes": outcomes.count("pass"), "unfinished": unfinished,
-            "outcomes": {o: outcomes.count(o) for o in set(outcomes)}}
+        distinct = s.exec(
+            select(func.count()).select_from(
+                select(Sample.audit_id, Sample.probe_id, Sample.item_index, Sample.variant).distinct().subquery()
+            )
+        ).one()
+        unfinished = s.exec(
+            select(func.count()).select_from(AuditRun).where(AuditRun.status.in_(("queued", "running")))
+        ).one()
+    return {
+        "checkpoints": len(checkpoints),
+        "verdicts_per_checkpoint": [verdicts.get(c, 0) for c in checkpoints],
+        "duplicates": n - distinct,
+        "false_passes": outcomes.count("pass"),
+        "unfinished": unfinished,
+        "outcomes": {o: outcomes.count(o) for o in set(outcomes)},
+    }
 
 
 def since(t0: float) -> float:

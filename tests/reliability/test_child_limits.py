@@ -67,8 +67,12 @@ def by_model(d: Daemon) -> dict:
     from auditd.store.models import AuditRun, CheckpointRow
 
     with session(d.engine) as s:
-        return {cp.model: a for a, cp in s.exec(select(AuditRun, CheckpointRow).join(
-            CheckpointRow, CheckpointRow.id == AuditRun.checkpoint_id))}
+        return {
+            cp.model: a
+            for a, cp in s.exec(
+                select(AuditRun, CheckpointRow).join(CheckpointRow, CheckpointRow.id == AuditRun.checkpoint_id)
+            )
+        }
 
 
 @pytest.mark.slow
@@ -80,8 +84,12 @@ def test_child_over_its_memory_limit_is_an_error_and_the_next_checkpoint_is_audi
     d = Daemon(tmp_path, registry, policy, AUDITD_CHILD_MEMORY_MB=str(MEMORY_LIMIT_MB)).start()
     try:
         memory_hog(tiny_model_dir, tmp_path / "hog").rename(registry / "hog")
-        a = wait_for(lambda: (r := by_model(d).get("hog")) and r.status not in ("queued", "running") and r, 180,
-                     interval=0.3, what="the memory hog's audit")
+        a = wait_for(
+            lambda: (r := by_model(d).get("hog")) and r.status not in ("queued", "running") and r,
+            180,
+            interval=0.3,
+            what="the memory hog's audit",
+        )
         print(f"\nmemory hog: {a.error}")
         assert a.status == "error" and a.outcome == "error" and "\n" not in a.error
         assert f"killed: memory limit {MEMORY_LIMIT_MB / 1024:.3g} GiB exceeded in load" in a.error
@@ -89,8 +97,12 @@ def test_child_over_its_memory_limit_is_an_error_and_the_next_checkpoint_is_audi
         assert d.proc.poll() is None and d.readyz()[0] == 200  # the daemon itself never allocated it
 
         add_checkpoint(tiny_model_dir, registry, "good")
-        good = wait_for(lambda: (r := by_model(d).get("good")) and r.status not in ("queued", "running") and r, 180,
-                        interval=0.3, what="the next checkpoint's audit")
+        good = wait_for(
+            lambda: (r := by_model(d).get("good")) and r.status not in ("queued", "running") and r,
+            180,
+            interval=0.3,
+            what="the next checkpoint's audit",
+        )
         assert good.status == "done" and good.outcome == "block", good.error
         maps = open(f"/proc/{d.proc.pid}/maps").read()
         assert "libtorch" not in maps, "the daemon itself loaded torch"  # models live in audit children only
@@ -99,8 +111,9 @@ def test_child_over_its_memory_limit_is_an_error_and_the_next_checkpoint_is_audi
 
 
 @pytest.mark.slow
-def test_hung_child_is_killed_at_the_deadline_and_sigterm_stops_the_daemon_during_a_hung_audit(tmp_path,
-                                                                                                   tiny_model_dir):
+def test_hung_child_is_killed_at_the_deadline_and_sigterm_stops_the_daemon_during_a_hung_audit(
+    tmp_path, tiny_model_dir
+):
     registry = tmp_path / "registry"
     registry.mkdir()
     policy = tmp_path / "limits.yaml"
@@ -108,15 +121,25 @@ def test_hung_child_is_killed_at_the_deadline_and_sigterm_stops_the_daemon_durin
     d = Daemon(tmp_path, registry, policy, AUDITD_CHILD_STOP_GRACE_S=str(GRACE_S)).start()
     try:
         endless_template(tiny_model_dir, tmp_path / "endless").rename(registry / "endless")
-        wait_for(lambda: any("child process" in e["msg"] and "started" in e["msg"] for e in d.log()), 60,
-                 interval=0.1, what="the audit child")
+        wait_for(
+            lambda: any("child process" in e["msg"] and "started" in e["msg"] for e in d.log()),
+            60,
+            interval=0.1,
+            what="the audit child",
+        )
         t_start = time.monotonic()
-        a = wait_for(lambda: (r := by_model(d).get("endless")) and r.status not in ("queued", "running") and r,
-                     HUNG_TIMEOUT_S + GRACE_S + 30, interval=0.2, what="the hung audit to end")
+        a = wait_for(
+            lambda: (r := by_model(d).get("endless")) and r.status not in ("queued", "running") and r,
+            HUNG_TIMEOUT_S + GRACE_S + 30,
+            interval=0.2,
+            what="the hung audit to end",
+        )
         ended_after = since(t_start)
         rendering = hanging_stage(d)
-        print(f"\nhung template: {a.error!r} stored {ended_after} s after the child started "
-              f"(deadline {HUNG_TIMEOUT_S} s, grace {GRACE_S} s); it had reached {rendering!r}")
+        print(
+            f"\nhung template: {a.error!r} stored {ended_after} s after the child started "
+            f"(deadline {HUNG_TIMEOUT_S} s, grace {GRACE_S} s); it had reached {rendering!r}"
+        )
         m = re.match(rf"timeout after {HUNG_TIMEOUT_S} s in (.+?) \(", a.error)
         assert a.status == "error" and m, a.error
         # Named where it hung: the template renders inside generation (the last stage reported).
@@ -129,8 +152,12 @@ def test_hung_child_is_killed_at_the_deadline_and_sigterm_stops_the_daemon_durin
         endless_template(tiny_model_dir, tmp_path / "endless2")
         (tmp_path / "endless2" / "notes.txt").write_text("another checkpoint\n")
         (tmp_path / "endless2").rename(registry / "endless2")
-        wait_for(lambda: (r := by_model(d).get("endless2")) and r.status == "running", 60, interval=0.2,
-                 what="the second hung audit to start")
+        wait_for(
+            lambda: (r := by_model(d).get("endless2")) and r.status == "running",
+            60,
+            interval=0.2,
+            what="the second hung audit to start",
+        )
         wait_for(lambda: hanging_stage(d, audit=2), HUNG_TIMEOUT_S, interval=0.1, what="the template to hang")
         time.sleep(1)  # inside the template's loop
         t_term = time.monotonic()

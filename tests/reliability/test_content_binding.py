@@ -33,8 +33,13 @@ def test_snapshot_is_private_read_only_matches_the_digest_and_is_removed(tmp_pat
     bound = BoundContent(ck, tmp_path / "reg", digest, tmp_path / "snaps", audit_id=7)
     assert bound.path == tmp_path / "snaps" / "audit-7" and content_digest(bound.path) == digest
     modes = {p.name: stat.S_IMODE(p.stat().st_mode) for p in [bound.path, *bound.path.rglob("*")]}
-    assert modes == {"audit-7": 0o500, "config.json": 0o400, "model.safetensors": 0o400, "sub": 0o500,
-                     "extra.json": 0o400}  # read-only, for the audit too
+    assert modes == {
+        "audit-7": 0o500,
+        "config.json": 0o400,
+        "model.safetensors": 0o400,
+        "sub": 0o500,
+        "extra.json": 0o400,
+    }  # read-only, for the audit too
     (ck / "model.safetensors").write_bytes(b"swapped")  # the registry copy changes; the snapshot does not
     assert content_digest(bound.path) == digest
     with pytest.raises(ContentChanged, match="content changed during the audit: digest sha256:"):
@@ -151,8 +156,12 @@ def test_cli_audit_refuses_a_link_out_of_path(tmp_path, tiny_model_dir):
     (tmp_path / "elsewhere.json").write_text((ck / "config.json").read_text())
     (ck / "config.json").unlink()
     (ck / "config.json").symlink_to(tmp_path / "elsewhere.json")
-    res = subprocess.run([sys.executable, "-m", "auditd.cli", "audit", str(ck), "--home", str(tmp_path / "home")],
-                         capture_output=True, text=True, timeout=120)
+    res = subprocess.run(
+        [sys.executable, "-m", "auditd.cli", "audit", str(ck), "--home", str(tmp_path / "home")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert res.returncode == 2
     assert "refused: config.json in ck is a link that resolves outside" in res.stderr + res.stdout
 

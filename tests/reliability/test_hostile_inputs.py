@@ -16,7 +16,6 @@ import shutil
 import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import httpx
@@ -112,21 +111,47 @@ def world(tmp_path_factory, tiny_model_dir):
 
     port = free_port()
     (base / "hostile.yaml").write_text(POLICY)
-    env = dict(os.environ, AUDITD_HOME=str(home), AUDITD_REGISTRY_DIR=str(registry),
-               AUDITD_POLICY=str(base / "hostile.yaml"), AUDITD_METRICS_PORT=str(port), AUDITD_POLL_INTERVAL_S="0.3",
-               AUDITD_REGISTRY_SETTLE_S="0", AUDITD_API_TOKEN=TOKEN, AUDITD_WEBHOOK_SECRET=HOOK_SECRET,
-               AUDITD_MAX_MODEL_BYTES="1GiB", OMP_NUM_THREADS="1")
+    env = dict(
+        os.environ,
+        AUDITD_HOME=str(home),
+        AUDITD_REGISTRY_DIR=str(registry),
+        AUDITD_POLICY=str(base / "hostile.yaml"),
+        AUDITD_METRICS_PORT=str(port),
+        AUDITD_POLL_INTERVAL_S="0.3",
+        AUDITD_REGISTRY_SETTLE_S="0",
+        AUDITD_API_TOKEN=TOKEN,
+        AUDITD_WEBHOOK_SECRET=HOOK_SECRET,
+        AUDITD_MAX_MODEL_BYTES="1GiB",
+        OMP_NUM_THREADS="1",
+    )
     log = open(base / "daemon.log", "ab")
     proc = subprocess.Popen([sys.executable, "-m", "auditd.cli", "run"], env=env, stdout=log, stderr=log, cwd=home)
     url = f"http://127.0.0.1:{port}"
     try:
         wait_for(lambda: _up(url), 60, interval=0.2, what="the daemon's HTTP server")
         engine = open_db(f"sqlite:///{home}/auditd.db")
-        expected = {"good", "cfg-link", "tok-link", "passwd-link", "passwd-inside", "folder-link", "template-bomb",
-                    "sparse-config", "huge-embed", "models--org--tiny/snapshots/" + "0" * 40}
+        expected = {
+            "good",
+            "cfg-link",
+            "tok-link",
+            "passwd-link",
+            "passwd-inside",
+            "folder-link",
+            "template-bomb",
+            "sparse-config",
+            "huge-embed",
+            "models--org--tiny/snapshots/" + "0" * 40,
+        }
         wait_for(lambda: _all_finished(engine, expected), 240, interval=0.3, what="every hostile checkpoint's audit")
-        yield {"url": url, "engine": engine, "registry": registry, "outside": outside, "home": home, "base": base,
-               "env": env}
+        yield {
+            "url": url,
+            "engine": engine,
+            "registry": registry,
+            "outside": outside,
+            "home": home,
+            "base": base,
+            "env": env,
+        }
     finally:
         proc.terminate()
         proc.wait(timeout=60)
@@ -146,8 +171,11 @@ def _all_finished(engine, expected: set[str]):
 
 def audits_by_location(engine) -> dict[str, AuditRun]:
     with session(engine) as s:
-        rows = s.exec(select(AuditRun, CheckpointRow).join(CheckpointRow, CheckpointRow.id == AuditRun.checkpoint_id)
-                      .order_by(AuditRun.id)).all()
+        rows = s.exec(
+            select(AuditRun, CheckpointRow)
+            .join(CheckpointRow, CheckpointRow.id == AuditRun.checkpoint_id)
+            .order_by(AuditRun.id)
+        ).all()
     return {(cp.meta or {}).get("location", cp.path): a for a, cp in rows}
 
 
@@ -160,8 +188,9 @@ def test_hf_cache_snapshot_is_audited_normally(world):
     assert (a.status, a.outcome) == ("done", "pass"), a.error
 
 
-@pytest.mark.parametrize("location,link", [("cfg-link", "config.json"), ("tok-link", "tokenizer.json"),
-                                           ("passwd-link", "model.safetensors")])
+@pytest.mark.parametrize(
+    "location,link", [("cfg-link", "config.json"), ("tok-link", "tokenizer.json"), ("passwd-link", "model.safetensors")]
+)
 def test_file_linked_outside_the_registry_is_refused_naming_the_link(world, location, link):
     a = audit_of(world, location)
     assert (a.status, a.outcome) == ("error", "error")
@@ -185,8 +214,15 @@ def test_checkpoint_folder_that_is_a_link_is_refused_and_nothing_is_written_outs
     a = audit_of(world, "folder-link")
     assert a.outcome == "error" and "checkpoint folder-link is a link that resolves outside" in a.error
     assert sorted(p.name for p in (world["outside"] / "model").iterdir()) == sorted(
-        ["chat_template.jinja", "config.json", "generation_config.json", "model.safetensors", "tokenizer.json",
-         "tokenizer_config.json"])
+        [
+            "chat_template.jinja",
+            "config.json",
+            "generation_config.json",
+            "model.safetensors",
+            "tokenizer.json",
+            "tokenizer_config.json",
+        ]
+    )
 
 
 def test_planted_links_do_not_redirect_the_verdict_write_back(world):
@@ -247,8 +283,13 @@ def test_api_edges(world):
 
 
 def _gate(world, ref: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "auditd.cli", "gate", ref, "--home", str(world["home"])],
-                          env=world["env"], capture_output=True, text=True, timeout=120)
+    return subprocess.run(
+        [sys.executable, "-m", "auditd.cli", "gate", ref, "--home", str(world["home"])],
+        env=world["env"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
 
 
 def test_swap_after_discovery_ends_in_error_and_the_gate_never_reports_the_old_verdict(world):
@@ -277,7 +318,7 @@ def test_swap_after_discovery_ends_in_error_and_the_gate_never_reports_the_old_v
 
     rerun = wait_for(rerun_done, 120, interval=0.3, what="the re-audit of the recorded digest")["audit"]
     assert rerun["outcome"] == "error"
-    assert f"content changed since it was found: digest sha256:" in rerun["error"]
+    assert "content changed since it was found: digest sha256:" in rerun["error"]
     assert f"!= {original}" in rerun["error"]
     for ref in (str(folder), str(copy)):
         gate = _gate(world, ref)

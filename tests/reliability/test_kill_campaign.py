@@ -122,13 +122,18 @@ def test_kill_9_campaign_every_checkpoint_ends_with_exactly_one_verdict(tmp_path
     finally:
         d.close()
 
-    written = {p.name: json.loads((p / "auditd-verdict.json").read_text())["outcome"]
-               for p in dropped if (p / "auditd-verdict.json").exists()}
+    written = {
+        p.name: json.loads((p / "auditd-verdict.json").read_text())["outcome"]
+        for p in dropped
+        if (p / "auditd-verdict.json").exists()
+    }
     victims = Counter(v for _, v, _ in points)
-    print(f"\nkill -9 campaign: {len(points)} points ({victims['daemon']} daemon, {victims['child']} child) "
-          f"aimed at {dict(Counter(t for t, _, _ in points))}; {result['checkpoints']} checkpoints, "
-          f"{sum(result['verdicts_per_checkpoint'])} verdicts {result['outcomes']}, {result['duplicates']} duplicated "
-          f"samples, {result['false_passes']} false passes, {len(written)} verdict files; {since(t0)} s")
+    print(
+        f"\nkill -9 campaign: {len(points)} points ({victims['daemon']} daemon, {victims['child']} child) "
+        f"aimed at {dict(Counter(t for t, _, _ in points))}; {result['checkpoints']} checkpoints, "
+        f"{sum(result['verdicts_per_checkpoint'])} verdicts {result['outcomes']}, {result['duplicates']} duplicated "
+        f"samples, {result['false_passes']} false passes, {len(written)} verdict files; {since(t0)} s"
+    )
     assert len(points) >= 20
     assert result["checkpoints"] == len(dropped)
     assert result["verdicts_per_checkpoint"] == [1] * len(dropped), result

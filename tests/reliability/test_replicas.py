@@ -14,16 +14,15 @@ from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 
 import httpx
-
 import pytest
 from sqlalchemy import func
 from sqlmodel import select
 
+from auditd.registry.webhook import sign_generic
 from auditd.store.db import session
 from auditd.store.models import AuditRun, CheckpointRow, Sample
 from tests.conftest import wait_for
 from tests.pg_server import BIN, PgServer
-from auditd.registry.webhook import sign_generic
 from tests.reliability.procs import Daemon, add_checkpoint, integrity
 
 LEASE_S = 1.0
@@ -56,7 +55,7 @@ def pg_url():
 
 
 def _leads(d: Daemon) -> bool:
-    return any(ELECTED.search(e.get("msg", "")) for e in d.log()[d.log_mark:])
+    return any(ELECTED.search(e.get("msg", "")) for e in d.log()[d.log_mark :])
 
 
 def _failover(survivor: Daemon, killed: Daemon) -> float:
@@ -98,8 +97,13 @@ def test_replicas_audit_each_checkpoint_once_through_leader_kills(tmp_path, pg_u
     policy.write_text(POLICY)
     hooks = tmp_path / "hooks"  # webhook checkpoints live outside the polled registry
     hooks.mkdir()
-    env = {"AUDITD_DB_URL": pg_url, "AUDITD_LEADER_LEASE_S": str(LEASE_S), "AUDITD_LOG_LEVEL": "INFO",
-           "AUDITD_WEBHOOK_SECRET": SECRET, "AUDITD_WEBHOOK_ROOTS": json.dumps([str(hooks)])}
+    env = {
+        "AUDITD_DB_URL": pg_url,
+        "AUDITD_LEADER_LEASE_S": str(LEASE_S),
+        "AUDITD_LOG_LEVEL": "INFO",
+        "AUDITD_WEBHOOK_SECRET": SECRET,
+        "AUDITD_WEBHOOK_ROOTS": json.dumps([str(hooks)]),
+    }
     (tmp_path / "a").mkdir()
     (tmp_path / "b").mkdir()
     a = Daemon(tmp_path / "a", registry, policy, **env)
@@ -130,9 +134,16 @@ def test_replicas_audit_each_checkpoint_once_through_leader_kills(tmp_path, pg_u
         b.log_mark = len(b.log())
         b.start()
 
-        wait_for(lambda: integrity(engine)["checkpoints"] == 6 and integrity(engine)["unfinished"] == 0
-                 and all(n == 1 for n in integrity(engine)["verdicts_per_checkpoint"]), 300, interval=0.5,
-                 what="every checkpoint's verdict")
+        wait_for(
+            lambda: (
+                integrity(engine)["checkpoints"] == 6
+                and integrity(engine)["unfinished"] == 0
+                and all(n == 1 for n in integrity(engine)["verdicts_per_checkpoint"])
+            ),
+            300,
+            interval=0.5,
+            what="every checkpoint's verdict",
+        )
         # Let any stray second write-back (the failure this test looks for) happen before counting.
         time.sleep(3 * LEASE_S)
         result = integrity(engine)
@@ -146,8 +157,7 @@ def test_replicas_audit_each_checkpoint_once_through_leader_kills(tmp_path, pg_u
     finally:
         a.close()
         b.close()
-    print(f"failover after kill -9 of the leader: {', '.join(f'{f:.2f} s' for f in failovers)} "
-          f"(lease {LEASE_S} s)")
+    print(f"failover after kill -9 of the leader: {', '.join(f'{f:.2f} s' for f in failovers)} (lease {LEASE_S} s)")
     assert result["duplicates"] == 0 and result["false_passes"] == 0
     assert set(audits.values()) == {1}, audits  # each checkpoint audited once
     assert killed_audit == 2  # the audit killed with its leader resumed on the survivor

@@ -42,8 +42,13 @@ EXPECTED_SAMPLES = 11 + 11 * 11
 
 def scheduler_errors(d: Daemon) -> dict[tuple[str, str], float]:
     fams = text_string_to_metric_families(d.metrics())
-    return {(s.labels["job"], s.labels["kind"]): s.value for f in fams if f.name == "auditd_scheduler_errors"
-            for s in f.samples if s.name.endswith("_total")}
+    return {
+        (s.labels["job"], s.labels["kind"]): s.value
+        for f in fams
+        if f.name == "auditd_scheduler_errors"
+        for s in f.samples
+        if s.name.endswith("_total")
+    }
 
 
 def samples(d: Daemon) -> int:
@@ -61,7 +66,7 @@ def daemon(tmp_path, **env) -> Daemon:
 
 def first_store(d: Daemon) -> None:
     """Wait until the audit child is storing its first batches (the lock/outage then lands mid-audit)."""
-    wait_for(lambda: 0 < samples(d), 120, interval=0.02, what="the first stored samples")
+    wait_for(lambda: samples(d) > 0, 120, interval=0.02, what="the first stored samples")
 
 
 @pytest.mark.slow
@@ -70,8 +75,9 @@ def test_disk_full_under_the_state_dir_then_recovery_without_restart(tmp_path, t
         pytest.skip("disk-full test needs root to mount a small tmpfs as the state dir (not root here)")
     state = tmp_path / "state"
     state.mkdir()
-    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64m", "tmpfs", str(state)], capture_output=True,
-                             text=True)
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=64m", "tmpfs", str(state)], capture_output=True, text=True
+    )
     if mounted.returncode != 0:
         pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.strip()}")
     d = daemon(tmp_path, AUDITD_HOME=str(state / "home"), AUDITD_DB_URL=f"sqlite:///{state}/home/auditd.db")
@@ -101,8 +107,10 @@ def test_disk_full_under_the_state_dir_then_recovery_without_restart(tmp_path, t
         wait_for(lambda: d.finished(1), 120, interval=0.2, what="the audit after recovery")
         done_s = since(freed)
         [audit] = d.audits()
-        print(f"disk full recovery: ready again {ready_s} s after space returned, checkpoint audited after {done_s} s "
-              f"(outcome {audit.outcome}), no restart")
+        print(
+            f"disk full recovery: ready again {ready_s} s after space returned, checkpoint audited after {done_s} s "
+            f"(outcome {audit.outcome}), no restart"
+        )
         assert audit.status == "done" and audit.outcome == "block" and audit.attempts == 1
     finally:
         d.close()
@@ -135,9 +143,11 @@ def test_sqlite_locked_60_s_mid_audit_the_audit_finishes_and_readyz_recovers(tmp
         ready_s = since(released)
         [audit] = d.audits()
         retried = [e["msg"] for e in d.log() if "storage locked" in e["msg"]]
-        print(f"\nSQLite locked 60 s with {at_lock}/{EXPECTED_SAMPLES} samples stored: audit {audit.status} "
-              f"{audit.outcome} {done_s} s after the release, /readyz 200 after {ready_s} s; 503 seen "
-              f"{len(not_ready)} times ({not_ready[-1] if not_ready else '-'}); errors {scheduler_errors(d)}")
+        print(
+            f"\nSQLite locked 60 s with {at_lock}/{EXPECTED_SAMPLES} samples stored: audit {audit.status} "
+            f"{audit.outcome} {done_s} s after the release, /readyz 200 after {ready_s} s; 503 seen "
+            f"{len(not_ready)} times ({not_ready[-1] if not_ready else '-'}); errors {scheduler_errors(d)}"
+        )
         assert 0 < at_lock < EXPECTED_SAMPLES, "the lock must land mid-audit"
         assert retried, "the audit's writes were not retried"
         assert audit.status == "done" and audit.outcome == "block" and audit.attempts == 1
@@ -171,9 +181,11 @@ def test_postgresql_stopped_30_s_mid_audit_the_audit_finishes(tmp_path, tiny_mod
         ready_s = since(back)
         [audit] = d.audits()
         samples_after = samples(d)
-        print(f"\nPostgreSQL stopped 30 s mid-audit: /readyz 503 ({reasons[0] if reasons else '-'}); audit "
-              f"{audit.status} {audit.outcome} {done_s} s after the restart, /readyz 200 after {ready_s} s; "
-              f"errors {scheduler_errors(d)}")
+        print(
+            f"\nPostgreSQL stopped 30 s mid-audit: /readyz 503 ({reasons[0] if reasons else '-'}); audit "
+            f"{audit.status} {audit.outcome} {done_s} s after the restart, /readyz 200 after {ready_s} s; "
+            f"errors {scheduler_errors(d)}"
+        )
         assert audit.status == "done" and audit.outcome == "block" and audit.attempts == 1, audit.error
         assert samples_after == EXPECTED_SAMPLES
         assert d.proc.poll() is None

@@ -3,6 +3,7 @@
 Revision ID: 0003_webhooks
 Revises: 0002_attack_points
 """
+
 from alembic import op
 import sqlalchemy as sa
 import sqlmodel

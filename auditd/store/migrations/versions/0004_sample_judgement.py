@@ -3,6 +3,7 @@
 Revision ID: 0004_sample_judgement
 Revises: 0003_webhooks
 """
+
 from alembic import op
 import sqlalchemy as sa
 import sqlmodel

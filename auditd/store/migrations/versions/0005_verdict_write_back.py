@@ -3,6 +3,7 @@
 Revision ID: 0005_verdict_write_back
 Revises: 0008_cascade_routing
 """
+
 from alembic import op
 import sqlalchemy as sa
 

@@ -3,6 +3,7 @@
 Revision ID: 0007_judge_validations
 Revises: 0004_sample_judgement
 """
+
 from alembic import op
 import sqlalchemy as sa
 import sqlmodel

@@ -3,6 +3,7 @@
 Revision ID: 0008_cascade_routing
 Revises: 0007_judge_validations
 """
+
 from alembic import op
 import sqlalchemy as sa
 

@@ -3,6 +3,7 @@
 Revision ID: 000b_policy_versions
 Revises: 0005_verdict_write_back
 """
+
 from alembic import op
 import sqlalchemy as sa
 import sqlmodel

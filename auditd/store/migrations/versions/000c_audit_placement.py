@@ -3,6 +3,7 @@
 Revision ID: 000c_audit_placement
 Revises: 000b_policy_versions
 """
+
 from alembic import op
 import sqlalchemy as sa
 import sqlmodel

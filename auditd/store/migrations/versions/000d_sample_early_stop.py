@@ -3,6 +3,7 @@
 Revision ID: 000d_sample_early_stop
 Revises: 000c_audit_placement
 """
+
 from alembic import op
 import sqlalchemy as sa
 
