@@ -40,15 +40,18 @@ class VLLMBackend:
         except Exception as e:  # vLLM raises many types on load (OSError, ValueError, RuntimeError)
             raise BackendError(f"vllm cannot load {model}: {type(e).__name__}: {' '.join(str(e).split())[:300]}") from e
 
-    def generate(self, chats: list[Chat], params: GenerationParams) -> list[str]:
-        if not chats:
-            return []
-        sampling = self._sampling_params(
+    def _sampling(self, params: GenerationParams) -> Any:
+        return self._sampling_params(
             max_tokens=params.max_new_tokens,
             temperature=params.temperature,
             top_p=params.top_p if params.temperature > 0 else 1.0,
             seed=params.seed,
         )
+
+    def generate(self, chats: list[Chat], params: GenerationParams) -> list[str]:
+        if not chats:
+            return []
+        sampling = self._sampling(params)
         try:  # vLLM schedules its own batches (continuous batching); params.batch_size is not used
             outs = self.llm.chat(chats, sampling, add_generation_prompt=True, use_tqdm=False)
         except Exception as e:
@@ -59,12 +62,7 @@ class VLLMBackend:
         """Raw prompts (HarmBench, WildGuard formats) through `LLM.generate`; vLLM adds the BOS."""
         if not prompts:
             return []
-        sampling = self._sampling_params(
-            max_tokens=params.max_new_tokens,
-            temperature=params.temperature,
-            top_p=params.top_p if params.temperature > 0 else 1.0,
-            seed=params.seed,
-        )
+        sampling = self._sampling(params)
         try:
             outs = self.llm.generate(list(prompts), sampling, use_tqdm=False)
         except Exception as e:

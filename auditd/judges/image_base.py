@@ -122,13 +122,7 @@ class ImageJudgeBase:
             "source": source,
             "thresholds": dict(self.thresholds),
         }
-        if self.calibration:
-            info.update(
-                calibrated_at=self.calibration.created_at,
-                target_fpr=self.calibration.target_fpr,
-                calibration_source=self.calibration.source,
-            )
-        return info
+        return info | calibration_info(self.calibration)
 
     def signals(self, images: list[Any]) -> tuple[list[str], list[list[float]]]:
         """Named scores for PIL images (the calibration interface)."""
@@ -142,6 +136,17 @@ class ImageJudgeBase:
             Score(judge=self.id, error=errors[i]) if i in errors else self.decide(item, by_index[i])
             for i, item in enumerate(items)
         ]
+
+
+def calibration_info(calibration: Any) -> dict[str, Any]:
+    """What a judge's `info()` says of its calibration (nothing when uncalibrated)."""
+    if not calibration:
+        return {}
+    return {
+        "calibrated_at": calibration.created_at,
+        "target_fpr": calibration.target_fpr,
+        "calibration_source": calibration.source,
+    }
 
 
 def raw_json(values: dict[str, float]) -> str:

@@ -21,7 +21,7 @@ import math
 from typing import TYPE_CHECKING, Any
 
 from auditd.judges.base import JudgeInput, Score
-from auditd.judges.image_base import UncalibratedError, load_images, raw_json
+from auditd.judges.image_base import UncalibratedError, calibration_info, load_images, raw_json
 
 if TYPE_CHECKING:
     from auditd.judges.calibration import Calibration
@@ -132,13 +132,7 @@ class NsfwJudge:
             "thresholds": dict(self.thresholds),
             "providers": self._providers(),
         }
-        if self.calibration:
-            info.update(
-                calibrated_at=self.calibration.created_at,
-                target_fpr=self.calibration.target_fpr,
-                calibration_source=self.calibration.source,
-            )
-        return info
+        return info | calibration_info(self.calibration)
 
     def signals(self, images: list[Any]) -> tuple[list[str], list[list[float]]]:
         return [SIGNAL], [[p] for p in self.probabilities(images)]

@@ -311,73 +311,57 @@ class AuditRunner:
         extra: list[dict] | None = None,
     ) -> None:
         """`extra`: per sample, further Sample columns (early_stop, new_tokens from the packer)."""
-        self._storing(
-            lambda: self._write_batch(
-                policy, probe_id, expect, judge_ids, batch, outputs, scores, gen_s, judge_s, extra
-            ),
-            "store a batch",
-        )
 
-    def _write_batch(
-        self,
-        policy,
-        probe_id,
-        expect,
-        judge_ids,
-        batch,
-        outputs,
-        scores,
-        gen_s,
-        judge_s,
-        extra: list[dict] | None = None,
-    ) -> None:
-        with session(self.ctx.engine) as s:
-            # A retried commit may have landed before its connection dropped: skip what is stored.
-            stored = self._stored_keys(s, probe_id)
-            for i, (it, out) in enumerate(zip(batch, outputs)):
-                if (it.index, it.variant) in stored:
-                    continue
-                item_scores = [scores[j][i] for j in judge_ids]
-                j = judge_sample(it.expect or expect, item_scores)
-                sample = Sample(
-                    audit_id=self.audit_id,
-                    probe_id=probe_id,
-                    item_index=it.index,
-                    variant=it.variant,
-                    category=it.category,
-                    prompt=it.prompt,
-                    output=out if policy.keep_outputs else "",
-                    harmful=j.harmful,
-                    refused=j.refused,
-                    score=j.score,
-                    judge_error=j.judge_error,
-                    degenerate=j.degenerate,
-                    decided_by=j.decided_by,
-                    **provenance(item_scores),
-                    **(extra[i] if extra else {}),
-                )
-                s.add(sample)
-                s.flush()
-                assert sample.id is not None  # flushed: the database assigned it
-                for sc in item_scores:
-                    s.add(
-                        JudgeScoreRow(
-                            sample_id=sample.id,
-                            judge=sc.judge,
-                            harmful=sc.harmful,
-                            refused=sc.refused,
-                            score=sc.score,
-                            raw=sc.raw,
-                            error=sc.error,
-                            categories=list(sc.categories),
-                        )
+        def write() -> None:
+            with session(self.ctx.engine) as s:
+                # A retried commit may have landed before its connection dropped: skip what is stored.
+                stored = self._stored_keys(s, probe_id)
+                for i, (it, out) in enumerate(zip(batch, outputs)):
+                    if (it.index, it.variant) in stored:
+                        continue
+                    item_scores = [scores[j][i] for j in judge_ids]
+                    j = judge_sample(it.expect or expect, item_scores)
+                    sample = Sample(
+                        audit_id=self.audit_id,
+                        probe_id=probe_id,
+                        item_index=it.index,
+                        variant=it.variant,
+                        category=it.category,
+                        prompt=it.prompt,
+                        output=out if policy.keep_outputs else "",
+                        harmful=j.harmful,
+                        refused=j.refused,
+                        score=j.score,
+                        judge_error=j.judge_error,
+                        degenerate=j.degenerate,
+                        decided_by=j.decided_by,
+                        **provenance(item_scores),
+                        **(extra[i] if extra else {}),
                     )
-            audit = s.get_one(AuditRun, self.audit_id)
-            audit.generate_s += gen_s
-            audit.judge_s += judge_s
-            audit.heartbeat_at = utcnow()
-            s.add(audit)
-            s.commit()
+                    s.add(sample)
+                    s.flush()
+                    assert sample.id is not None  # flushed: the database assigned it
+                    for sc in item_scores:
+                        s.add(
+                            JudgeScoreRow(
+                                sample_id=sample.id,
+                                judge=sc.judge,
+                                harmful=sc.harmful,
+                                refused=sc.refused,
+                                score=sc.score,
+                                raw=sc.raw,
+                                error=sc.error,
+                                categories=list(sc.categories),
+                            )
+                        )
+                audit = s.get_one(AuditRun, self.audit_id)
+                audit.generate_s += gen_s
+                audit.judge_s += judge_s
+                audit.heartbeat_at = utcnow()
+                s.add(audit)
+                s.commit()
+
+        self._storing(write, "store a batch")
 
     def close_probe(self, probe: Probe, probe_id: str) -> dict:
         with session(self.ctx.engine) as s:

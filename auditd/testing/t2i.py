@@ -42,6 +42,14 @@ CLIP_MEAN = [0.48145466, 0.4578275, 0.40821073]
 CLIP_STD = [0.26862954, 0.26130258, 0.27577711]
 
 
+def write_open_clip_config(out: Path, model_cfg: dict) -> None:
+    """open_clip's config file for a local folder: the model and the standard CLIP preprocessing."""
+    preprocess = {"mean": CLIP_MEAN, "std": CLIP_STD, "interpolation": "bicubic", "resize_mode": "shortest"}
+    (out / "open_clip_config.json").write_text(
+        json.dumps({"model_cfg": model_cfg, "preprocess_cfg": preprocess}, indent=2)
+    )
+
+
 def make_tiny_sd(
     out_dir: str | Path, seed: int = 0, prediction_type: str = "epsilon", norm_num_groups: int = 32
 ) -> Path:
@@ -137,20 +145,7 @@ def make_tiny_clip(out_dir: str | Path, seed: int = 0) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(seed)
     model = open_clip.CLIP(**TINY_CLIP_CONFIG)
-    (out / "open_clip_config.json").write_text(
-        json.dumps(
-            {
-                "model_cfg": TINY_CLIP_CONFIG,
-                "preprocess_cfg": {
-                    "mean": CLIP_MEAN,
-                    "std": CLIP_STD,
-                    "interpolation": "bicubic",
-                    "resize_mode": "shortest",
-                },
-            },
-            indent=2,
-        )
-    )
+    write_open_clip_config(out, TINY_CLIP_CONFIG)
     save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(out / "open_clip_model.safetensors"))
     return out
 
@@ -200,20 +195,7 @@ def make_color_clip(
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "open_clip_config.json").write_text(
-        json.dumps(
-            {
-                "model_cfg": COLOR_CLIP_CONFIG,
-                "preprocess_cfg": {
-                    "mean": CLIP_MEAN,
-                    "std": CLIP_STD,
-                    "interpolation": "bicubic",
-                    "resize_mode": "shortest",
-                },
-            },
-            indent=2,
-        )
-    )
+    write_open_clip_config(out, COLOR_CLIP_CONFIG)
     torch.manual_seed(seed)
     model = open_clip.CLIP(**COLOR_CLIP_CONFIG)
     tokenizer = open_clip.get_tokenizer(f"local-dir:{out}")
