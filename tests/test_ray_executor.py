@@ -190,6 +190,13 @@ def test_task_resources_follow_the_settings():
     assert opts["resources"] == {"accelerator_type:H100": 0.01} and opts["max_retries"] == 0
     assert task_options(Settings(), "cpu")["num_gpus"] == 0
     assert task_options(Settings(ray_num_gpus=0.5), "cuda")["num_gpus"] == 0.5
+    # A policy's budget.resources wins over the settings, field by field; custom resources merge.
+    from auditd.policy.model import Resources
+
+    grpo = Resources(num_gpus=2, memory_mb=4096, custom={"accelerator_type:A100": 0.01})
+    opts = task_options(s, "cuda", grpo)
+    assert (opts["num_cpus"], opts["num_gpus"], opts["memory"]) == (2, 2, 4096 * 2**20)
+    assert opts["resources"] == {"accelerator_type:H100": 0.01, "accelerator_type:A100": 0.01}
     with pytest.raises(ValueError, match="RAY_RESOURCES: bad entry"):
         _ = Settings(ray_resources="GPU_A100").ray_resource_map
     with pytest.raises(ValueError, match="RAY_RESOURCES: bad entry"):

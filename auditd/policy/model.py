@@ -192,9 +192,20 @@ class BaselinePolicy(_Strict):
     prefer: Literal["parent", "pinned", "none"] = "parent"
 
 
+class Resources(_Strict):
+    """What one audit reserves on a Ray cluster (executor ray); unset fields keep the daemon's
+    AUDITD_RAY_* settings. A GRPO policy on a 7B model asks for more than a static suite."""
+
+    num_cpus: float | None = Field(None, ge=0)
+    num_gpus: float | None = Field(None, ge=0)
+    memory_mb: int | None = Field(None, ge=0)
+    custom: dict[str, float] = Field(default_factory=dict)  # e.g. {"accelerator_type:H100": 0.01}
+
+
 class Budget(_Strict):
     audit_timeout_s: float = Field(3600, gt=0)
     max_attempts: int = Field(3, ge=1)
+    resources: Resources = Field(default_factory=Resources)
 
 
 class Policy(_Strict):

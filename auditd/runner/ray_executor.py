@@ -18,6 +18,7 @@ import logging
 import threading
 import time
 
+from auditd.policy.model import Resources
 from auditd.runner.audit import AuditContext, one_line, requeue, timeout_message
 from auditd.runner.supervisor import SECRETS, audit_timeout_s, store_failure
 from auditd.store.db import session
@@ -59,16 +60,31 @@ def connect(settings, engine) -> None:
                 )
 
 
-def task_options(settings, device: str) -> dict:
-    gpus = settings.ray_num_gpus
+def task_options(settings, device: str, wanted: Resources | None = None) -> dict:
+    """The audit task's Ray options: the policy's `budget.resources` over the daemon's settings."""
+    wanted = wanted or Resources()
+    gpus = wanted.num_gpus if wanted.num_gpus is not None else settings.ray_num_gpus
     if gpus is None:
         gpus = 1 if device.startswith("cuda") else 0
-    opts = {"num_cpus": settings.ray_num_cpus, "num_gpus": gpus, "max_retries": 0, "name": "auditd-audit"}
-    if settings.ray_memory_mb:
-        opts["memory"] = settings.ray_memory_mb * 2**20
-    if resources := settings.ray_resource_map:
+    cpus = wanted.num_cpus if wanted.num_cpus is not None else settings.ray_num_cpus
+    opts = {"num_cpus": cpus, "num_gpus": gpus, "max_retries": 0, "name": "auditd-audit"}
+    if memory_mb := wanted.memory_mb if wanted.memory_mb is not None else settings.ray_memory_mb:
+        opts["memory"] = memory_mb * 2**20
+    if resources := {**settings.ray_resource_map, **wanted.custom}:
         opts["resources"] = resources
     return opts
+
+
+def policy_resources(ctx: AuditContext, audit_id: int) -> Resources | None:
+    """The audit's policy's `budget.resources`; None when the policy does not load (the audit then
+    fails in the worker on the same policy, with the reason)."""
+    try:
+        with session(ctx.engine) as s:
+            name = s.get_one(AuditRun, audit_id).policy
+        return ctx.policies.get(name).budget.resources
+    except Exception as exc:  # noqa: BLE001
+        log.warning("audit %s: no resources from its policy (%s); using the settings", audit_id, one_line(exc))
+        return None
 
 
 def audit_task(job: dict) -> str | None:
@@ -107,7 +123,7 @@ def run_on_ray(ctx: AuditContext, audit_id: int, device: str, poll_s: float = 0.
     timeout_s = audit_timeout_s(ctx, audit_id)
     job = {"audit_id": audit_id, "settings": settings.model_dump(mode="json", exclude=set(SECRETS))}
     started = time.monotonic()
-    ref = _remote.options(**task_options(settings, device)).remote(job)
+    ref = _remote.options(**task_options(settings, device, policy_resources(ctx, audit_id))).remote(job)
     log.info("audit %s: submitted to Ray", audit_id)
     while True:
         done, _ = ray.wait([ref], timeout=poll_s)
