@@ -85,7 +85,8 @@ def run_audit(model: Path, name: str, cfg: dict, args, work: Path, probes: list[
     from auditd.registry.checkpoint import Checkpoint
     from auditd.report.document import audit_report
     from auditd.runner.audit import AuditContext, AuditRunner
-    from auditd.scheduler.queue import claim, enqueue, ingest, worker_id
+    from auditd.scheduler.intake import ingest
+    from auditd.scheduler.queue import claim, enqueue, worker_id
     from auditd.settings import Settings
     from auditd.store.db import open_db, session
     from auditd.store.models import AuditRun, Sample
