@@ -18,23 +18,14 @@ from auditd.judges.calibration import Calibration, CalibrationError, Calibration
 from auditd.judges.clip import zero_shot_probs
 from auditd.judges.concept import concept_margins
 from auditd.probe import discover
+from auditd.testing.t2i import sd_ddim_scheduler
 from tests.t2i_support import one_torch_thread, tiny_sd  # noqa: F401  (fixtures)
 
 
 # -- the policy's step: DDIM with eta > 0 is a Gaussian with a known density -------------------------
 @pytest.mark.parametrize("prediction_type", ["epsilon", "sample", "v_prediction"])
 def test_ddim_step_matches_diffusers_and_its_log_density(prediction_type):
-    from diffusers import DDIMScheduler
-
-    sched = DDIMScheduler(
-        beta_start=0.00085,
-        beta_end=0.012,
-        beta_schedule="scaled_linear",
-        clip_sample=False,
-        set_alpha_to_one=False,
-        steps_offset=1,
-        prediction_type=prediction_type,
-    )
+    sched = sd_ddim_scheduler(prediction_type)
     sched.set_timesteps(10)
     g = torch.Generator().manual_seed(0)
     x = torch.randn(3, 4, 8, 8, generator=g)

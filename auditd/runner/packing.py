@@ -61,7 +61,7 @@ def chat_of(item: ProbeItem) -> Chat:
 
 
 def static_text(probe: Probe) -> bool:
-    return probe.modality == "text" and not getattr(probe, "attack", False)
+    return probe.modality == "text" and not probe.attack
 
 
 def collect(runner, policy: Policy, plan: list[ProbePlan]) -> tuple[list[Job], dict[str, list[int]]]:

@@ -20,7 +20,7 @@ import time
 
 from auditd.policy.model import Resources
 from auditd.runner.audit import AuditContext, one_line, requeue, timeout_message
-from auditd.runner.supervisor import SECRETS, audit_timeout_s, store_failure
+from auditd.runner.supervisor import SECRETS, audit_budget, audit_timeout_s, store_failure
 from auditd.store.db import session
 from auditd.store.models import AuditRun
 
@@ -79,9 +79,7 @@ def policy_resources(ctx: AuditContext, audit_id: int) -> Resources | None:
     """The audit's policy's `budget.resources`; None when the policy does not load (the audit then
     fails in the worker on the same policy, with the reason)."""
     try:
-        with session(ctx.engine) as s:
-            name = s.get_one(AuditRun, audit_id).policy
-        return ctx.policies.get(name).budget.resources
+        return audit_budget(ctx, audit_id).resources
     except Exception as exc:  # noqa: BLE001
         log.warning("audit %s: no resources from its policy (%s); using the settings", audit_id, one_line(exc))
         return None

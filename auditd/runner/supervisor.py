@@ -20,6 +20,7 @@ import sys
 import time
 
 from auditd.logs import one_line
+from auditd.policy.model import Budget
 from auditd.runner.audit import (
     AuditContext,
     fail_audit,
@@ -212,12 +213,17 @@ class ChildAudit:
         return retry_storage(fn, f"audit {self.audit_id}: {what}", should_stop=self.ctx.stop.is_set, max_delay=5.0)
 
 
+def audit_budget(ctx: AuditContext, audit_id: int) -> Budget:
+    """The `budget` of the audit's policy (raises when the policy does not load)."""
+    with session(ctx.engine) as s:
+        policy_name = s.get_one(AuditRun, audit_id).policy
+    return ctx.policies.get(policy_name).budget
+
+
 def audit_timeout_s(ctx: AuditContext, audit_id: int) -> float:
     """The audit's hard deadline: its policy's budget.audit_timeout_s."""
     try:
-        with session(ctx.engine) as s:
-            policy_name = s.get_one(AuditRun, audit_id).policy
-        return float(ctx.policies.get(policy_name).budget.audit_timeout_s)
+        return float(audit_budget(ctx, audit_id).audit_timeout_s)
     except Exception as exc:  # the audit will fail on the same policy, with the reason
         log.warning(
             "audit %s: no deadline from its policy (%s); using %.0f s", audit_id, one_line(exc), DEFAULT_TIMEOUT_S

@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import tempfile
 from pathlib import Path
+from typing import Any
 
 # 60 BPE entries: the two specials, a-z as word pieces and as word ends, and a few merges. Any
 # prompt tokenizes (unknown characters map to <|endoftext|>), which is all a random model needs.
@@ -50,6 +51,21 @@ def write_open_clip_config(out: Path, model_cfg: dict) -> None:
     )
 
 
+def sd_ddim_scheduler(prediction_type: str = "epsilon") -> Any:
+    """The Stable Diffusion schedule (scaled-linear betas, final alpha not forced to one) as DDIM."""
+    from diffusers import DDIMScheduler
+
+    return DDIMScheduler(
+        beta_start=0.00085,
+        beta_end=0.012,
+        beta_schedule="scaled_linear",
+        clip_sample=False,
+        set_alpha_to_one=False,
+        steps_offset=1,
+        prediction_type=prediction_type,
+    )
+
+
 def make_tiny_sd(
     out_dir: str | Path, seed: int = 0, prediction_type: str = "epsilon", norm_num_groups: int = 32
 ) -> Path:
@@ -60,7 +76,7 @@ def make_tiny_sd(
     coherent change a LoRA can make (colour, brightness), so RL tests use 1 group (see
     tests/test_t2i_grpo.py)."""
     import torch
-    from diffusers import AutoencoderKL, DDIMScheduler, StableDiffusionPipeline, UNet2DConditionModel
+    from diffusers import AutoencoderKL, StableDiffusionPipeline, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 
     out = Path(out_dir)
@@ -107,16 +123,7 @@ def make_tiny_sd(
         up_block_types=["UpDecoderBlock2D", "UpDecoderBlock2D"],
         sample_size=32,
     )
-    # The Stable Diffusion schedule (scaled-linear betas, final alpha not forced to one).
-    scheduler = DDIMScheduler(
-        beta_start=0.00085,
-        beta_end=0.012,
-        beta_schedule="scaled_linear",
-        clip_sample=False,
-        set_alpha_to_one=False,
-        steps_offset=1,
-        prediction_type=prediction_type,
-    )
+    scheduler = sd_ddim_scheduler(prediction_type)
     pipe = StableDiffusionPipeline(
         unet=unet,
         vae=vae,
