@@ -8,6 +8,7 @@ says so with `local_checkpoint = LocalCheckpoint(...)`.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol, runtime_checkable
 
@@ -80,6 +81,51 @@ class TrainableBackend(TextBackend, Protocol):
     def generate_ids(
         self, chats: list[Chat], params: GenerationParams, *, min_new_tokens: int | None = None
     ) -> list[list[int]]: ...
+
+
+@runtime_checkable
+class TokenGeneration(Protocol):
+    """Generation on token ids (backend:hf): the runner's packing and early stop work on ids, so a
+    continued answer extends exactly the tokens its prefix produced."""
+
+    def encode_chats(self, chats: list[Chat]) -> list[list[int]]: ...
+
+    def generate_tokens(
+        self, ids: list[list[int]], params: GenerationParams, *, min_new_tokens: int | None = None
+    ) -> list[list[int]]: ...
+
+    def decode(self, ids: list[int]) -> str: ...
+
+
+class StreamUnsupported(Exception):
+    """This model or generation config cannot stream; raised before any row is returned."""
+
+
+@dataclass
+class Finished:
+    """One prompt's answer from a stream, as it finishes."""
+
+    index: int  # position in the caller's list of prompts
+    tokens: list[int]  # new tokens, without the stop token
+    decided: str | None  # why `decide` stopped it early, or None (stop token or max_new_tokens)
+
+
+@runtime_checkable
+class StreamingGeneration(TokenGeneration, Protocol):
+    """Continuous batching (backend:hf): answers come back as they finish; `decide(index, tokens)`,
+    asked from `decide_from` tokens on every `decide_every`, may stop one early; `tick` is called
+    every few seconds (the runner's cancel and deadline check)."""
+
+    def generate_stream(
+        self,
+        ids: list[list[int]],
+        params: GenerationParams,
+        *,
+        decide: Callable[[int, list[int]], str | None] | None = None,
+        decide_from: int = 24,
+        decide_every: int = 8,
+        tick: Callable[[], None] | None = None,
+    ) -> Iterator[Finished]: ...
 
 
 @runtime_checkable

@@ -11,11 +11,13 @@ from __future__ import annotations
 
 import gc
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from auditd.backends.base import BackendError, Chat, GenerationParams, LocalCheckpoint
+from auditd.backends.base import BackendError, Chat, Finished, GenerationParams, LocalCheckpoint, StreamUnsupported
 from auditd.backends.chat_template import render_chat
+from auditd.backends.hf_stream import Stream, unsupported_config
 from auditd.backends.loading import CheckpointError, check_loadable
 from auditd.sanitize import sanitize
 
@@ -184,6 +186,54 @@ class HFBackend:
             return []
         self._check_open(params)
         return self._generate_encoded(ids, params, min_new_tokens)
+
+    def generate_stream(
+        self,
+        ids: list[list[int]],
+        params: GenerationParams,
+        *,
+        decide: Callable[[int, list[int]], str | None] | None = None,
+        decide_from: int = 24,
+        decide_every: int = 8,
+        tick: Callable[[], None] | None = None,
+    ) -> Iterator[Finished]:
+        """Continuous batching (auditd.backends.hf_stream): each prompt's new tokens as it finishes,
+        `decide(index, tokens)` asked from `decide_from` tokens on, every `decide_every`. Raises
+        StreamUnsupported, before any row, where this model or its generation config needs `generate`."""
+        self._check_open(params)
+        config = self._generation_config(params, None)
+        if (field := unsupported_config(config)) is not None:
+            raise StreamUnsupported(f"generation config sets {field}")
+        stream = Stream(
+            self.model,
+            ids,
+            max_new_tokens=params.max_new_tokens,
+            batch_size=params.batch_size,
+            stops=self._stop_ids(),
+            pad_id=self.tokenizer.pad_token_id,
+            temperature=params.temperature,
+            top_p=params.top_p,
+            seed=params.seed,
+            suppress=list(config.suppress_tokens or []),
+            begin_suppress=list(config.begin_suppress_tokens or []),
+            decide=decide,
+            decide_from=decide_from,
+            decide_every=decide_every,
+            tick=tick,
+        )
+        start = time.perf_counter()
+        try:
+            for row in stream:
+                self.stats["generated_tokens"] += len(row.tokens)
+                self.stats["prompts"] += 1
+                yield row
+        except BackendError:
+            raise
+        except (RuntimeError, ValueError, IndexError) as e:
+            msg = " ".join(str(e).split())[:300]
+            raise BackendError(f"generation failed on {self.path}: {type(e).__name__}: {msg}") from e
+        finally:
+            self.stats["generate_seconds"] += time.perf_counter() - start
 
     def decode(self, ids: list[int]) -> str:
         return self.tokenizer.decode(ids, skip_special_tokens=True).strip()

@@ -15,19 +15,29 @@ in new packed batches.
 
 from __future__ import annotations
 
+import logging
 import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from auditd.backends.base import Chat, GenerationParams
+from auditd.backends.base import (
+    Chat,
+    Finished,
+    GenerationParams,
+    StreamingGeneration,
+    StreamUnsupported,
+    TokenGeneration,
+)
 from auditd.policy.model import Policy, ProbePlan
 from auditd.probe import Probe, ProbeItem
 from auditd.probe.build import build_probe
 from auditd.runner.early_stop import decide_prefix, prefix_safe
-from auditd.runner.errors import AuditFailed
+from auditd.runner.errors import AuditFailed, Interrupted
 from auditd.runner.items import select_items
 from auditd.runner.timings import record_audit_timings
 from auditd.stage import stage
+
+log = logging.getLogger(__name__)
 
 _SENTINEL = "\x00auditd-early-stop-probe\x00"
 
@@ -137,12 +147,80 @@ class Packer:
             self._check(outputs, batch)
             self.finish([Done(j, out, None, None, gen_s / len(batch)) for j, out in zip(batch, outputs)])
 
-    # -- token backends: prefix, decide, continue ---------------------------------------------------
+    # -- token backends ----------------------------------------------------------------------------
     def run_tokens(self, jobs: list[Job]) -> None:
         with stage("chat template rendering"):
             encoded = self.backend.encode_chats([j.chat for j in jobs])
         for j, ids in zip(jobs, encoded):
             j.ids, j.early = list(ids), early_eligible(j, self.policy)
+        if isinstance(self.backend, StreamingGeneration):
+            try:
+                self.run_stream(jobs)
+                return
+            except StreamUnsupported as why:  # raised before any answer: nothing stored twice
+                log.info("continuous batching unavailable (%s): two-stage generation", why)
+        self.run_two_stage(jobs)
+
+    def run_stream(self, jobs: list[Job]) -> None:
+        """Continuous batching: answers are judged and stored a batch at a time as they finish;
+        early stop is asked along the way and a decided answer leaves the batch at once."""
+        greedy = self.params.temperature == 0
+        # Greedy decoding gives one prompt one answer: each distinct prompt is generated once.
+        groups: dict[object, list[Job]] = {}
+        for k, j in enumerate(jobs):
+            groups.setdefault(tuple(j.ids) if greedy else k, []).append(j)
+        uniques = list(groups.values())
+        eligible = [all(j.early for j in g) for g in uniques]
+
+        def decide(index: int, tokens: list[int]) -> str | None:
+            if not eligible[index]:
+                return None
+            return decide_prefix(self.backend.decode(tokens), tokens, greedy=greedy, window=self.window)
+
+        self.runner.gate()
+        stream = self.backend.generate_stream(
+            [g[0].ids for g in uniques],
+            self.params,
+            decide=decide if any(eligible) else None,
+            decide_from=self.policy.generation.early_stop.prefix_tokens,
+            tick=self.runner.gate,
+        )
+        pending: list[Finished] = []
+        gen_s = 0.0
+
+        def store() -> None:
+            nonlocal pending, gen_s
+            share = gen_s / len(pending)
+            done = []
+            for r in pending:
+                text, group = self.backend.decode(r.tokens), uniques[r.index]
+                early = (r.decided is not None) if eligible[r.index] else None
+                done += [Done(j, text, len(r.tokens), early, share / len(group)) for j in group]
+            self.finish(done)
+            pending, gen_s = [], 0.0
+
+        while True:
+            t0 = time.monotonic()
+            try:
+                with stage("generate"):
+                    row = next(stream, None)
+            except Interrupted:  # the daemon stops: keep the answers already finished
+                if pending:
+                    store()
+                raise
+            gen_s += time.monotonic() - t0
+            if row is not None:
+                pending.append(row)
+            if pending and (row is None or len(pending) >= self.size):
+                store()
+                if row is not None:
+                    self.runner.gate()  # as between batches: a stop or cancel is seen at once
+            if row is None:
+                return
+
+    def run_two_stage(self, jobs: list[Job]) -> None:
+        """Backends without streaming: every eligible item gets a prefix, those decided by it stop,
+        the rest continue (re-prefilled) in new packed batches."""
         early = sorted((j for j in jobs if j.early), key=lambda j: len(j.ids))
         full = sorted((j for j in jobs if not j.early), key=lambda j: len(j.ids))
         prefix_n = self.policy.generation.early_stop.prefix_tokens
@@ -259,7 +337,7 @@ def run_packed(runner, policy: Policy, plan: list[ProbePlan], backend: Any, judg
         return
     started = time.monotonic()
     built_before = getattr(backend, "built", True)
-    tokens = hasattr(backend, "generate_tokens")  # builds a lazy backend: there is work to do
+    tokens = isinstance(backend, TokenGeneration)  # builds a lazy backend: there is work to do
     load_s = 0.0 if built_before else time.monotonic() - started
     sample = backend.encode_chats([j.chat for j in jobs[:64]]) if tokens else []
     cache = runner.ctx.settings.home / "batch_size.json"
