@@ -8,9 +8,9 @@ import json
 
 import pytest
 
-from auditd.backends.base import GenerationParams, StreamingGeneration, StreamUnsupported
+from auditd.backends.base import BackendError, GenerationParams, StreamingGeneration, StreamUnsupported
 from auditd.backends.hf import HFBackend
-from auditd.backends.hf_stream import Stream
+from auditd.backends.hf_stream import Stream, run_parallel, shards_of
 from auditd.testing import make_scripted_llama
 
 CHATS = [
@@ -132,3 +132,68 @@ def test_tick_is_called_and_its_exception_ends_the_stream(backend):
     with pytest.raises(Stop):
         list(stream)
     assert stream.steps <= 1  # the first tick after a step ends it
+
+
+@pytest.fixture(scope="module")
+def three_workers(tiny_model_dir):
+    b = HFBackend(str(tiny_model_dir), stream_workers=3)
+    yield b
+    b.close()
+
+
+def test_parallel_decoders_give_the_same_greedy_rows(three_workers):
+    """Three single-threaded decoders, one thread each, share the prompts: every row comes back once,
+    equal to one-at-a-time generation."""
+    import threading
+
+    ids = three_workers.encode_chats(CHATS * 3)
+    got = streamed(three_workers, ids, GenerationParams(max_new_tokens=10, batch_size=4))
+    assert sorted(got) == list(range(len(ids)))
+    assert [got[i] for i in range(len(ids))] == three_workers.generate_tokens(ids, GenerationParams(10, batch_size=1))
+    assert not [t for t in threading.enumerate() if t.name.startswith("auditd-stream")]
+
+
+def test_an_error_in_one_decoder_or_in_tick_halts_them_all(three_workers):
+    import threading
+
+    ids = three_workers.encode_chats(CHATS * 3)
+
+    def decide(index, tokens):
+        if index == 5:
+            raise ValueError("judge broke")
+        return None
+
+    params = GenerationParams(max_new_tokens=10, batch_size=4)
+    with pytest.raises(BackendError, match="judge broke"):
+        list(three_workers.generate_stream(ids, params, decide=decide, decide_from=2, decide_every=1))
+    assert not [t for t in threading.enumerate() if t.name.startswith("auditd-stream")]
+
+    class Stop(Exception):
+        pass
+
+    def tick():
+        raise Stop
+
+    halt = threading.Event()
+    streams = [
+        Stream(
+            three_workers.model,
+            [ids[i] for i in part],
+            max_new_tokens=50,
+            batch_size=4,
+            stops=set(),
+            pad_id=0,
+            labels=part,
+            halt=halt,
+        )
+        for part in shards_of(ids, 3)
+    ]
+    with pytest.raises(Stop):
+        list(run_parallel(streams, halt, tick, tick_every_s=0.0))
+    assert halt.is_set() and not [t for t in threading.enumerate() if t.name.startswith("auditd-stream")]
+    assert sum(s.steps for s in streams) < 3 * 50  # halted, not run to the end
+
+
+def test_stream_workers_is_bounded(tiny_model_dir):
+    with pytest.raises(BackendError, match="stream_workers"):
+        HFBackend(str(tiny_model_dir), stream_workers=0)

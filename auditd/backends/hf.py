@@ -10,6 +10,7 @@ throughput of one prompt at a time on a CPU) and outputs are returned in the cal
 from __future__ import annotations
 
 import gc
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -17,7 +18,7 @@ from typing import Any
 
 from auditd.backends.base import BackendError, Chat, Finished, GenerationParams, LocalCheckpoint, StreamUnsupported
 from auditd.backends.chat_template import render_chat
-from auditd.backends.hf_stream import Stream, unsupported_config
+from auditd.backends.hf_stream import Stream, check_cache_support, run_parallel, shards_of, unsupported_config
 from auditd.backends.loading import CheckpointError, check_loadable
 from auditd.sanitize import sanitize
 
@@ -69,6 +70,7 @@ class HFBackend:
         allow_pickle: bool = False,
         max_memory: str | None = None,
         max_prompt_chars: int = 200_000,
+        stream_workers: int | None = None,
     ) -> None:
         if dtype not in DTYPES:
             raise BackendError(f"unknown dtype {dtype!r}; choose one of {', '.join(DTYPES)}")
@@ -76,6 +78,9 @@ class HFBackend:
         self.path = folder / gguf if gguf else folder
         self.device = device
         self.max_prompt_chars = max_prompt_chars
+        if stream_workers is not None and not 1 <= stream_workers <= 256:
+            raise BackendError(f"stream_workers must be between 1 and 256, got {stream_workers}")
+        self.stream_workers = stream_workers
         self.stats: dict[str, Any] = {"generated_tokens": 0, "generate_seconds": 0.0, "prompts": 0}
         check_loadable(folder, allow_pickle=allow_pickle, gguf_file=gguf)
         self.model, self.tokenizer = self._load(folder, gguf, device, dtype, allow_pickle, max_memory)
@@ -204,23 +209,36 @@ class HFBackend:
         config = self._generation_config(params, None)
         if (field := unsupported_config(config)) is not None:
             raise StreamUnsupported(f"generation config sets {field}")
-        stream = Stream(
-            self.model,
-            ids,
+        import torch
+
+        options: dict[str, Any] = dict(
             max_new_tokens=params.max_new_tokens,
             batch_size=params.batch_size,
             stops=self._stop_ids(),
             pad_id=self.tokenizer.pad_token_id,
             temperature=params.temperature,
             top_p=params.top_p,
-            seed=params.seed,
             suppress=list(config.suppress_tokens or []),
             begin_suppress=list(config.begin_suppress_tokens or []),
             decide=decide,
             decide_from=decide_from,
             decide_every=decide_every,
-            tick=tick,
         )
+        check_cache_support(self.model)
+        # On a CPU, one single-threaded decoder per core (hf_stream.run_parallel); a shard needs a few
+        # rows to be worth a core.
+        cores = self.stream_workers or (torch.get_num_threads() if self.model.device.type == "cpu" else 1)
+        parts = shards_of(ids, max(1, min(cores, len(ids) // 8)))
+        stream: Iterator[Finished]
+        if len(parts) <= 1:
+            stream = iter(Stream(self.model, ids, seed=params.seed, tick=tick, **options))
+        else:
+            halt = threading.Event()
+            streams = [
+                Stream(self.model, [ids[i] for i in part], seed=params.seed + k, labels=part, halt=halt, **options)
+                for k, part in enumerate(parts)
+            ]
+            stream = run_parallel(streams, halt, tick)
         start = time.perf_counter()
         try:
             for row in stream:

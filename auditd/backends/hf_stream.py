@@ -26,6 +26,8 @@ from __future__ import annotations
 
 import functools
 import inspect
+import queue
+import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterator
@@ -99,12 +101,16 @@ class Stream:
         decide_every: int = 8,
         tick: Callable[[], None] | None = None,
         tick_every_s: float = 2.0,
+        labels: list[int] | None = None,
+        halt: threading.Event | None = None,
     ):
         import torch
 
         self.torch = torch
         self.model = model
         self.prompts = prompts
+        self.labels = labels if labels is not None else list(range(len(prompts)))  # the caller's indices
+        self.halt = halt
         self.max_new = max_new_tokens
         self.size = max(1, batch_size)
         self.refill_at = max(1, self.size // 4)
@@ -131,6 +137,8 @@ class Stream:
         torch = self.torch
         with torch.inference_mode():
             while self.queue or self.rows:
+                if self.halt is not None and self.halt.is_set():
+                    return
                 if self.queue and (not self.rows or self.size - len(self.rows) >= self.refill_at):
                     yield from self._admit()
                 if self.rows:
@@ -202,13 +210,13 @@ class Stream:
             if n >= self.max_new:
                 done.append((k, None))
             elif self.decide and n >= self.decide_from and (n - self.decide_from) % self.decide_every == 0:
-                why = self.decide(row.index, row.tokens)
+                why = self.decide(self.labels[row.index], row.tokens)
                 if why:
                     done.append((k, why))
         if not done:
             return
         leaving = {k for k, _ in done}
-        finished = [Finished(self.rows[k].index, self.rows[k].tokens, why) for k, why in done]
+        finished = [Finished(self.labels[self.rows[k].index], self.rows[k].tokens, why) for k, why in done]
         self._drop(leaving)
         yield from finished
 
@@ -243,16 +251,8 @@ class Stream:
         )
 
     def _new_cache(self) -> Any:
-        """A cache of the model's own layer types (from its config), each plain full-attention layer
-        replaced by a growing one; any other type (sliding window, linear attention) cannot stream."""
-        from transformers import DynamicCache
-        from transformers.cache_utils import DynamicLayer
-
-        cache = DynamicCache(config=self.model.config)
-        layers = getattr(cache, "layers", None)
-        if not layers or any(type(layer) is not DynamicLayer for layer in layers):
-            raise StreamUnsupported(f"cache layers {sorted({type(x).__name__ for x in layers or []})}")
-        cache.layers = [growing_layer() for _ in layers]
+        cache = check_cache_support(self.model)
+        cache.layers = [growing_layer() for _ in cache.layers]
         return cache
 
     def _pick(self, logits: Any, suppress: Any) -> Any:
@@ -273,6 +273,77 @@ class Stream:
         if self.tick and time.monotonic() - self._ticked >= self.tick_every_s:
             self._ticked = time.monotonic()
             self.tick()
+
+
+def check_cache_support(model: Any) -> Any:
+    """An empty cache of the model's own layer types (from its config); StreamUnsupported unless
+    every layer is a plain full-attention one (not a sliding window, not linear attention)."""
+    from transformers import DynamicCache
+    from transformers.cache_utils import DynamicLayer
+
+    cache = DynamicCache(config=model.config)
+    layers = getattr(cache, "layers", None)
+    if not layers or any(type(layer) is not DynamicLayer for layer in layers):
+        raise StreamUnsupported(f"cache layers {sorted({type(x).__name__ for x in layers or []})}")
+    return cache
+
+
+def shards_of(prompts: list[list[int]], shards: int) -> list[list[int]]:
+    """Indices of `prompts` dealt round-robin in length order: shards of like lengths and sizes."""
+    order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
+    return [order[k::shards] for k in range(shards) if order[k::shards]]
+
+
+def run_parallel(
+    streams: list[Stream], halt: threading.Event, tick: Callable[[], None] | None, tick_every_s: float = 2.0
+) -> Iterator[Finished]:
+    """Several streams at once, one thread each, with one intra-op thread each: on a CPU two
+    single-threaded decoders outrun one decoder on two threads (bench/bench_audit.py), because a
+    decode step's small operations do not split well across cores. Rows come back as they finish;
+    `tick` runs here, in the caller's thread (it may use the database), and an exception from it
+    or from a worker halts every worker before it propagates."""
+    import torch
+
+    results: queue.Queue = queue.Queue()
+    done = object()
+
+    def work(stream: Stream) -> None:
+        try:
+            torch.set_num_threads(1)
+            for row in stream:
+                results.put(row)
+        except BaseException as exc:  # handed to the caller's thread
+            results.put(exc)
+        finally:
+            results.put(done)
+
+    threads_before = torch.get_num_threads()
+    workers = [
+        threading.Thread(target=work, args=(s,), name=f"auditd-stream-{k}", daemon=True) for k, s in enumerate(streams)
+    ]
+    for w in workers:
+        w.start()
+    running, ticked = len(workers), time.monotonic()
+    try:
+        while running:
+            try:
+                item = results.get(timeout=tick_every_s)
+            except queue.Empty:
+                item = None
+            if item is done:
+                running -= 1
+            elif isinstance(item, BaseException):
+                raise item
+            elif item is not None:
+                yield item
+            if tick and time.monotonic() - ticked >= tick_every_s:
+                ticked = time.monotonic()
+                tick()
+    finally:
+        halt.set()
+        for w in workers:
+            w.join()
+        torch.set_num_threads(threads_before)
 
 
 def _left_pad(t: Any, width: int, dim: int = 2) -> Any:
