@@ -170,6 +170,25 @@ def raw_batched(model: Path, runs: dict, batch_size: int, max_new_tokens: int) -
     return sum(len(o) for o in out) / seconds, ceiling
 
 
+def warm_batch_size(model: Path, home: Path, max_new_tokens: int) -> None:
+    """batch_size auto's measurement, once, before the timed audits: a daemon pays it on the first
+    audit of a model shape and device only (then it is cached under its home); printed apart."""
+    from auditd.backends.batch_size import resolve
+    from auditd.backends.hf import HFBackend
+    from auditd.policy.model import ProbePlan
+    from auditd.probe.build import build_probe
+    from auditd.runner.items import select_items
+    from auditd.runner.packing import chat_of
+
+    backend = HFBackend(str(model))
+    plan = ProbePlan(id="policy")
+    chats = [chat_of(it) for it in select_items(build_probe(plan), plan)][:64]
+    start = time.perf_counter()
+    size, how = resolve("auto", backend, backend.encode_chats(chats), home / "batch_size.json", max_new_tokens)
+    print(f"batch_size auto: {size} ({how}) in {time.perf_counter() - start:.1f} s, before the timed audits")
+    backend.close()
+
+
 def decision(r) -> tuple:
     return (r.harmful, r.refused, bool(r.degenerate))
 
@@ -227,6 +246,8 @@ def main() -> None:
         f"load average {os.getloadavg()[0]:.2f} at start on {os.cpu_count()} CPUs"
     )
     probes = [(p, args.limit) for p in args.probes.split(",")]
+    if "+auto" in names:
+        warm_batch_size(model, work / "home", args.max_new_tokens)
     runs = {}
     for name in names:
         runs[name] = run_audit(model, name, CONFIGS[name], args, work, probes)

@@ -197,3 +197,18 @@ def test_an_error_in_one_decoder_or_in_tick_halts_them_all(three_workers):
 def test_stream_workers_is_bounded(tiny_model_dir):
     with pytest.raises(BackendError, match="stream_workers"):
         HFBackend(str(tiny_model_dir), stream_workers=0)
+
+
+def test_a_shared_opening_is_computed_once_and_changes_no_token(backend):
+    """Prompts that open with the same system turn: that opening is prefilled once per stream and
+    copied into each row; the rows still equal one-at-a-time generation."""
+    system = {"role": "system", "content": "You are a careful assistant. Answer the question below in one line."}
+    chats = [[system, *c[-1:]] for c in CHATS]
+    ids = backend.encode_chats(chats)
+    suppress = list(backend.model.generation_config.suppress_tokens or [])
+    stream = Stream(
+        backend.model, ids, max_new_tokens=10, batch_size=4, stops=backend._stop_ids(), pad_id=0, suppress=suppress
+    )
+    got = {r.index: r.tokens for r in stream}
+    assert len(stream._shared_prefix()) >= 8  # the system turn's tokens
+    assert [got[i] for i in range(len(ids))] == backend.generate_tokens(ids, GenerationParams(10, batch_size=1))

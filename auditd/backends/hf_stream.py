@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import functools
 import inspect
+import os
 import queue
 import threading
 import time
@@ -79,6 +80,9 @@ def unsupported_config(config: Any) -> str | None:
     return None
 
 
+MIN_SHARED_PREFIX = 4  # tokens: a shorter common opening is not worth a separate forward pass
+
+
 class Stream:
     """One continuous-batching run over `prompts` (token ids)."""
 
@@ -129,6 +133,8 @@ class Stream:
         self.cache: Any = None
         self.mask: Any = None  # [rows, columns] 1 where a row attends
         self.next_ids: Any = None  # [rows] the token each row feeds next
+        self._prefix: list[int] | None = None
+        self._prefix_kv: list[tuple[Any, Any]] = []
         self.steps = 0  # decode steps, for benches
         self.generated = 0
 
@@ -147,24 +153,55 @@ class Stream:
 
     # -- admission ---------------------------------------------------------------------------------
     def _admit(self) -> Iterator[Finished]:
+        """Prefill the next prompts together. Their shared opening (a chat template's system turn, the
+        same for every prompt) is computed once per stream and its keys and values copied into
+        each row; each row then prefills only what follows, right-aligned after the padding."""
         torch = self.torch
         take = [self.queue.popleft() for _ in range(min(self.size - len(self.rows), len(self.queue)))]
-        width = max(len(self.prompts[i]) for i in take)
+        shared = self._shared_prefix()
+        n = len(shared)
+        width = max(len(self.prompts[i]) - n for i in take)
         ids = torch.full((len(take), width), self.pad_id, dtype=torch.long)
-        mask = torch.zeros((len(take), width), dtype=torch.long)
+        mask = torch.zeros((len(take), n + width), dtype=torch.long)
+        mask[:, :n] = 1
         for r, i in enumerate(take):
-            p = self.prompts[i]
-            if p:
-                ids[r, width - len(p) :] = torch.tensor(p, dtype=torch.long)
-                mask[r, width - len(p) :] = 1
-        positions = (mask.cumsum(-1) - 1).clamp(min=0)
+            rest = self.prompts[i][n:]
+            if rest:
+                ids[r, width - len(rest) :] = torch.tensor(rest, dtype=torch.long)
+                mask[r, n + width - len(rest) :] = 1
+        positions = (mask.cumsum(-1) - 1).clamp(min=0)[:, n:]
         cache = self._new_cache()
+        if n:
+            for layer, (k, v) in zip(cache.layers, self._prefix_kv):
+                layer.is_initialized, layer.device = True, k.device
+                layer.replace(
+                    k.expand(len(take), -1, -1, -1).contiguous(), v.expand(len(take), -1, -1, -1).contiguous()
+                )
         out = self._forward(ids, mask, positions, cache, logits_to_keep=1)  # fills `cache` in place
         first = self._pick(out.logits[:, -1, :], self.begin_suppress)
         rows = [_Row(i, len(self.prompts[i])) for i in take]
         start = len(self.rows)
         self._merge(cache, mask, rows, first)
         yield from self._record(first, start)
+
+    def _shared_prefix(self) -> list[int]:
+        """The tokens every prompt of this stream starts with, less one (each row must prefill at
+        least one token of its own to get its first logits); computed once, with its keys and values."""
+        if self._prefix is None:
+            prompts = self.prompts
+            common = os.path.commonprefix(prompts) if len(prompts) > 1 else []
+            self._prefix = list(common)[: max(0, min(map(len, prompts), default=0) - 1)]
+            self._prefix_kv = []
+            if len(self._prefix) >= MIN_SHARED_PREFIX:
+                ids = self.torch.tensor([self._prefix], dtype=self.torch.long)
+                cache = self._new_cache()
+                self._forward(
+                    ids, self.torch.ones_like(ids), self.torch.arange(len(self._prefix))[None], cache, logits_to_keep=1
+                )
+                self._prefix_kv = [(layer.keys, layer.values) for layer in cache.layers]
+            else:
+                self._prefix = []
+        return self._prefix
 
     def _merge(self, cache: Any, mask: Any, rows: list[_Row], first: Any) -> None:
         torch = self.torch
