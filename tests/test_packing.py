@@ -115,6 +115,7 @@ def check_all_stopped_after_prefix(ctx, aid, model, samples):
 def test_one_stream_across_probes_and_settled_refusals_leave_after_their_prefix(tmp_path, refusing_model, monkeypatch):
     shapes = forward_shapes(monkeypatch)
     runs = streamed_prompts(monkeypatch)
+    monkeypatch.setattr(HFBackend, "decoders", lambda self: 1)  # one decoder: its batches are the packing
     ctx, aid = audit_of(tmp_path, refusing_model)
     assert run_audit(ctx, aid) in ("pass", "warn", "block")
     samples = samples_of(ctx, aid)

@@ -105,6 +105,23 @@ def row_bytes(model: Any, seq_len: int) -> int:
     return kv + 8 * seq_len * hidden * width + 4 * getattr(cfg, "vocab_size", 0)
 
 
+def stream_decoders(backend: Any) -> int:
+    """Decoders a streaming backend runs at once (each with its own batch); 0 if it does not stream."""
+    from auditd.backends.base import StreamingGeneration
+
+    return backend.decoders() if isinstance(backend, StreamingGeneration) and hasattr(backend, "decoders") else 0
+
+
+def generate_probe(backend: Any, batch: list[list[int]], size: int, decoders: int) -> int:
+    """Tokens generated for `batch` at `size` rows per forward pass, the way the audit will generate:
+    continuous batching where the backend streams (`decoders` of them at once), else `generate`."""
+    params = GenerationParams(max_new_tokens=PROBE_NEW_TOKENS, batch_size=size)
+    if decoders:
+        return sum(len(row.tokens) for row in backend.generate_stream(batch, params))
+    backend.generate_tokens(batch, params, min_new_tokens=PROBE_NEW_TOKENS)
+    return size * PROBE_NEW_TOKENS
+
+
 def measure(
     backend: Any, prompts: list[list[int]], budget: int, limit: int = 1024
 ) -> tuple[int, dict[int, float], bool]:
@@ -112,26 +129,23 @@ def measure(
     on the audit's own prompts; a climb cut by `limit` (a small audit) still rose."""
     seq = max(len(p) for p in prompts) + PROBE_NEW_TOKENS
     per_row = row_bytes(backend.model, seq)
+    decoders = stream_decoders(backend) or 1
     params = GenerationParams(max_new_tokens=PROBE_NEW_TOKENS, batch_size=1)
     backend.generate_tokens(prompts[:1], params, min_new_tokens=PROBE_NEW_TOKENS)  # warm-up: first call pays setup
     rates: dict[int, float] = {}
     best, best_rate = CANDIDATES[0], 0.0
     for size in (c for c in CANDIDATES if c <= limit):
-        if size * per_row > budget:
+        if size * decoders * per_row > budget:
             break
-        batch = [prompts[i % len(prompts)] for i in range(size)]
+        batch = [prompts[i % len(prompts)] for i in range(size * decoders)]
         start = time.perf_counter()
         try:
-            backend.generate_tokens(
-                batch,
-                GenerationParams(max_new_tokens=PROBE_NEW_TOKENS, batch_size=size),
-                min_new_tokens=PROBE_NEW_TOKENS,
-            )
+            made = generate_probe(backend, batch, size, stream_decoders(backend))
         except Exception as exc:  # out of memory (torch raises several types): the previous size stands
             if "out of memory" not in str(exc).lower() and not isinstance(exc, MemoryError):
                 raise
             break
-        rates[size] = size * PROBE_NEW_TOKENS / (time.perf_counter() - start)
+        rates[size] = made / (time.perf_counter() - start)
         if rates[size] < best_rate * MIN_GAIN:
             break
         best, best_rate = size, rates[size]

@@ -192,6 +192,15 @@ class HFBackend:
         self._check_open(params)
         return self._generate_encoded(ids, params, min_new_tokens)
 
+    def decoders(self) -> int:
+        """Decoders `generate_stream` runs at once: on a CPU one single-threaded decoder per torch
+        thread (hf_stream.run_parallel), unless `stream_workers` says; one on a GPU."""
+        import torch
+
+        if self.stream_workers:
+            return self.stream_workers
+        return torch.get_num_threads() if self.model is not None and self.model.device.type == "cpu" else 1
+
     def generate_stream(
         self,
         ids: list[list[int]],
@@ -209,7 +218,6 @@ class HFBackend:
         config = self._generation_config(params, None)
         if (field := unsupported_config(config)) is not None:
             raise StreamUnsupported(f"generation config sets {field}")
-        import torch
 
         options: dict[str, Any] = dict(
             max_new_tokens=params.max_new_tokens,
@@ -225,10 +233,7 @@ class HFBackend:
             decide_every=decide_every,
         )
         check_cache_support(self.model)
-        # On a CPU, one single-threaded decoder per core (hf_stream.run_parallel); a shard needs a few
-        # rows to be worth a core.
-        cores = self.stream_workers or (torch.get_num_threads() if self.model.device.type == "cpu" else 1)
-        parts = shards_of(ids, max(1, min(cores, len(ids) // 8)))
+        parts = shards_of(ids, max(1, min(self.decoders(), len(ids) // 4)))  # a decoder needs a few rows
         stream: Iterator[Finished]
         if len(parts) <= 1:
             stream = iter(Stream(self.model, ids, seed=params.seed, tick=tick, **options))
