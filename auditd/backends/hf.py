@@ -2,9 +2,10 @@
 
 The model loads in `__init__`, so a checkpoint that cannot be loaded fails the audit at once with
 a `BackendError`, before any probe runs. Only local paths are accepted (no hub downloads at audit
-time), and every path passes `loading.check_loadable` first. Generation is batched with left
-padding: prompts are sorted by length into batches of `params.batch_size` (less padding, 4-7x the
-throughput of one prompt at a time on a CPU) and outputs are returned in the callers' order.
+time), and every path passes `loading.check_loadable` first. `generate` batches with left
+padding: prompts are sorted by length into batches of `params.batch_size` (less padding) and
+outputs are returned in the callers' order. `generate_stream` is continuous batching
+(auditd.backends.hf_stream), what the runner's packing uses: bench/bench_audit.py measures both.
 """
 
 from __future__ import annotations
