@@ -7,6 +7,7 @@ import json
 
 import pytest
 
+from auditd.backends import batch_size
 from auditd.backends.batch_size import CANDIDATES, measure, resolve, row_bytes, shape_key, stream_decoders
 from auditd.backends.hf import HFBackend
 
@@ -42,14 +43,24 @@ def test_a_fixed_batch_size_is_used_as_is(backend, tmp_path):
 def test_a_broken_cache_is_measured_over(backend, tmp_path, content):
     cache = tmp_path / "batch_size.json"
     cache.write_text(content)
-    size, how = resolve("auto", backend, prompts(backend), cache, 16, upper=8)
-    assert how == "measured" and 1 <= size <= 8
+    size, how = resolve("auto", backend, prompts(backend), cache, 16, upper=100)
+    assert how == "measured" and 1 <= size <= 100
 
 
-def test_a_climb_cut_by_a_small_audit_is_not_cached(backend, tmp_path):
+def test_a_climb_cut_by_a_small_audit_is_not_cached(backend, tmp_path, monkeypatch):
+    monkeypatch.setattr(batch_size, "SMALL_AUDIT", 0)
     cache = tmp_path / "batch_size.json"
     size, how = resolve("auto", backend, prompts(backend), cache, 64, upper=4)
     assert (size, how) == (4, "measured") and not cache.exists()
+
+
+def test_an_audit_that_fits_one_wave_is_not_measured(backend, tmp_path):
+    cache = tmp_path / "batch_size.json"
+    before = backend.stats["generated_tokens"]
+    size, how = resolve("auto", backend, prompts(backend), cache, 64, upper=15)
+    decoders = stream_decoders(backend)
+    assert how == "one wave" and size == -(-15 // decoders) and size * decoders >= 15
+    assert backend.stats["generated_tokens"] == before and not cache.exists()  # nothing generated, nothing cached
 
 
 def test_the_memory_budget_caps_the_batch(backend):

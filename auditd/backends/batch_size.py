@@ -24,6 +24,7 @@ FALLBACK = 8  # backends without a token interface (openai: requests in flight; 
 CANDIDATES = (4, 8, 16, 32, 64, 128, 256)
 MIN_GAIN = 1.10  # a larger batch must raise tokens/s by 10% to be worth its memory and latency
 PROBE_NEW_TOKENS = 16
+SMALL_AUDIT = 64  # items: an audit this small runs in one wave, unmeasured
 MAX_CACHE_BYTES = 1 << 20  # a cache file larger than this is not ours: ignored
 
 
@@ -162,7 +163,7 @@ def resolve(
     max_new_tokens: int,
     upper: int | None = None,
 ) -> tuple[int, str]:
-    """(batch size, how it was chosen: "policy" | "cached" | "measured" | "fallback")."""
+    """(batch size, how it was chosen: "policy" | "cached" | "one wave" | "measured" | "fallback")."""
     if setting != "auto":
         return int(setting), "policy"
     if not prompts or not all(hasattr(backend, a) for a in ("generate_tokens", "model")):
@@ -172,6 +173,13 @@ def resolve(
     data = read_cache(cache_file)
     if (size := cached_pick(data, key)) is not None:
         return size, "cached"
+    if upper is not None and upper <= SMALL_AUDIT:
+        # Every item fits in one wave: a measurement would cost more than any batch size could save.
+        decoders = stream_decoders(backend) or 1
+        size = -(-upper // decoders)
+        seq = max(len(p) for p in prompts) + max_new_tokens
+        if size * decoders * row_bytes(backend.model, seq) <= memory_budget(device):
+            return size, "one wave"
     size, rates, settled = measure(backend, prompts, memory_budget(device), upper or 1024)
     if not settled:  # a small audit could not try larger batches: its pick must not stand for big ones
         return size, "measured"
