@@ -16,8 +16,8 @@ It prints per configuration: wall time, model load, generate and judge seconds, 
 tokens/s, the share stopped early and the speed-up over today; then packing's tokens/s as a share
 of raw batched `generate` on the same prompts at the same batch size, and the per-sample decision
 agreement (harmful, refused, degenerate) of early stop with full-length generation, listing every
-sample that differs, and the most a shared-prefix KV cache could save: the share of prompt tokens
-that repeat a prefix another prompt already computed, times prefill's share of generate time.
+sample that differs, and shared prefixes: the share of prompt tokens that repeat a prefix already
+computed and the stream's tokens/s with and without prefilling the shared opening once.
 `--aligned DIR` repeats the agreement check on another checkpoint (the demo's aligned parent: `auditd demo` builds it).
 
     python bench/bench_audit.py --limit 2                 # 2 prompts per category: a few minutes
