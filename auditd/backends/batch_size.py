@@ -130,7 +130,8 @@ def measure(
     on the audit's own prompts; a climb cut by `limit` (a small audit) still rose."""
     seq = max(len(p) for p in prompts) + PROBE_NEW_TOKENS
     per_row = row_bytes(backend.model, seq)
-    decoders = stream_decoders(backend) or 1
+    streaming = stream_decoders(backend)
+    decoders = streaming or 1
     params = GenerationParams(max_new_tokens=PROBE_NEW_TOKENS, batch_size=1)
     backend.generate_tokens(prompts[:1], params, min_new_tokens=PROBE_NEW_TOKENS)  # warm-up: first call pays setup
     rates: dict[int, float] = {}
@@ -141,7 +142,7 @@ def measure(
         batch = [prompts[i % len(prompts)] for i in range(size * decoders)]
         start = time.perf_counter()
         try:
-            made = generate_probe(backend, batch, size, stream_decoders(backend))
+            made = generate_probe(backend, batch, size, streaming)
         except Exception as exc:  # out of memory (torch raises several types): the previous size stands
             if "out of memory" not in str(exc).lower() and not isinstance(exc, MemoryError):
                 raise

@@ -136,7 +136,6 @@ class Stream:
         self._prefix: list[int] | None = None
         self._prefix_kv: list[tuple[Any, Any]] = []
         self.steps = 0  # decode steps, for benches
-        self.generated = 0
 
     # -- public ------------------------------------------------------------------------------------
     def __iter__(self) -> Iterator[Finished]:
@@ -242,7 +241,6 @@ class Stream:
                 done.append((k, None))
                 continue
             row.tokens.append(token)
-            self.generated += 1
             n = len(row.tokens)
             if n >= self.max_new:
                 done.append((k, None))

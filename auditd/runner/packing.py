@@ -7,10 +7,12 @@ back to their probe, judged by that probe's judges, and stored under the same sa
 before (audit, probe, item, variant): an interrupted audit resumes where it stopped, and the
 per-probe loop in auditd.runner.audit then finds every item stored and only closes the probes.
 
-With a token-level backend (backend:hf) and `generation.early_stop`, generation has two stages
-(auditd.runner.early_stop): every eligible item first gets a short prefix; those decided by it are
-judged and stored at once, the rest are continued from their exact prefix tokens (re-prefilled)
-in new packed batches.
+A streaming backend (backend:hf) runs all items as one continuous batch (auditd.backends.hf_stream):
+answers are judged and stored a batch at a time as they finish, and early stop
+(auditd.runner.early_stop) is asked along the way. A token-level backend that cannot stream falls
+back to two stages: every eligible item first gets a short prefix; those decided by it are judged
+and stored at once, the rest are continued from their exact prefix tokens (re-prefilled) in new
+packed batches.
 """
 
 from __future__ import annotations
